@@ -1,0 +1,7 @@
+"""`python -m server`: see server/app.py."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,472 @@
+"""Server state: jobs, the worker pool that builds meshes, uploads, wallet and counters."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from . import reconstruct
+
+log = logging.getLogger("server")
+
+PRICE_PER_JOB = 0.2
+HOSTILE_PREFIX = "../../etc/x"
+
+
+@dataclass
+class Config:
+    """Command-line settings."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 2
+    keys: frozenset[str] | None = None
+    expire_seconds: float = 86400.0
+    job_seconds: float = 0.0
+    data_dir: Path = Path(".")
+    allow_remote_images: bool = False
+    balance: float = 100.0
+    max_queue: int = 0
+    log_requests: bool = False
+
+
+@dataclass
+class Job:
+    """One accepted image_to_3d request."""
+
+    id: int
+    flavor: str  # "enterprise" | "v6"
+    params: dict[str, Any]  # normalised request fields (no key)
+    image: bytes
+    file_prefix: str
+    key_hash: str
+    created_at: float
+    estimate: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    status: str = "queued"  # queued | processing | success | failed
+    error: str | None = None
+    fail_text: str | None = None  # job_failed fault
+    extra_polls: int = 0  # processing_polls fault
+    forever: bool = False  # processing_forever fault
+    hostile: bool = False  # hostile_names fault
+    pad_bytes: int | None = None  # pad_output fault
+    file_size: int | None = None
+    vertices: int | None = None
+    faces: int | None = None
+    recon_seconds: float | None = None
+    webhook_status: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def fmt(self) -> str:
+        return str(self.params["output_format"])
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.file_prefix}.{self.fmt}"
+
+    def hostile_names(self) -> list[str]:
+        """Server-supplied names a client must sanitise; all of them serve this job's file."""
+        return [
+            f"{HOSTILE_PREFIX}{self.id}.{self.fmt}",
+            f"/etc/modelslab/x{self.id}.{self.fmt}",
+            f"C:\\Windows\\x{self.id} ;$(rm -rf ~)|é.{self.fmt}",
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The job as /__admin/stats shows it."""
+        return {
+            "id": self.id,
+            "flavor": self.flavor,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "track_id": self.params.get("track_id"),
+            "key_hash": self.key_hash,
+            "resolution": self.params["resolution"],
+            "output_format": self.fmt,
+            "file_prefix": self.file_prefix,
+            "file_bytes": self.file_size,
+            "vertices": self.vertices,
+            "faces": self.faces,
+            "recon_seconds": self.recon_seconds,
+            "error": self.error,
+            "webhook_status": self.webhook_status,
+        }
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost names and loopback IP literals (no DNS lookup)."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def key_hash(key: str) -> str:
+    """Short stable digest of a key: stats never hold a raw key."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+class Store:
+    """All mutable server state behind one lock, plus the worker pool."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.lock = threading.RLock()
+        self.out_dir = config.data_dir / "out"
+        self.upload_dir = config.data_dir / "uploads"
+        self.tmp_dir = config.data_dir / "tmp"
+        for directory in (self.out_dir, self.upload_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="job")
+        self.next_id = 1000
+        self.next_upload_id = 500
+        self._coef = 1.0  # seconds for a res-256 reconstruction, learned from finished jobs
+        self._init_counters()
+
+    def _init_counters(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.futures: dict[int, Future] = {}
+        self.files: dict[str, int] = {}  # served name -> job id (real and hostile names)
+        self.uploads: dict[str, float] = {}  # upload file name -> created_at
+        self.balance = self.config.balance
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.submits = 0
+        self.submits_by_key: collections.Counter[str] = collections.Counter()
+        self.submits_by_track: collections.Counter[str] = collections.Counter()
+        self.webhooks: list[dict[str, Any]] = []
+
+    # --- counters ----------------------------------------------------------------------------
+    def count_request(self, endpoint: str) -> None:
+        with self.lock:
+            self.requests[endpoint] += 1
+
+    def stats(self, faults: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
+        """The /__admin/stats document."""
+        with self.lock:
+            jobs = [job.summary() for job in self.jobs.values()]
+            return {
+                "submits": self.submits,
+                "submits_by_key": dict(self.submits_by_key),
+                "submits_by_track_id": dict(self.submits_by_track),
+                "requests": dict(self.requests),
+                "faults_fired": faults,
+                "faults": rules,
+                "jobs": jobs,
+                "queue_depth": sum(1 for job in self.jobs.values() if job.status == "queued"),
+                "running": sum(1 for job in self.jobs.values() if job.status == "processing" and not job.forever),
+                "uploads": len(self.uploads),
+                "webhooks": list(self.webhooks),
+                "wallet": {"balance": round(self.balance, 4), "currency": "USD"},
+                "config": {
+                    "workers": self.config.workers,
+                    "job_seconds": self.config.job_seconds,
+                    "expire_seconds": self.config.expire_seconds,
+                    "price_per_job": PRICE_PER_JOB,
+                },
+            }
+
+    def reset(self) -> None:
+        """Forget everything except the id counters; running jobs are abandoned."""
+        with self.lock:
+            for job_id, job in self.jobs.items():
+                job.cancel.set()
+                future = self.futures.get(job_id)
+                if future is not None:
+                    future.cancel()
+            self._init_counters()
+        for directory in (self.out_dir, self.upload_dir, self.tmp_dir):
+            for path in directory.iterdir():
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def shutdown(self) -> None:
+        """Stop the workers (running reconstructions finish in the background)."""
+        with self.lock:
+            for job in self.jobs.values():
+                job.cancel.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- wallet ------------------------------------------------------------------------------
+    def can_pay(self) -> bool:
+        with self.lock:
+            return self.balance + 1e-9 >= PRICE_PER_JOB
+
+    # --- jobs --------------------------------------------------------------------------------
+    def estimate(self, resolution: int) -> float:
+        """Expected seconds for one job at this resolution (the learned reconstruction cost, or --job-seconds)."""
+        recon = 0.15 + self._coef * (resolution / 256.0) ** 3
+        return max(self.config.job_seconds, recon)
+
+    def active_jobs(self) -> int:
+        with self.lock:
+            return sum(1 for job in self.jobs.values() if job.status in ("queued", "processing") and not job.forever)
+
+    def create_job(self, flavor: str, params: dict[str, Any], image: bytes, key: str, faults: dict[str, Any]) -> Job:
+        """Register, charge and schedule a job (faults: the submit's job-level faults that fired)."""
+        with self.lock:
+            job_id = self.next_id
+            self.next_id += 1
+            job = Job(
+                id=job_id,
+                flavor=flavor,
+                params=params,
+                image=image,
+                file_prefix=str(uuid.uuid4()),
+                key_hash=key_hash(key),
+                created_at=time.time(),
+                estimate=self.estimate(params["resolution"]),
+            )
+            self.apply_job_faults(job, faults)
+            if "pad_output" in faults:
+                job.pad_bytes = int(faults["pad_output"].get("bytes", 0))
+            self.jobs[job_id] = job
+            self.files[job.file_name] = job_id
+            for name in job.hostile_names():
+                self.files[name] = job_id
+            self.balance -= PRICE_PER_JOB
+            self.submits += 1
+            self.submits_by_key[job.key_hash] += 1
+            if params.get("track_id") is not None:
+                self.submits_by_track[str(params["track_id"])] += 1
+            if job.forever:
+                job.status = "processing"
+                job.started_at = job.created_at
+            else:
+                self.futures[job_id] = self.pool.submit(self._run, job)
+            return job
+
+    @staticmethod
+    def apply_job_faults(job: Job, faults: dict[str, Any]) -> None:
+        """Job-level faults fired on submit or fetch change how this job answers from now on."""
+        if "job_failed" in faults:
+            job.fail_text = str(faults["job_failed"].get("text"))
+            if job.status == "success":
+                job.status = "failed"
+                job.error = job.fail_text
+        if "processing_polls" in faults:
+            job.extra_polls += int(faults["processing_polls"].get("polls", 0))
+        if "processing_forever" in faults:
+            job.forever = True
+        if "hostile_names" in faults:
+            job.hostile = True
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self.lock:
+            return self.jobs.get(job_id)
+
+    def expired(self, job: Job) -> bool:
+        """Outputs (and the fetch answer) disappear --expire-seconds after the job finished."""
+        return job.finished_at is not None and time.time() - job.finished_at > self.config.expire_seconds
+
+    def eta(self, job: Job) -> float:
+        """Seconds until this job should be done, counting the jobs ahead of it in the queue."""
+        now = time.time()
+        with self.lock:
+            if job.forever:
+                return round(max(job.estimate, 1.0), 2)
+            if job.status == "success":
+                return 1.0 if job.extra_polls else 0.0
+            if job.status == "processing":
+                return round(max(0.2, job.estimate - (now - (job.started_at or now))), 2)
+            # Simulate the pool: each queued job ahead of this one takes the worker that frees up first.
+            slots = max(1, self.config.workers)
+            free = sorted(
+                max(0.0, other.estimate - (now - (other.started_at or now)))
+                for other in self.jobs.values()
+                if other.status == "processing" and not other.forever
+            )[:slots]
+            free += [0.0] * (slots - len(free))
+            for other in sorted(self.jobs.values(), key=lambda j: j.id):
+                if other.id >= job.id:
+                    break
+                if other.status == "queued" and not other.forever:
+                    free.sort()
+                    free[0] += other.estimate
+            return round(max(0.2, min(free) + job.estimate), 2)
+
+    def _alive(self, job: Job) -> bool:
+        with self.lock:
+            return self.jobs.get(job.id) is job and not job.cancel.is_set()
+
+    def _run(self, job: Job) -> None:
+        if not self._alive(job):
+            return
+        with self.lock:
+            job.status = "processing"
+            job.started_at = time.time()
+        tmp = self.tmp_dir / f"{job.file_prefix}.{job.fmt}.part"
+        try:
+            if job.fail_text is None:
+                t0 = time.perf_counter()
+                mesh = reconstruct.reconstruct(
+                    job.image,
+                    resolution=job.params["resolution"],
+                    foreground_ratio=job.params["foreground_ratio"],
+                    remove_bg=job.params["remove_bg"],
+                    chunk_size=job.params["chunk_size"],
+                    seed=job.params["seed"],
+                )
+                reconstruct.write_mesh(mesh, tmp, job.fmt)
+                if job.pad_bytes:
+                    reconstruct.pad_file(tmp, job.fmt, job.pad_bytes)
+                recon = time.perf_counter() - t0
+                with self.lock:
+                    job.recon_seconds = round(recon, 4)
+                    job.vertices = len(mesh.vertices)
+                    job.faces = len(mesh.faces)
+                    scale = (job.params["resolution"] / 256.0) ** 3
+                    self._coef = min(60.0, max(0.05, 0.6 * self._coef + 0.4 * max(0.0, recon - 0.15) / scale))
+            remaining = self.config.job_seconds - (time.time() - (job.started_at or 0.0))
+            if remaining > 0 and job.cancel.wait(remaining):
+                return
+            with self.lock:
+                if not self._alive(job):
+                    return
+                if job.fail_text is not None:
+                    job.status = "failed"
+                    job.error = job.fail_text
+                else:
+                    os.replace(tmp, self.out_dir / job.file_name)
+                    job.file_size = (self.out_dir / job.file_name).stat().st_size
+                    job.status = "success"
+                job.finished_at = time.time()
+        except Exception as exc:  # a bad image or a reconstruction bug fails the job, not the server
+            log.exception("job %s failed", job.id)
+            with self.lock:
+                job.status = "failed"
+                job.error = f"Generation failed: {exc}"
+                job.finished_at = time.time()
+        finally:
+            tmp.unlink(missing_ok=True)
+            job.image = b""
+        self._send_webhook(job)
+
+    def _send_webhook(self, job: Job) -> None:
+        url = job.params.get("webhook")
+        if not url or not self._alive(job):
+            return
+        payload = self.result_payload(job, self.base_url_for_webhook)
+        payload["track_id"] = job.params.get("track_id")
+        if not is_loopback_host(urlparse(url).hostname):
+            status = "skipped (this local server only calls loopback webhooks)"
+        else:
+            data = json.dumps(payload).encode()
+            headers = {"Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                with opener.open(request, timeout=3) as response:
+                    status = f"sent ({response.status})"
+            except Exception as exc:  # best effort: the client can always fetch
+                status = f"failed ({type(exc).__name__})"
+        with self.lock:
+            job.webhook_status = status
+            self.webhooks.append({"id": job.id, "url": url, "status": status, "at": time.time()})
+
+    base_url_for_webhook = ""
+
+    # --- answers -----------------------------------------------------------------------------
+    def meta(self, job: Job, hostile: bool | None = None) -> dict[str, Any]:
+        """The `meta` object of processing/success answers (foreground_ratio as a string like ".85")."""
+        params = job.params
+        ratio = f"{params['foreground_ratio']:g}"
+        if ratio.startswith("0."):
+            ratio = ratio[1:]
+        hostile = job.hostile if hostile is None else hostile
+        return {
+            "chunk_size": params["chunk_size"],
+            "file_prefix": HOSTILE_PREFIX + str(job.id) if hostile else job.file_prefix,
+            "foreground_ratio": ratio,
+            "image": params["init_image"],
+            "remove_bg": params["remove_bg"],
+            "render": False,
+            "resolution": params["resolution"],
+            "seed": params["seed"],
+            "temp": "no",
+            "output_format": job.fmt,
+        }
+
+    def links(self, job: Job, base: str) -> tuple[list[str], list[str]]:
+        """(primary URLs, proxy mirror URLs) of the job's mesh."""
+        if job.hostile:
+            names = job.hostile_names()
+            return (
+                [f"{base}/out/{quote(names[0], safe='')}"],
+                [f"{base}/cdn/out/{quote(names[1], safe='')}", f"{base}/cdn/out/{quote(names[2], safe='')}"],
+            )
+        return [f"{base}/out/{job.file_name}"], [f"{base}/cdn/out/{job.file_name}"]
+
+    def result_payload(self, job: Job, base: str) -> dict[str, Any]:
+        """The success (or failed) answer of fetch and of the webhook."""
+        if job.status == "failed":
+            return {"status": "failed", "id": job.id, "message": job.error or "Generation failed", "output": []}
+        output, proxy = self.links(job, base)
+        generation = (job.finished_at or 0.0) - (job.started_at or job.created_at)
+        return {
+            "status": "success",
+            "generationTime": round(generation, 3),
+            # The seed example of the real service answers "id": null; odd ids do the same here.
+            "id": None if job.id % 2 else job.id,
+            "output": output,
+            "proxy_links": proxy,
+            "nsfw_content_detected": False,
+            "webhook_status": job.webhook_status,
+            "meta": self.meta(job),
+            "tip": "Your 3D model is ready. Outputs are deleted after 24 hours; download them promptly.",
+        }
+
+    # --- uploads -----------------------------------------------------------------------------
+    def add_upload(self, data: bytes, ext: str) -> tuple[int, str]:
+        with self.lock:
+            upload_id = self.next_upload_id
+            self.next_upload_id += 1
+            name = f"{uuid.uuid4().hex}.{ext}"
+            (self.upload_dir / name).write_bytes(data)
+            self.uploads[name] = time.time()
+            return upload_id, name
+
+    def upload_path(self, name: str) -> Path | None:
+        """The stored upload, or None if unknown or expired."""
+        with self.lock:
+            created = self.uploads.get(name)
+        if created is None or time.time() - created > self.config.expire_seconds:
+            return None
+        path = self.upload_dir / name
+        return path if path.is_file() else None
+
+    def output_for(self, name: str) -> tuple[Job | None, Path | None]:
+        """(job, file) for a served output name; file is None while not ready, after expiry or failure."""
+        with self.lock:
+            job_id = self.files.get(name)
+            job = self.jobs.get(job_id) if job_id is not None else None
+        if job is None or job.status not in ("success",) or job.file_size is None:
+            return job, None
+        path = self.out_dir / job.file_name
+        if self.expired(job):
+            path.unlink(missing_ok=True)
+            return job, None
+        return job, (path if path.is_file() else None)
