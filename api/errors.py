@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from enum import Enum
+from enum import StrEnum
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     """The error taxonomy from design.md; the value is what scripts and the batch JSON see."""
 
     AUTH = "auth"
