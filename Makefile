@@ -70,19 +70,22 @@ typecheck: setup
 build: setup-bpy
 	$(VENV_BPY50)/bin/python scripts/build_extension.py
 
+# pytest exits 5 when it collected nothing: that is a broken layer, never a pass.
+PYTEST_RUN = scripts/run_pytest.sh
+
 test-unit: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/unit
+	$(PYTEST_RUN) $(VENV)/bin/python $(PYTEST_FLAGS) tests/unit
 
 test-blender50: setup setup-bpy build
-	$(VENV_BPY50)/bin/python -m pytest $(PYTEST_FLAGS) tests/blender
+	$(PYTEST_RUN) $(VENV_BPY50)/bin/python $(PYTEST_FLAGS) tests/blender tests/batch
 
 test-blender42: setup setup-bpy build
-	$(VENV_BPY42)/bin/python -m pytest $(PYTEST_FLAGS) tests/blender
+	$(PYTEST_RUN) $(VENV_BPY42)/bin/python $(PYTEST_FLAGS) tests/blender tests/batch
 
 test-blender: test-blender50 test-blender42
 
 test-gui: setup setup-bpy setup-gui build
-	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/gui
+	$(PYTEST_RUN) $(VENV)/bin/python $(PYTEST_FLAGS) tests/gui
 
 test: lint typecheck test-unit test-blender test-gui
 	@echo "== all test layers passed"
@@ -98,7 +101,7 @@ bench: setup setup-bpy setup-gui build
 	$(VENV)/bin/python -m bench
 
 soak: setup setup-bpy
-	$(VENV_BPY50)/bin/python -m pytest $(PYTEST_FLAGS) tests/soak
+	$(PYTEST_RUN) $(VENV_BPY50)/bin/python $(PYTEST_FLAGS) tests/soak
 
 clean:
 	rm -rf dist demo-output .pytest_cache .ruff_cache .mypy_cache
