@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -178,17 +179,33 @@ class ModelsLabHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], config: Config, store: Store, faults: FaultBook):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        config: Config,
+        store: Store,
+        faults: FaultBook,
+        tls: ssl.SSLContext | None = None,
+    ):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.config = config
         self.store = store
         self.faults = faults
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake runs in the handler thread (Handler.setup), so one stalled client cannot block accept().
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
+        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
             return
         super().handle_error(request, client_address)
 
@@ -202,6 +219,11 @@ class Handler(BaseHTTPRequestHandler):
     server: ModelsLabHTTPServer
 
     # --- plumbing ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.config.log_requests:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
@@ -217,9 +239,9 @@ class Handler(BaseHTTPRequestHandler):
     def base_url(self) -> str:
         host = str(self.headers.get("Host", ""))
         if host and re.fullmatch(r"[A-Za-z0-9.\-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?", host):
-            return f"http://{host}"
+            return f"{self.server.scheme}://{host}"
         address = self.server.server_address
-        return f"http://{address[0]!s}:{address[1]}"
+        return f"{self.server.scheme}://{address[0]!s}:{address[1]}"
 
     def send_bytes(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -669,6 +691,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--balance", type=float, default=100.0, help="starting wallet balance (USD)")
     parser.add_argument("--max-queue", type=int, default=0, help="answer 429 beyond this many active jobs (0 = off)")
     parser.add_argument("--log-requests", action="store_true", help="log every request on stderr")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     return parser.parse_args(argv)
 
 
@@ -683,6 +707,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FaultError) as exc:
         print(f"python -m server: error: bad --fault: {exc}", file=sys.stderr)
         return 2
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("python -m server: error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"python -m server: error: cannot load the TLS certificate: {exc}", file=sys.stderr)
+            return 2
     own_dir = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="modelslab-server-")) if own_dir else Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -701,16 +736,16 @@ def main(argv: list[str] | None = None) -> int:
         log_requests=args.log_requests,
     )
     store = Store(config)
-    httpd = ModelsLabHTTPServer((args.host, args.port), config, store, faults)
+    httpd = ModelsLabHTTPServer((args.host, args.port), config, store, faults, tls)
     port = httpd.server_address[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    store.base_url_for_webhook = f"http://{host}:{port}"
+    store.base_url_for_webhook = f"{httpd.scheme}://{host}:{port}"
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    print(f"ModelsLab local server listening on http://{host}:{port}", flush=True)
+    print(f"ModelsLab local server listening on {httpd.scheme}://{host}:{port}", flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

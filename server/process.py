@@ -28,7 +28,7 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # server/ sits at the repo root
 START_DEADLINE = 30.0
-_LISTEN_RE = re.compile(r"listening on (http://\S+)")
+_LISTEN_RE = re.compile(r"listening on (https?://\S+)")
 _LIVE: set[ServerProcess] = set()
 
 T = TypeVar("T")
@@ -60,7 +60,13 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
 class ServerProcess:
     """A running `python -m server --port 0 ...`; also a context manager that stops it on exit."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, python: str | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+        ca_bundle: str | os.PathLike | None = None,
+    ):
         self.args = [python or default_python(), "-m", "server", "--port", "0", *args]
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -71,6 +77,8 @@ class ServerProcess:
         self.url = ""
         self._session = requests.Session()
         self._session.trust_env = False  # never send loopback admin calls through a configured proxy
+        if ca_bundle is not None:  # an HTTPS server (--tls-cert) signed by a test CA
+            self._session.verify = str(ca_bundle)
         self.proc = subprocess.Popen(
             self.args,
             cwd=str(REPO_ROOT),
@@ -199,9 +207,17 @@ class ServerProcess:
         return f"ServerProcess(url={self.url!r}, pid={self.proc.pid}, running={self.running})"
 
 
-def start_server(*args: str, env: dict[str, str] | None = None, python: str | None = None) -> ServerProcess:
-    """Launch `python -m server --port 0 *args` from the repo root and wait for its listening line."""
-    return ServerProcess(*args, env=env, python=python)
+def start_server(
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str | None = None,
+    ca_bundle: str | os.PathLike | None = None,
+) -> ServerProcess:
+    """Launch `python -m server --port 0 *args` from the repo root and wait for its listening line.
+
+    With `--tls-cert/--tls-key` the server speaks HTTPS; pass the CA that signed the certificate as ca_bundle.
+    """
+    return ServerProcess(*args, env=env, python=python, ca_bundle=ca_bundle)
 
 
 @atexit.register

@@ -1,0 +1,290 @@
+"""TLS: a real local HTTPS server signed by a CA made here; verification is never disabled anywhere.
+
+Without the CA bundle the client must refuse the server (category network, hint about the CA bundle setting);
+with ClientConfig(ca_bundle=path) the whole job (upload, submit, poll, download) succeeds over HTTPS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.serverproc import REPO_ROOT, ServerProcess, start_server
+
+EXAMPLE_IMAGE = REPO_ROOT / "examples" / "duck_512.png"
+API_KEY = "tls-test-key-9f3a7c1e"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """Write ca.pem, server.pem and server.key (CA-signed, SAN 127.0.0.1 and localhost) into directory."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("ModelsLab test CA"))
+        .issuer_name(_name("ModelsLab test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = directory / "ca.pem"
+    cert_path = directory / "server.pem"
+    key_path = directory / "server.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca_path, cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(ca.pem, server.pem, server.key) made for this test module."""
+    return make_ca_and_server_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def https_server(tls_files: tuple[Path, Path, Path]) -> Iterator[ServerProcess]:
+    """The local server speaking HTTPS with a certificate signed by the test CA."""
+    ca_path, cert_path, key_path = tls_files
+    with start_server(
+        "--workers", "1", "--tls-cert", str(cert_path), "--tls-key", str(key_path), ca_bundle=ca_path
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fresh_https(https_server: ServerProcess) -> Iterator[ServerProcess]:
+    https_server.reset()
+    yield https_server
+    https_server.clear_faults()
+
+
+# --- the server side of the fixture ---------------------------------------------------------------
+
+
+def test_server_speaks_https_with_the_test_ca(fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path]) -> None:
+    import requests
+
+    assert fresh_https.url.startswith("https://127.0.0.1:")
+    ca_path = tls_files[0]
+    answer = requests.post(fresh_https.url + "/api/wallet_balance", json={"key": API_KEY}, verify=str(ca_path))
+    assert answer.status_code == 200 and answer.json()["status"] == "success"
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(fresh_https.url + "/api/wallet_balance", json={"key": API_KEY}, timeout=10)
+    # A client that refused the certificate must not have disturbed the server.
+    assert fresh_https.running
+    assert fresh_https.stats()["requests"].get("wallet") == 1
+
+
+def test_server_links_are_https(fresh_https: ServerProcess) -> None:
+    image_url = fresh_https.upload(EXAMPLE_IMAGE, key=API_KEY)
+    assert image_url.startswith("https://127.0.0.1:")
+    answer = fresh_https.post(
+        "/api/v1/enterprise/3d/image_to_3d", {"key": API_KEY, "init_image": image_url, "resolution": 32}
+    ).json()
+    assert answer["status"] == "processing", answer
+    assert answer["fetch_result"].startswith("https://")
+    assert all(link.startswith("https://") for link in answer["future_links"])
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+def _client(url: str, ca_bundle: Path | None):
+    from api.client import ClientConfig, ModelsLabClient
+
+    config = ClientConfig(base_url=url, connect_timeout=5.0, read_timeout=20.0, max_retries=1, backoff_base=0.01)
+    if ca_bundle is not None:
+        config.ca_bundle = str(ca_bundle)
+    return ModelsLabClient(API_KEY, config)
+
+
+def test_without_ca_bundle_the_client_refuses_with_a_ca_bundle_hint(fresh_https: ServerProcess) -> None:
+    from api.errors import Category, ModelsLabError
+
+    client = _client(fresh_https.url, None)
+    try:
+        with pytest.raises(ModelsLabError) as caught:
+            client.wallet_balance()
+    finally:
+        client.close()
+    error = caught.value
+    assert error.category is Category.NETWORK, error
+    hint = f"{error.message} {error.fix}"
+    assert re.search(r"CA[ _-]?bundle", hint, re.IGNORECASE), hint
+    assert "Traceback" not in hint and API_KEY not in hint
+    assert fresh_https.stats()["requests"].get("wallet", 0) == 0  # nothing reached the API
+
+
+def test_without_ca_bundle_no_job_is_submitted(fresh_https: ServerProcess) -> None:
+    from api.errors import Category, ModelsLabError
+    from api.params import GenerationParams
+
+    client = _client(fresh_https.url, None)
+    try:
+        with pytest.raises(ModelsLabError) as caught:
+            client.submit(GenerationParams(init_image=fresh_https.url + "/uploads/none.png", resolution=32))
+    finally:
+        client.close()
+    assert caught.value.category is Category.NETWORK
+    assert fresh_https.stats()["submits"] == 0
+
+
+def test_with_ca_bundle_the_whole_job_succeeds(
+    fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from api.params import GenerationParams
+    from tests.serverproc import wait_until
+
+    client = _client(fresh_https.url, tls_files[0])
+    try:
+        assert client.wallet_balance()["currency"] == "USD"
+        image_url = client.upload_image(EXAMPLE_IMAGE)
+        assert image_url.startswith("https://")
+        status = client.submit(GenerationParams(init_image=image_url, resolution=32))
+        assert status.job_id is not None
+        job_id = status.job_id
+
+        def finished():
+            answer = client.fetch(job_id)
+            return answer if answer.status == "success" else None
+
+        done = wait_until(finished, timeout=60, interval=0.2, message="job over HTTPS")
+        target = tmp_path / "mesh.obj"
+        result = client.download([*done.output, *done.proxy_links], target, expected_format="obj")
+    finally:
+        client.close()
+    assert result == target and target.stat().st_size > 0
+    assert b"\nf " in target.read_bytes()
+    assert not list(tmp_path.glob("*.part"))
+    assert fresh_https.stats()["submits"] == 1
+
+
+def test_ca_bundle_path_that_does_not_exist_is_a_clear_error(fresh_https: ServerProcess, tmp_path: Path) -> None:
+    from api.errors import ModelsLabError
+
+    client = _client(fresh_https.url, tmp_path / "missing-ca.pem")
+    try:
+        with pytest.raises(ModelsLabError) as caught:
+            client.wallet_balance()
+    finally:
+        client.close()
+    assert caught.value.category.value in ("network", "invalid_input")
+    assert "Traceback" not in str(caught.value)
+
+
+def test_client_threads_are_not_left_behind(fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path]) -> None:
+    before = set(threading.enumerate())
+    client = _client(fresh_https.url, tls_files[0])
+    client.wallet_balance()
+    client.close()
+    assert set(threading.enumerate()) - before == set()
+
+
+# --- static: no code path disables verification ---------------------------------------------------
+
+SHIPPED_DIRS = ("api", "blender", "operators", "panels", "scripts")
+DISABLING_PATTERNS = [
+    (re.compile(r"verify\s*=\s*False"), "verify=False"),
+    (re.compile(r"\.verify\s*=\s*(False|0|None)\b"), "session.verify disabled"),
+    (re.compile(r"CERT_NONE"), "ssl.CERT_NONE"),
+    (re.compile(r"check_hostname\s*=\s*False"), "check_hostname=False"),
+    (re.compile(r"_create_unverified_context"), "unverified SSL context"),
+    (re.compile(r"disable_warnings\s*\("), "urllib3.disable_warnings (hides unverified requests)"),
+    (re.compile(r"cert_reqs\s*=\s*['\"]?(CERT_)?NONE", re.IGNORECASE), "cert_reqs NONE"),
+    (re.compile(r"PYTHONHTTPSVERIFY"), "PYTHONHTTPSVERIFY"),
+    (re.compile(r"(CURL|REQUESTS)_CA_BUNDLE\W{0,8}['\"]{2}"), "empty CA bundle variable"),
+]
+
+
+def _shipped_python_files() -> list[Path]:
+    files = [REPO_ROOT / "__init__.py"]
+    for directory in SHIPPED_DIRS:
+        files.extend(sorted((REPO_ROOT / directory).rglob("*.py")))
+    return [path for path in files if path.is_file()]
+
+
+def test_static_no_code_disables_tls_verification() -> None:
+    files = _shipped_python_files()
+    assert any(path.parts[-2:] == ("api", "params.py") for path in files)  # the scan sees the code
+    offenders = []
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for pattern, what in DISABLING_PATTERNS:
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {what}: {line.strip()}")
+    assert offenders == []
+
+
+def test_static_scan_would_catch_a_violation() -> None:
+    """The patterns above are not vacuous: each flags the line it is meant for."""
+    samples = [
+        "requests.get(url, verify=False)",
+        "session.verify = False",
+        "ctx.verify_mode = ssl.CERT_NONE",
+        "ctx.check_hostname = False",
+        "ssl._create_unverified_context()",
+        "urllib3.disable_warnings()",
+        "PoolManager(cert_reqs='CERT_NONE')",
+        "os.environ['PYTHONHTTPSVERIFY'] = '0'",
+        "os.environ['CURL_CA_BUNDLE'] = ''",
+    ]
+    for sample in samples:
+        assert any(pattern.search(sample) for pattern, _ in DISABLING_PATTERNS), sample
