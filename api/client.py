@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from .errors import Category, ModelsLabError, invalid_input, register_secret
 from .images import check_image_file
 from .params import GenerationParams
 
+log = logging.getLogger(__name__)
 USER_AGENT = f"modelslab-blender/{__version__}"
 FLAVOR_PATHS = {"enterprise": "/api/v1/enterprise/3d", "standard": "/api/v6/3d"}
 UPLOAD_PATH = "/api/v6/base64_to_url"
@@ -545,7 +547,9 @@ class ModelsLabClient:
                 raise _cancelled()
             transport = self._transport(url)
             try:
-                response = self._session().post(url, data=data, headers=headers, stream=True, **transport)
+                response = self._session().post(
+                    url, data=data, headers=headers, stream=True, allow_redirects=False, **transport
+                )
             except requests.exceptions.InvalidURL as exc:
                 raise invalid_input(f"The base URL is not valid ({type(exc).__name__}).") from None
             except requests.exceptions.RequestException as exc:
@@ -554,6 +558,7 @@ class ModelsLabClient:
                 tls = isinstance(exc, requests.exceptions.SSLError)
                 if not safe or tls or attempt >= self.config.max_retries:
                     raise error from None
+                log.info("retrying %s after: %s", path, error)
                 self._sleep(self._backoff(attempt), cancel)
                 attempt += 1
                 continue
@@ -563,12 +568,14 @@ class ModelsLabClient:
                 delay = self._retry_delay(error, attempt, idempotent=idempotent)
                 if delay is None:
                     raise _plain(error) from None
+                log.info("retrying %s in %.2f s after: %s", path, delay, error)
                 self._sleep(delay, cancel)
                 attempt += 1
                 continue
-            except ModelsLabError:
+            except ModelsLabError as error:
                 if not idempotent or attempt >= self.config.max_retries:
                     raise
+                log.info("retrying %s after: %s", path, error)
                 self._sleep(self._backoff(attempt), cancel)
                 attempt += 1
                 continue
@@ -699,6 +706,7 @@ class ModelsLabClient:
                     if wait > self.config.max_retry_after:
                         errors.append(failure.error)
                         break
+                    log.info("retrying download in %.2f s after: %s", wait, failure.error)
                     self._sleep(wait, cancel)
                     attempt += 1
         if all(error.category is Category.EXPIRED for error in errors):
