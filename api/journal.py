@@ -1,0 +1,126 @@
+"""The job journal: one JSON file per job, written atomically, never holding the API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from .errors import ModelsLabError, redact
+from .jobs import JobRecord
+
+log = logging.getLogger(__name__)
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_JOURNAL_FIX = (
+    "Free some disk space or make the folder writable, then resume the job; "
+    "until then jobs cannot be recorded for resume."
+)
+
+
+def journal_error(directory: Path, action: str, exc: OSError) -> ModelsLabError:
+    """The categorised error for a journal folder that cannot be written (read-only, disk full, missing)."""
+    reason = exc.strerror or type(exc).__name__
+    return ModelsLabError("invalid_input", f"Cannot {action} the job journal in {directory}: {reason}.", _JOURNAL_FIX)
+
+
+class JobJournal:
+    """A directory of <local_id>.json files. Unreadable files are skipped and listed in `problems`."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).expanduser().absolute()
+        self.problems: list[tuple[str, str]] = []  # (file, reason) of files skipped by the last all()
+        self._lock = threading.Lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise journal_error(self.directory, "create", exc) from None
+
+    def path(self, local_id: str) -> Path:
+        """The journal file of a job; ids are plain names so they can never point outside the folder."""
+        if not isinstance(local_id, str) or not _ID_RE.fullmatch(local_id):
+            raise ModelsLabError("invalid_input", f"Not a job id: {str(local_id)[:80]!r}.")
+        return self.directory / f"{local_id}.json"
+
+    def save(self, record: JobRecord) -> None:
+        """Write the record atomically (temp file in the same folder, fsync, os.replace); secrets redacted."""
+        target = self.path(record.local_id)
+        text = redact(json.dumps(record.to_dict(), indent=1, sort_keys=True, ensure_ascii=False))
+        tmp_name: str | None = None
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{record.local_id}.", suffix=".tmp", dir=self.directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+            tmp_name = None
+        except OSError as exc:
+            raise journal_error(self.directory, "write", exc) from None
+        finally:
+            if tmp_name is not None:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+
+    def _read(self, path: Path) -> JobRecord:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        record = JobRecord.from_dict(data)
+        if f"{record.local_id}.json" != path.name:
+            raise ValueError(f"file name does not match its job id {record.local_id!r}")
+        return record
+
+    def load(self, local_id: str) -> JobRecord | None:
+        """The saved record, or None when there is none or it cannot be read (then it is in `problems`)."""
+        path = self.path(local_id)
+        if not path.exists():
+            return None
+        try:
+            return self._read(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            problem = self._report(path, exc)
+            with self._lock:
+                self.problems.append(problem)
+            return None
+
+    def all(self) -> list[JobRecord]:
+        """Every readable record, oldest first; unreadable files are skipped, logged and listed in `problems`."""
+        problems: list[tuple[str, str]] = []
+        records: list[JobRecord] = []
+        try:
+            paths = sorted(self.directory.glob("*.json"))
+        except OSError as exc:
+            raise journal_error(self.directory, "read", exc) from None
+        for path in paths:
+            try:
+                records.append(self._read(path))
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                problems.append(self._report(path, exc))
+        with self._lock:
+            self.problems = problems
+        records.sort(key=lambda r: (r.created_at, r.local_id))
+        return records
+
+    def unfinished(self) -> list[JobRecord]:
+        """Records not terminal: still running, resumable, or downloaded but not imported yet."""
+        return [record for record in self.all() if not record.is_terminal]
+
+    def delete(self, local_id: str) -> None:
+        """Remove a job's file (no error when it is already gone)."""
+        try:
+            self.path(local_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise journal_error(self.directory, "delete from", exc) from None
+
+    @staticmethod
+    def _report(path: Path, exc: BaseException) -> tuple[str, str]:
+        reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+        log.warning("Skipping unreadable job journal file %s (%s)", path, reason)
+        return str(path), reason
