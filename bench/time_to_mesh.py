@@ -1,0 +1,338 @@
+"""time_to_mesh_overhead_s: (mesh on disk / in the scene) − (server's finished_at), per client, same server, same run.
+
+Clients: the official `modelslab` CLI (standard /api/v6 flavour), a fixed 10 s polling loop like the SDK
+examples, and this project's JobRunner (api/). Each client gets its own phase of JOBS jobs started STAGGER s
+apart, on one server with 8 workers and --job-seconds JOB_SECONDS (so nothing queues and the server's `eta` is
+honest). Also reported: the project's time-to-mesh at 1/4/8/16 concurrent jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from server.process import ServerProcess, start_server
+
+from .common import API_KEY, EXAMPLE_IMAGE, REPO_ROOT, Missing, Outcome, log, median, rounded
+
+JOBS = 7
+JOB_SECONDS = 3.0
+STAGGER = 0.3
+NAIVE_SLEEP = 10.0
+SCALING_COUNTS = (1, 4, 8, 16)
+CLI = REPO_ROOT / ".venv" / "bin" / "modelslab"
+
+
+@dataclass
+class Sample:
+    """One job of one client: how to find it in the server stats and when its mesh was usable locally."""
+
+    client: str
+    remote_id: str | None
+    file_prefix: str | None
+    submitted_at: float
+    on_disk_at: float
+    extra: dict[str, Any] | None = None
+
+
+def _server_job(stats: dict, sample: Sample) -> dict:
+    for job in stats["jobs"]:
+        if sample.file_prefix and job["file_prefix"] == sample.file_prefix:
+            return job
+        if sample.remote_id is not None and str(job["id"]) == str(sample.remote_id):
+            return job
+    raise RuntimeError(f"{sample.client}: no server job for {sample}")
+
+
+def overheads(srv: ServerProcess, samples: list[Sample]) -> list[dict[str, Any]]:
+    """Per job: server finished_at, on-disk time, their difference (the overhead), submit→disk wall time."""
+    stats = srv.stats()
+    rows = []
+    for sample in samples:
+        job = _server_job(stats, sample)
+        if job["status"] != "success" or not job["finished_at"]:
+            raise RuntimeError(f"{sample.client}: server job {job['id']} ended {job['status']}")
+        rows.append(
+            {
+                "client": sample.client,
+                "server_id": job["id"],
+                "created_at": job["created_at"],
+                "finished_at": job["finished_at"],
+                "on_disk_at": sample.on_disk_at,
+                "overhead_s": sample.on_disk_at - job["finished_at"],
+                "time_to_mesh_s": sample.on_disk_at - sample.submitted_at,
+                **(sample.extra or {}),
+            }
+        )
+    return rows
+
+
+def _request_counts(srv: ServerProcess) -> dict[str, int]:
+    return dict(srv.stats()["requests"])
+
+
+# --- the official CLI ------------------------------------------------------------------------------------------
+def run_cli(srv: ServerProcess, image_url: str, count: int, workdir: Path) -> list[Sample]:
+    """`modelslab generate image-to-3d` processes; on disk = the downloaded file's mtime (process end kept too)."""
+    if not CLI.exists():
+        raise Missing("the modelslab CLI is not installed in .venv (pip install modelslab-cli==0.2.2)")
+    home = workdir / "cli-home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    env.pop("MODELSLAB_API_KEY", None)
+    results: list[Sample | Exception] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        out_dir = workdir / f"cli-{index}"
+        out_dir.mkdir()
+        args = [
+            str(CLI),
+            "--no-update-check",
+            "--api-key",
+            API_KEY,
+            "--base-url",
+            srv.url,
+            "generate",
+            "image-to-3d",
+            "--init-image",
+            image_url,
+            "--output-dir",
+            str(out_dir),
+            "-o",
+            "json",
+        ]
+        submitted = time.time()
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=400, env=env, stdin=subprocess.DEVNULL)
+            ended = time.time()
+            if proc.returncode != 0:
+                raise RuntimeError(f"modelslab CLI exited {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
+            payload = json.loads(proc.stdout[proc.stdout.index("{") :])
+            files = [p for p in out_dir.iterdir() if p.is_file()]
+            if len(files) != 1 or files[0].stat().st_size == 0:
+                raise RuntimeError(f"modelslab CLI left {[p.name for p in files]} in its output dir")
+            sample = Sample(
+                "modelslab_cli",
+                None,
+                payload.get("meta", {}).get("file_prefix"),
+                submitted,
+                files[0].stat().st_mtime,
+                {"process_end_at": ended},
+            )
+            with lock:
+                results.append(sample)
+        except Exception as exc:  # reported by the caller with the others
+            with lock:
+                results.append(exc)
+
+    threads = []
+    for index in range(count):
+        thread = threading.Thread(target=one, args=(index,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        time.sleep(STAGGER)
+    for thread in threads:
+        thread.join()
+    return _collect(results)
+
+
+def _collect(results: list[Any]) -> list[Sample]:
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(results)} jobs failed; first: {errors[0]!r}") from errors[0]
+    return list(results)
+
+
+# --- the SDK examples' loop ---------------------------------------------------------------------------------------
+def run_naive(srv: ServerProcess, image_url: str, count: int, workdir: Path) -> list[Sample]:
+    """Submit, then `sleep(10)` + fetch until success, then GET the output and write it (like the SDK examples)."""
+    results: list[Sample | Exception] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        try:
+            submitted = time.time()
+            data = session.post(
+                srv.url + "/api/v1/enterprise/3d/image_to_3d",
+                json={"key": API_KEY, "init_image": image_url},
+                timeout=60,
+            ).json()
+            job_id = data["id"]
+            while data["status"] != "success":
+                if data["status"] not in ("processing",):
+                    raise RuntimeError(f"naive loop got {data}")
+                time.sleep(NAIVE_SLEEP)
+                data = session.post(
+                    f"{srv.url}/api/v1/enterprise/3d/fetch/{job_id}", json={"key": API_KEY}, timeout=60
+                ).json()
+            target = workdir / f"naive-{index}.obj"
+            target.write_bytes(session.get(data["output"][0], timeout=60).content)
+            sample = Sample("naive_poll", str(job_id), data["meta"]["file_prefix"], submitted, time.time())
+            with lock:
+                results.append(sample)
+        except Exception as exc:
+            with lock:
+                results.append(exc)
+        finally:
+            session.close()
+
+    threads = []
+    for index in range(count):
+        thread = threading.Thread(target=one, args=(index,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        time.sleep(STAGGER)
+    for thread in threads:
+        thread.join()
+    return _collect(results)
+
+
+# --- this project's JobRunner -----------------------------------------------------------------------------------
+def _project_api() -> Any:
+    for relative, owner in (("api/client.py", "H1 (api/client.py)"), ("api/jobs.py", "H2 (api/jobs.py JobRunner)")):
+        if not (REPO_ROOT / relative).exists():
+            raise Missing(f"{relative} has not landed yet ({owner})")
+    import api
+
+    return api
+
+
+def _downloaded_at(record: Any) -> float:
+    if getattr(record, "downloaded_at", None):
+        return float(record.downloaded_at)
+    for state, at in reversed(record.history):
+        if state == "downloaded":
+            return float(at)
+    raise RuntimeError(f"job {record.local_id} has no downloaded time: {record.history}")
+
+
+def run_project(
+    srv: ServerProcess,
+    image_url: str,
+    count: int,
+    workdir: Path,
+    stagger: float = STAGGER,
+    client_name: str = "project",
+) -> list[Sample]:
+    """Our JobRunner (api/): on disk = the moment the job became DOWNLOADED (file verified and renamed)."""
+    api = _project_api()
+    client = api.ModelsLabClient(API_KEY, api.ClientConfig(base_url=srv.url))
+    directory = Path(tempfile.mkdtemp(prefix="runner-", dir=workdir))
+    runner = api.JobRunner(
+        client,
+        api.JobJournal(directory / "jobs"),
+        api.MeshCache(directory / "meshes"),
+        max_workers=max(1, count),
+    )
+    try:
+        records = []
+        submitted = []
+        for index in range(count):
+            submitted.append(time.time())
+            params = api.GenerationParams(init_image=image_url)
+            records.append(runner.submit(image_url, params, name=f"bench-{index}"))
+            if stagger and index + 1 < count:
+                time.sleep(stagger)
+        samples = []
+        for record, at in zip(records, submitted, strict=True):
+            done = runner.wait(record.local_id, timeout=180)
+            if done.state != "downloaded":
+                raise RuntimeError(f"JobRunner job ended {done.state}: {done.error}")
+            samples.append(
+                Sample(client_name, done.remote_id, (done.meta or {}).get("file_prefix"), at, _downloaded_at(done))
+            )
+        return samples
+    finally:
+        runner.shutdown(wait=True)
+        client.close()
+
+
+# --- the section ---------------------------------------------------------------------------------------------------
+CLIENTS = {"modelslab_cli": run_cli, "naive_poll": run_naive, "project": run_project}
+
+
+def run(quick: bool = False) -> Outcome:
+    """All three clients on one server, then the project's scaling with concurrent jobs."""
+    outcome = Outcome()
+    count = 3 if quick else JOBS
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ttm-"))
+    rows_by_client: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with start_server("--workers", "8", "--job-seconds", str(JOB_SECONDS)) as srv:
+            image_url = srv.upload(EXAMPLE_IMAGE, key=API_KEY)
+            for name, runner in CLIENTS.items():
+                before = _request_counts(srv)
+                try:
+                    samples = runner(srv, image_url, count, workdir)
+                    rows = overheads(srv, samples)
+                except Missing as exc:
+                    outcome.values[f"time_to_mesh_overhead_s.{name}"] = None
+                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = str(exc)
+                    log(f"time-to-mesh {name}: skipped: {exc}")
+                    continue
+                except Exception as exc:
+                    outcome.values[f"time_to_mesh_overhead_s.{name}"] = None
+                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = f"failed: {exc!r}"[:600]
+                    log(f"time-to-mesh {name}: FAILED: {exc!r}")
+                    continue
+                after = _request_counts(srv)
+                rows_by_client[name] = rows
+                value = median([r["overhead_s"] for r in rows])
+                outcome.values[f"time_to_mesh_overhead_s.{name}"] = rounded(value)
+                fetches = after.get("fetch", 0) - before.get("fetch", 0)
+                outcome.extra.setdefault("time_to_mesh_fetches_per_job", {})[name] = rounded(fetches / len(rows), 2)
+                shown = ", ".join(f"{r['overhead_s']:.2f}" for r in rows)
+                log(f"time-to-mesh {name}: overheads {shown} s")
+            if "project" in rows_by_client:
+                outcome.extra["project_time_to_mesh_by_concurrency"] = _scaling(srv, image_url, workdir, quick)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    outcome.series["time_to_mesh_rows"] = rows_by_client
+    outcome.extra["time_to_mesh_samples"] = {
+        name: [rounded(r["overhead_s"]) for r in rows] for name, rows in rows_by_client.items()
+    }
+    cli_rows = rows_by_client.get("modelslab_cli")
+    if cli_rows:
+        outcome.extra["modelslab_cli_process_end_overhead_s"] = rounded(
+            median([r["process_end_at"] - r["finished_at"] for r in cli_rows])
+        )
+    outcome.notes.append(
+        f"{count} jobs per client, started {STAGGER:g} s apart, on one local server with 8 workers and "
+        f"`--job-seconds {JOB_SECONDS:g}` (the server's `eta` is honest). Overhead = moment the mesh file was "
+        "complete on disk − the server's `finished_at` for that job (matched by `meta.file_prefix` / remote id). "
+        "CLI: the output file's mtime (its process exit is reported too); naive loop: after its write; "
+        "project: the JobRunner's DOWNLOADED time (file verified and renamed into the cache)."
+    )
+    return outcome
+
+
+def _scaling(srv: ServerProcess, image_url: str, workdir: Path, quick: bool) -> dict[str, dict[str, float | None]]:
+    """The project's JobRunner with N jobs submitted at once (no stagger): overhead and submit→disk times."""
+    table: dict[str, dict[str, float | None]] = {}
+    for count in SCALING_COUNTS[:2] if quick else SCALING_COUNTS:
+        started = time.time()
+        samples = run_project(srv, image_url, count, workdir, stagger=0.0)
+        wall = time.time() - started
+        rows = overheads(srv, samples)
+        table[str(count)] = {
+            "overhead_median_s": rounded(median([r["overhead_s"] for r in rows])),
+            "overhead_max_s": rounded(max(r["overhead_s"] for r in rows)),
+            "time_to_mesh_median_s": rounded(median([r["time_to_mesh_s"] for r in rows])),
+            "time_to_mesh_max_s": rounded(max(r["time_to_mesh_s"] for r in rows)),
+            "wall_s": rounded(wall),
+        }
+        log(f"time-to-mesh scaling {count} jobs: {table[str(count)]}")
+    return table
