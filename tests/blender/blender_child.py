@@ -1,0 +1,87 @@
+"""Entry point of one fresh Blender process (the bpy module) for the blender test layer.
+
+Started by helpers.run_blender() as `<bpy venv python> blender_child.py SPEC.json` with HOME and
+XDG_CONFIG_HOME pointing at a temporary user directory. It installs (or just enables) the built
+extension, applies preferences, runs one function of scenarios.py and prints its JSON result on a
+single marker line. The spec file lives outside HOME: it may hold the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+RESULT_MARKER = "@@MODELSLAB_TEST_RESULT@@ "
+EXTENSION_ID = "modelslab_3d"
+EXTENSION_MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
+
+
+def ensure_enabled(zip_path: str, install: bool) -> str:
+    """Install the zip into the user_default repository (first run) or enable the installed copy; return module."""
+    import addon_utils
+    import bpy
+
+    if install:
+        result = bpy.ops.extensions.package_install_files(
+            filepath=zip_path, repo="user_default", enable_on_install=True
+        )
+        if result != {"FINISHED"}:
+            raise RuntimeError(f"package_install_files returned {result}")
+    else:
+        # A new process: the extension is on disk (same user dir) but, as userprefs are not saved, not enabled.
+        addon_utils.enable(EXTENSION_MODULE, default_set=True, handle_error=_raise)
+    if EXTENSION_MODULE not in bpy.context.preferences.addons:
+        raise RuntimeError(
+            f"{EXTENSION_MODULE} is not enabled after install; addons: {list(bpy.context.preferences.addons.keys())}"
+        )
+    return EXTENSION_MODULE
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def apply_prefs(module: str, prefs: dict) -> None:
+    """Set AddonPreferences properties by name (unknown names fail loudly)."""
+    import bpy
+
+    addon_prefs = bpy.context.preferences.addons[module].preferences
+    for name, value in prefs.items():
+        if not hasattr(addon_prefs, name):
+            raise AttributeError(f"the add-on preferences have no property {name!r}")
+        setattr(addon_prefs, name, value)
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    started = time.monotonic()
+    payload: dict = {"ok": False}
+    try:
+        import blender_scenarios as scenarios
+        import bpy  # noqa: F401  (Blender first: the scenario module imports it too)
+
+        payload["threads_before_enable"] = sorted(t.name for t in threading.enumerate())
+        module = ensure_enabled(spec["zip"], spec.get("install", True))
+        apply_prefs(module, spec.get("prefs", {}))
+        context = scenarios.Context(module=module, spec=spec)
+        payload["result"] = getattr(scenarios, spec["scenario"])(context, **spec.get("kwargs", {}))
+        payload["ok"] = True
+    except BaseException:
+        payload["traceback"] = traceback.format_exc()
+    payload["seconds"] = round(time.monotonic() - started, 3)
+    payload["threads_at_end"] = sorted(t.name for t in threading.enumerate())
+    sys.stdout.write(RESULT_MARKER + json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+    return 0 if payload["ok"] else 1
+
+
+if __name__ == "__main__":
+    # Keep HOME honest: the user directory must be the temporary one the test gave us.
+    assert os.environ.get("MODELSLAB_TEST_HOME") == os.environ.get("HOME"), "HOME is not the test's user dir"
+    sys.exit(main())

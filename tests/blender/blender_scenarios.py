@@ -1,0 +1,269 @@
+"""Scenarios that run inside a fresh Blender process (see blender_child.py); each returns a JSON-able dict.
+
+Only the extension's public surface is used: its operators, its preferences, `import modelslab`,
+the journal files it writes, and what ends up in bpy.data. Assertions live in the test modules; a
+scenario measures and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+
+@dataclass
+class Context:
+    """What the child knows: the enabled module name and the spec the test sent."""
+
+    module: str
+    spec: dict
+    network_events: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def user_dir(self) -> Path:
+        """The extension's user directory (journal in jobs/, cache in meshes/)."""
+        if bpy.app.version >= (4, 2, 0):
+            return Path(bpy.utils.extension_path_user(self.module, create=True))
+        return Path(bpy.utils.user_resource("CONFIG", path="modelslab_3d", create=True))
+
+    def watch_network(self) -> None:
+        """Record every socket connect / DNS lookup this process makes from now on (a PEP 578 audit hook)."""
+        events = self.network_events
+
+        def hook(event: str, args: tuple) -> None:
+            if event in ("socket.connect", "socket.getaddrinfo"):
+                events.append((event, repr(args[1] if event == "socket.connect" else args[:2])))
+
+        sys.addaudithook(hook)
+
+
+# --- measuring helpers ------------------------------------------------------------------------------
+
+
+def object_names() -> set[str]:
+    return {obj.name for obj in bpy.data.objects}
+
+
+def describe_object(obj: bpy.types.Object) -> dict[str, Any]:
+    """Everything the tests check about an imported object."""
+    mesh = obj.data if obj.type == "MESH" else None
+    materials = []
+    for slot in obj.material_slots:
+        material = slot.material
+        if material is None:
+            continue
+        attribute_nodes = []
+        if material.use_nodes and material.node_tree:
+            for node in material.node_tree.nodes:
+                if node.bl_idname in ("ShaderNodeAttribute", "ShaderNodeVertexColor"):
+                    name = getattr(node, "attribute_name", None) or getattr(node, "layer_name", "")
+                    linked = any(output.is_linked for output in node.outputs)
+                    attribute_nodes.append({"type": node.bl_idname, "name": name, "linked": linked})
+        materials.append({"name": material.name, "attribute_nodes": attribute_nodes})
+    attributes = {}
+    if mesh is not None:
+        for attribute in mesh.attributes:
+            attributes[attribute.name] = {"domain": attribute.domain, "data_type": attribute.data_type}
+    custom = {}
+    for key in obj.keys():
+        value = obj[key]
+        custom[key] = value if isinstance(value, str | int | float | bool) else repr(value)
+    view_layer = bpy.context.view_layer
+    return {
+        "name": obj.name,
+        "type": obj.type,
+        "vertices": len(mesh.vertices) if mesh is not None else None,
+        "faces": len(mesh.polygons) if mesh is not None else None,
+        "attributes": attributes,
+        "color_attributes": [a.name for a in mesh.color_attributes] if mesh is not None else [],
+        "materials": materials,
+        "collections": [c.name for c in obj.users_collection],
+        "location": list(obj.location),
+        "matrix_translation": list(obj.matrix_world.translation),
+        "selected": obj.select_get(),
+        "active": view_layer.objects.active == obj,
+        "custom": custom,
+    }
+
+
+def journal_records(context: Context) -> list[dict]:
+    """Every journal file's JSON (unreadable ones as {"unreadable": name})."""
+    records = []
+    for path in sorted((context.user_dir / "jobs").glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            records.append({"unreadable": path.name})
+    return records
+
+
+def run_operator(undo: bool = False, **props: Any) -> dict[str, Any]:
+    """Call bpy.ops.modelslab.image_to_3d(**props) the way a script does; report what happened."""
+    before = object_names()
+    started = time.monotonic()
+    outcome: dict[str, Any] = {"result": None, "error": None, "error_type": None}
+    try:
+        result = bpy.ops.modelslab.image_to_3d("EXEC_DEFAULT", undo, **props)
+        outcome["result"] = sorted(result)
+    except RuntimeError as exc:  # an ERROR report raised by bpy.ops
+        outcome["error"] = str(exc)
+        outcome["error_type"] = type(exc).__name__
+    except (TypeError, ValueError) as exc:  # a property value bpy refused
+        outcome["error"] = str(exc)
+        outcome["error_type"] = type(exc).__name__
+    outcome["seconds"] = round(time.monotonic() - started, 3)
+    new = sorted(object_names() - before)
+    outcome["new_objects"] = [describe_object(bpy.data.objects[name]) for name in new]
+    return outcome
+
+
+def set_cursor(location: tuple[float, float, float]) -> None:
+    bpy.context.scene.cursor.location = location
+
+
+def thread_names() -> list[str]:
+    return sorted(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate())
+
+
+def operator_registered() -> bool:
+    return hasattr(bpy.types, "MODELSLAB_OT_image_to_3d")
+
+
+# --- scenarios --------------------------------------------------------------------------------------
+
+
+def smoke(context: Context) -> dict[str, Any]:
+    """Installed and enabled: which operators, preferences and scene settings exist."""
+    operators = sorted(name for name in dir(bpy.ops.modelslab) if not name.startswith("_"))
+    prefs = bpy.context.preferences.addons[context.module].preferences
+    pref_props = prefs.bl_rna.properties if prefs is not None else {}
+    pref_names = sorted(p.identifier for p in pref_props if p.identifier != "rna_type")
+    api_key_prop = pref_props.get("api_key") if prefs is not None else None
+    scene_settings = getattr(bpy.context.scene, "modelslab", None)
+    scene_names = (
+        sorted(p.identifier for p in scene_settings.bl_rna.properties if p.identifier != "rna_type")
+        if scene_settings is not None
+        else None
+    )
+    alias = sys.modules.get("modelslab")
+    return {
+        "blender": bpy.app.version_string,
+        "operators": operators,
+        "prefs": pref_names,
+        "api_key_subtype": api_key_prop.subtype if api_key_prop else None,
+        "scene_settings": scene_names,
+        "script_alias": bool(alias and hasattr(alias, "generate")),
+        "requests_imported": "requests" in sys.modules,
+        "user_dir": str(context.user_dir),
+        "threads": thread_names(),
+    }
+
+
+def generate(
+    context: Context,
+    props: dict[str, Any],
+    cursor: tuple[float, float, float] | None = None,
+    undo_check: bool = False,
+    save_blend: str | None = None,
+    watch_network: bool = False,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """Run the operator (optionally several times), then report objects, journal, undo and saved file."""
+    if watch_network:
+        context.watch_network()
+    if cursor is not None:
+        set_cursor(cursor)
+    out: dict[str, Any] = {"objects_before": sorted(object_names())}
+    if undo_check:
+        bpy.ops.ed.undo_push(message="before ModelsLab import")  # initialises the undo stack in background mode
+    out["runs"] = [run_operator(undo=undo_check, **props) for _ in range(repeat)]
+    out["objects_after"] = len(bpy.data.objects)
+    collection = bpy.data.collections.get("ModelsLab")
+    out["modelslab_collection"] = sorted(o.name for o in collection.objects) if collection else None
+    out["journal"] = journal_records(context)
+    out["threads"] = thread_names()
+    if save_blend:
+        bpy.ops.wm.save_as_mainfile(filepath=save_blend, compress=False)
+        out["saved"] = save_blend
+    if undo_check:
+        out["undo_poll"] = bpy.ops.ed.undo.poll()
+        if out["undo_poll"]:
+            bpy.ops.ed.undo()
+        out["objects_after_one_undo"] = sorted(object_names())
+        out["undo_poll_after_one_undo"] = bpy.ops.ed.undo.poll()
+    out["network_events"] = context.network_events
+    return out
+
+
+def disable_enable_cycles(context: Context, props: dict[str, Any], cycles: int = 3) -> dict[str, Any]:
+    """Generate once, then disable/enable the add-on `cycles` times, recording threads and registration."""
+    import addon_utils
+
+    baseline = thread_names()
+    first = run_operator(**props)
+    threads_after_job = thread_names()
+    steps = []
+    for _ in range(cycles):
+        addon_utils.disable(context.module, default_set=True)
+        disabled = {
+            "threads": thread_names(),
+            "operator_registered": operator_registered(),
+            "script_alias": "modelslab" in sys.modules,
+            "scene_settings": hasattr(bpy.types.Scene, "modelslab"),
+        }
+        addon_utils.enable(context.module, default_set=True)
+        enabled = {
+            "threads": thread_names(),
+            "operator_registered": operator_registered(),
+            "script_alias": "modelslab" in sys.modules,
+        }
+        steps.append({"disabled": disabled, "enabled": enabled})
+    last = run_operator(**props)
+    addon_utils.disable(context.module, default_set=True)
+    return {
+        "baseline": baseline,
+        "first": first,
+        "threads_after_job": threads_after_job,
+        "cycles": steps,
+        "last": last,
+        "threads_after_final_disable": thread_names(),
+    }
+
+
+def start_and_hang(context: Context, props: dict[str, Any]) -> dict[str, Any]:
+    """Start a job that the server keeps 'processing'; the test kills this process mid-poll."""
+    print("MODELSLAB_TEST: starting job", flush=True)
+    return run_operator(**props)
+
+
+def resume_after_restart(context: Context, timeout: float = 60.0) -> dict[str, Any]:
+    """A new process with the same user dir: the unfinished job resumes and imports."""
+    out: dict[str, Any] = {"journal_at_start": journal_records(context)}
+    names_before = object_names()
+    deadline = time.monotonic() + timeout
+    module = sys.modules[context.module]
+    imported = None
+    # In background mode nothing drains the runner's events on its own; the script API does it.
+    import modelslab  # the alias register() installs
+
+    out["script_api"] = sorted(name for name in dir(modelslab) if not name.startswith("_"))
+    while time.monotonic() < deadline:
+        new = object_names() - names_before
+        if new:
+            imported = sorted(new)
+            break
+        if hasattr(modelslab, "wait_for_jobs"):
+            modelslab.wait_for_jobs(timeout=max(0.1, deadline - time.monotonic()))
+        else:
+            time.sleep(0.1)
+    out["module_file"] = getattr(module, "__file__", None)
+    out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in (imported or [])]
+    out["journal_at_end"] = journal_records(context)
+    return out

@@ -1,0 +1,144 @@
+"""Every failure category reaches the user of the operator as an error report, and nothing lands in the scene."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, example_image, run_blender
+
+from tests.serverproc import ServerProcess, start_server
+
+# (id, server fault rules, expected category, submits the server should count)
+FAULTS = [
+    ("credits_402", [{"fault": "http_error", "endpoint": "submit", "status": 402, "times": -1}], "credits", 0),
+    (
+        "server_500_html",
+        [{"fault": "http_error", "endpoint": "submit", "status": 500, "body": "html", "times": -1}],
+        "server",
+        0,
+    ),
+    (
+        "rate_limited_forever",
+        [{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": -1}],
+        "rate_limited",
+        0,
+    ),
+    ("job_failed", [{"fault": "job_failed", "endpoint": "submit", "text": "GPU fell over"}], "server", 1),
+    ("expired", [{"fault": "expired", "endpoint": "fetch", "times": -1}], "expired", 1),
+    ("html_mesh", [{"fault": "html_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
+    ("corrupt_mesh", [{"fault": "corrupt_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
+]
+
+
+def assert_failed_cleanly(result: dict, category: str) -> None:
+    """An ERROR report naming the category, no new object, and a journal that tells the truth."""
+    attempt = result["runs"][0]
+    assert attempt["error"] is not None, f"no error report (operator returned {attempt['result']})"
+    assert category in attempt["error"], f"report does not name {category!r}: {attempt['error']}"
+    assert "Traceback" not in attempt["error"]
+    assert attempt["new_objects"] == [], [o["name"] for o in attempt["new_objects"]]
+    assert result["objects_after"] == len(result["objects_before"])
+    assert not result["modelslab_collection"], result["modelslab_collection"]
+    for record in result["journal"]:
+        assert record["state"] == "failed", record["state"]
+        assert record["error"]["category"] == category, record["error"]
+
+
+@pytest.mark.parametrize(("rules", "category", "submits"), [case[1:] for case in FAULTS], ids=[c[0] for c in FAULTS])
+def test_fault_is_reported_with_its_category_and_creates_nothing(
+    blender: BlenderFn, fresh_server: ServerProcess, rules: list[dict], category: str, submits: int
+) -> None:
+    fresh_server.set_faults(rules)
+    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    assert_failed_cleanly(run.result, category)
+    stats = fresh_server.stats()
+    assert stats["faults_fired"]["total"] >= 1, "the fault never fired: the test proved nothing"
+    assert stats["submits"] == submits, f"{stats['submits']} submits (a failed job must never be paid twice)"
+    if submits:
+        assert len(run.result["journal"]) == 1, "a submitted job must stay in the journal"
+
+
+def test_rate_limit_is_waited_out_and_the_job_succeeds(blender: BlenderFn, fresh_server: ServerProcess) -> None:
+    fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": 2}])
+    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert len(attempt["new_objects"]) == 1
+    stats = fresh_server.stats()
+    assert stats["faults_fired"]["by_kind"].get("rate_limit") == 2
+    assert stats["submits"] == 1
+    assert attempt["new_objects"][0]["vertices"] == stats["jobs"][0]["vertices"]
+
+
+def test_transient_server_errors_while_polling_do_not_lose_the_job(
+    blender: BlenderFn, fresh_server: ServerProcess
+) -> None:
+    fresh_server.set_faults(
+        [
+            {"fault": "http_error", "endpoint": "fetch", "status": 503, "body": "html", "times": 1},
+            {"fault": "expired", "endpoint": "download", "times": 1},  # primary 404: the proxy mirror serves it
+        ]
+    )
+    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert len(attempt["new_objects"]) == 1
+    stats = fresh_server.stats()
+    assert stats["submits"] == 1
+    assert stats["faults_fired"]["total"] >= 1
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"image": "/nonexistent/folder/missing.png"},
+        {"image": str(Path(__file__))},  # not an image
+        {"image": example_image(), "resolution": 9999},
+        {"image": example_image(), "foreground_ratio": 0.01},
+        {"image": "ftp://example.com/duck.png"},
+    ],
+    ids=["missing_file", "not_an_image", "resolution_9999", "foreground_ratio_0.01", "ftp_url"],
+)
+def test_invalid_input_is_refused_before_any_request(
+    blender: BlenderFn, fresh_server: ServerProcess, props: dict
+) -> None:
+    run = blender("generate", kwargs={"props": {**FAST_PARAMS, **props}})
+    result = run.result
+    attempt = result["runs"][0]
+    assert attempt["error"] is not None, f"bad input was accepted: {props} -> {attempt['result']}"
+    assert "invalid_input" in attempt["error"], attempt["error"]
+    assert attempt["new_objects"] == []
+    assert sum(fresh_server.stats()["requests"].values()) == 0, "a request was sent for invalid input"
+    for record in result["journal"]:
+        assert record["state"] == "failed" and record["error"]["category"] == "invalid_input"
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[ServerProcess]:
+    """A server that only accepts one key (anything else answers 401)."""
+    with start_server("--keys", "the-only-valid-key-1234") as srv:
+        yield srv
+
+
+def test_wrong_key_is_an_auth_error(user_dir: UserDir, extension_zip: Path, keyed_server: ServerProcess) -> None:
+    keyed_server.reset()
+    run = run_blender(
+        user_dir,
+        extension_zip,
+        "generate",
+        prefs={"base_url": keyed_server.url},
+        env={"MODELSLAB_API_KEY": TEST_API_KEY},
+        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+    )
+    assert_failed_cleanly(run.result, "auth")
+    assert keyed_server.stats()["submits"] == 0
+    assert TEST_API_KEY not in run.stdout + run.stderr
+    assert TEST_API_KEY not in run.result["runs"][0]["error"]
+
+
+def test_missing_key_is_an_auth_error_before_any_request(blender: BlenderFn, fresh_server: ServerProcess) -> None:
+    run = blender("generate", env={"MODELSLAB_API_KEY": None}, kwargs={"props": {"image": example_image()}})
+    assert_failed_cleanly(run.result, "auth")
+    assert sum(fresh_server.stats()["requests"].values()) == 0

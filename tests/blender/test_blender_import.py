@@ -1,0 +1,149 @@
+"""The operator against the local server, in a real Blender: what lands in the scene, the undo step, key hygiene."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pytest
+from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, example_image, files_containing
+
+from tests.serverproc import ServerProcess
+
+CURSOR = (1.5, -2.25, 0.75)
+
+
+def single_job(server: ServerProcess) -> dict:
+    stats = server.stats()
+    assert stats["submits"] == 1, f"expected exactly one submit, the server counted {stats['submits']}"
+    assert len(stats["jobs"]) == 1
+    return stats["jobs"][0]
+
+
+def material_shows_color_attribute(obj: dict) -> bool:
+    return any(
+        node["name"] == "Color" and node["linked"]
+        for material in obj["materials"]
+        for node in material["attribute_nodes"]
+    )
+
+
+def test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_step(
+    blender: BlenderFn, fresh_server: ServerProcess, user_dir: UserDir, tmp_path: Path
+) -> None:
+    image = example_image("duck_512.png")
+    blend_path = tmp_path / "saved.blend"
+    run = blender(
+        "generate",
+        # The key only in the (PASSWORD) preference this time: the riskiest place for it to leak from.
+        prefs={"api_key": TEST_API_KEY},
+        env={"MODELSLAB_API_KEY": None},
+        kwargs={
+            "props": {"image": image, **FAST_PARAMS},
+            "cursor": CURSOR,
+            "undo_check": True,
+            "save_blend": str(blend_path),
+        },
+    )
+    result = run.result
+    attempt = result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert attempt["result"] == ["FINISHED"]
+    assert len(attempt["new_objects"]) == 1, [o["name"] for o in attempt["new_objects"]]
+    obj = attempt["new_objects"][0]
+    job = single_job(fresh_server)
+    assert job["status"] == "success" and job["resolution"] == FAST_PARAMS["resolution"]
+
+    # The mesh is the server's mesh, with its vertex colours shown by a material.
+    assert obj["type"] == "MESH"
+    assert obj["vertices"] == job["vertices"], (obj["vertices"], job["vertices"])
+    assert obj["faces"] == job["faces"], (obj["faces"], job["faces"])
+    assert "Color" in obj["color_attributes"], obj["attributes"]
+    assert material_shows_color_attribute(obj), obj["materials"]
+
+    # Placement and selection.
+    assert obj["collections"] == ["ModelsLab"]
+    assert result["modelslab_collection"] == [obj["name"]]
+    assert obj["matrix_translation"] == pytest.approx(CURSOR, abs=1e-5)
+    assert obj["selected"] and obj["active"]
+    assert obj["name"].startswith("duck_512"), obj["name"]
+
+    # Provenance, and the journal that agrees with it.
+    custom = obj["custom"]
+    assert len(result["journal"]) == 1
+    record = result["journal"][0]
+    assert record["state"] == "imported"
+    assert custom["modelslab_job_id"] == record["local_id"]
+    assert str(custom["modelslab_remote_id"]) == str(job["id"]) == str(record["remote_id"])
+    assert Path(custom["modelslab_source"]).name == "duck_512.png"
+    params = json.loads(custom["modelslab_params"])
+    assert params["resolution"] == FAST_PARAMS["resolution"]
+    datetime.datetime.fromisoformat(custom["modelslab_created"])
+    assert record["object_name"] == obj["name"]
+    assert all(TEST_API_KEY not in str(value) for value in custom.values())
+
+    # One Ctrl+Z removes the whole import, and it was exactly one step.
+    assert result["undo_poll"], "the import left no undo step"
+    assert sorted(result["objects_after_one_undo"]) == sorted(result["objects_before"])
+    assert not result["undo_poll_after_one_undo"], "the import made more than one undo step"
+
+    # The key is nowhere: not in the saved .blend, the journal, the cache, Blender's config, or the output.
+    assert blend_path.is_file() and blend_path.stat().st_size > 0
+    assert files_containing(tmp_path / "saved.blend", TEST_API_KEY.encode()) == []
+    assert files_containing(user_dir.home, TEST_API_KEY.encode()) == []
+    assert TEST_API_KEY not in run.stdout and TEST_API_KEY not in run.stderr
+
+
+def test_key_from_the_environment_works_and_is_not_written_anywhere(
+    blender: BlenderFn, fresh_server: ServerProcess, user_dir: UserDir, tmp_path: Path
+) -> None:
+    blend_path = tmp_path / "env-key.blend"
+    run = blender(
+        "generate",
+        kwargs={"props": {"image": example_image("vase_plain.png"), **FAST_PARAMS}, "save_blend": str(blend_path)},
+    )
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert len(attempt["new_objects"]) == 1
+    assert attempt["new_objects"][0]["vertices"] == single_job(fresh_server)["vertices"]
+    assert files_containing(tmp_path, TEST_API_KEY.encode()) == [], "key found in the user dir or the .blend"
+    assert TEST_API_KEY not in run.stdout and TEST_API_KEY not in run.stderr
+
+
+@pytest.mark.parametrize("output_format", ["glb", "ply", "stl"])
+def test_other_formats_import_with_their_importer(
+    blender: BlenderFn, fresh_server: ServerProcess, output_format: str
+) -> None:
+    run = blender(
+        "generate",
+        kwargs={"props": {"image": example_image("mushroom_rgba.png"), "output_format": output_format, **FAST_PARAMS}},
+    )
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert len(attempt["new_objects"]) == 1, [o["name"] for o in attempt["new_objects"]]
+    obj = attempt["new_objects"][0]
+    job = single_job(fresh_server)
+    assert job["output_format"] == output_format
+    assert obj["type"] == "MESH" and obj["vertices"] > 0
+    assert obj["collections"] == ["ModelsLab"]
+    if output_format in ("glb", "ply"):  # STL has no colours
+        assert obj["color_attributes"], f"no colour attribute after importing {output_format}: {obj['attributes']}"
+    assert run.result["journal"][0]["state"] == "imported"
+
+
+def test_remote_base_url_is_refused_while_online_access_is_off(blender: BlenderFn, fresh_server: ServerProcess) -> None:
+    run = blender(
+        "generate",
+        prefs={"base_url": "https://modelslab.com"},
+        kwargs={"props": {"image": example_image(), **FAST_PARAMS}, "watch_network": True},
+    )
+    result = run.result
+    attempt = result["runs"][0]
+    assert attempt["error"] is not None, "a remote host was used although bpy.app.online_access is False"
+    assert "offline" in attempt["error"].lower(), attempt["error"]
+    assert attempt["new_objects"] == []
+    assert result["network_events"] == [], f"network activity despite the refusal: {result['network_events']}"
+    for record in result["journal"]:
+        assert record["state"] == "failed" and record["error"]["category"] == "offline", record
+    assert sum(fresh_server.stats()["requests"].values()) == 0

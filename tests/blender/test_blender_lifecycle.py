@@ -1,0 +1,82 @@
+"""Enable/disable leaves nothing running; a job interrupted by a killed Blender resumes without a second submit."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, example_image, run_blender, start_blender
+
+from tests.serverproc import ServerProcess, wait_until
+
+
+def test_disable_enable_cycles_leave_no_threads_and_keep_working(
+    blender: BlenderFn, fresh_server: ServerProcess
+) -> None:
+    run = blender(
+        "disable_enable_cycles", kwargs={"props": {"image": example_image(), **FAST_PARAMS}, "cycles": 3}, timeout=240
+    )
+    result = run.result
+    baseline = result["baseline"]
+    assert result["first"]["error"] is None, result["first"]["error"]
+    assert len(result["first"]["new_objects"]) == 1
+    for index, cycle in enumerate(result["cycles"]):
+        disabled, enabled = cycle["disabled"], cycle["enabled"]
+        assert disabled["threads"] == baseline, f"cycle {index}: threads left after disable: {disabled['threads']}"
+        assert not disabled["operator_registered"], f"cycle {index}: operator still registered after disable"
+        assert not disabled["script_alias"], f"cycle {index}: `modelslab` still in sys.modules after disable"
+        assert not disabled["scene_settings"], f"cycle {index}: Scene.modelslab still registered after disable"
+        assert enabled["operator_registered"] and enabled["script_alias"], f"cycle {index}: not re-registered"
+        assert enabled["threads"] == baseline, f"cycle {index}: enabling started threads: {enabled['threads']}"
+    assert result["last"]["error"] is None, f"after the cycles the operator fails: {result['last']['error']}"
+    assert len(result["last"]["new_objects"]) == 1
+    assert result["threads_after_final_disable"] == baseline
+    assert fresh_server.stats()["submits"] == 2
+
+
+def journal_files(user_dir: UserDir) -> list[dict]:
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(user_dir.home.rglob("jobs/*.json"))]
+
+
+def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
+    user_dir: UserDir, extension_zip: Path, fresh_server: ServerProcess
+) -> None:
+    # The server keeps answering "processing" a few times after the mesh is ready: time to kill mid-poll.
+    fresh_server.set_faults([{"fault": "processing_polls", "endpoint": "submit", "polls": 3}])
+    prefs = {"base_url": fresh_server.url}
+    env = {"MODELSLAB_API_KEY": TEST_API_KEY}
+    props = {"image": example_image("mushroom_rgba.png"), **FAST_PARAMS}
+    first = start_blender(user_dir, extension_zip, "start_and_hang", prefs=prefs, env=env, kwargs={"props": props})
+    try:
+        wait_until(
+            lambda: fresh_server.stats()["requests"].get("fetch", 0) >= 1 or first.poll() is not None,
+            timeout=90,
+            message="the first Blender never polled the job",
+        )
+        assert first.poll() is None, "the first Blender exited before it could be killed mid-poll"
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(30)
+    assert fresh_server.stats()["submits"] == 1
+
+    records = journal_files(user_dir)
+    assert len(records) == 1, records
+    interrupted = records[0]
+    assert interrupted["state"] in ("submitted", "processing"), f"journal after the kill: {interrupted['state']}"
+    assert interrupted["remote_id"], "the submitted job's remote id was not journaled before polling"
+
+    second = run_blender(
+        user_dir, extension_zip, "resume_after_restart", install=False, prefs=prefs, env=env, timeout=180
+    )
+    result = second.result
+    assert len(result["new_objects"]) == 1, f"no object after resume; journal: {result['journal_at_end']}"
+    obj = result["new_objects"][0]
+    stats = fresh_server.stats()
+    assert stats["submits"] == 1, f"resume submitted again: {stats['submits']} submits"
+    assert obj["vertices"] == stats["jobs"][0]["vertices"]
+    assert obj["custom"]["modelslab_job_id"] == interrupted["local_id"]
+    assert obj["collections"] == ["ModelsLab"]
+    final = [r for r in result["journal_at_end"] if r["local_id"] == interrupted["local_id"]]
+    assert final and final[0]["state"] == "imported", final
