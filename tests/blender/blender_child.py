@@ -21,25 +21,39 @@ EXTENSION_ID = "modelslab_3d"
 EXTENSION_MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
 
 
-def ensure_enabled(zip_path: str, install: bool) -> str:
-    """Install the zip into the user_default repository (first run) or enable the installed copy; return module."""
+def ensure_enabled(zip_path: str, install: str) -> str:
+    """Make the add-on enabled and return its module name.
+
+    install: "extension" installs the zip into the user_default repository (Blender 4.2+ way),
+    "legacy" installs the `-legacy.zip` with Install Add-on (module `modelslab_3d`), "none" enables
+    what an earlier process with the same user dir installed (userprefs are not saved, so it is off).
+    """
     import addon_utils
     import bpy
 
-    if install:
+    if install == "extension":
         result = bpy.ops.extensions.package_install_files(
             filepath=zip_path, repo="user_default", enable_on_install=True
         )
         if result != {"FINISHED"}:
             raise RuntimeError(f"package_install_files returned {result}")
+        module = EXTENSION_MODULE
+    elif install == "legacy":
+        legacy_zip = zip_path[: -len(".zip")] + "-legacy.zip"
+        result = bpy.ops.preferences.addon_install(filepath=legacy_zip, overwrite=True)
+        if result != {"FINISHED"}:
+            raise RuntimeError(f"addon_install returned {result}")
+        module = EXTENSION_ID
+        addon_utils.enable(module, default_set=True, handle_error=_raise)
+    elif install == "none":
+        module = EXTENSION_MODULE
+        addon_utils.enable(module, default_set=True, handle_error=_raise)
     else:
-        # A new process: the extension is on disk (same user dir) but, as userprefs are not saved, not enabled.
-        addon_utils.enable(EXTENSION_MODULE, default_set=True, handle_error=_raise)
-    if EXTENSION_MODULE not in bpy.context.preferences.addons:
-        raise RuntimeError(
-            f"{EXTENSION_MODULE} is not enabled after install; addons: {list(bpy.context.preferences.addons.keys())}"
-        )
-    return EXTENSION_MODULE
+        raise ValueError(f"unknown install mode {install!r}")
+    if module not in bpy.context.preferences.addons:
+        enabled = list(bpy.context.preferences.addons.keys())
+        raise RuntimeError(f"{module} is not enabled after install; enabled add-ons: {enabled}")
+    return module
 
 
 def _raise(exc: BaseException) -> None:
@@ -67,7 +81,7 @@ def main() -> int:
         import bpy  # noqa: F401  (Blender first: the scenario module imports it too)
 
         payload["threads_before_enable"] = sorted(t.name for t in threading.enumerate())
-        module = ensure_enabled(spec["zip"], spec.get("install", True))
+        module = ensure_enabled(spec["zip"], spec.get("install", "extension"))
         apply_prefs(module, spec.get("prefs", {}))
         context = scenarios.Context(module=module, spec=spec)
         payload["result"] = getattr(scenarios, spec["scenario"])(context, **spec.get("kwargs", {}))

@@ -29,7 +29,7 @@ class Context:
     @property
     def user_dir(self) -> Path:
         """The extension's user directory (journal in jobs/, cache in meshes/)."""
-        if bpy.app.version >= (4, 2, 0):
+        if self.module.startswith("bl_ext."):
             return Path(bpy.utils.extension_path_user(self.module, create=True))
         return Path(bpy.utils.user_resource("CONFIG", path="modelslab_3d", create=True))
 

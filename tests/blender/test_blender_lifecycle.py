@@ -68,7 +68,7 @@ def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
     assert interrupted["remote_id"], "the submitted job's remote id was not journaled before polling"
 
     second = run_blender(
-        user_dir, extension_zip, "resume_after_restart", install=False, prefs=prefs, env=env, timeout=180
+        user_dir, extension_zip, "resume_after_restart", install="none", prefs=prefs, env=env, timeout=180
     )
     result = second.result
     assert len(result["new_objects"]) == 1, f"no object after resume; journal: {result['journal_at_end']}"

@@ -8,7 +8,17 @@ import sys
 import zipfile
 from pathlib import Path
 
-from blender_helpers import EXTENSION_ID, REPO_ROOT, UserDir, run_blender
+from blender_helpers import (
+    EXTENSION_ID,
+    FAST_PARAMS,
+    REPO_ROOT,
+    TEST_API_KEY,
+    UserDir,
+    example_image,
+    run_blender,
+)
+
+from tests.serverproc import ServerProcess
 
 OPERATORS = {
     "image_to_3d",
@@ -133,3 +143,23 @@ def test_installs_enables_and_registers_the_shared_names(user_dir: UserDir, exte
     assert not result["requests_imported"], "enabling the add-on imported requests"
     assert result["threads"] == ["MainThread"], result["threads"]
     assert result["user_dir"].startswith(str(user_dir.home)), result["user_dir"]
+
+
+def test_legacy_zip_installs_as_an_add_on_and_generates(
+    user_dir: UserDir, extension_zip: Path, fresh_server: ServerProcess
+) -> None:
+    """The 3.4-4.1 package, installed the old way into this Blender: module `modelslab_3d`, same behaviour."""
+    run = run_blender(
+        user_dir,
+        extension_zip,
+        "generate",
+        install="legacy",
+        prefs={"base_url": fresh_server.url},
+        env={"MODELSLAB_API_KEY": TEST_API_KEY},
+        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+    )
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    assert len(attempt["new_objects"]) == 1
+    assert attempt["new_objects"][0]["vertices"] == fresh_server.stats()["jobs"][0]["vertices"]
+    assert run.result["journal"] and run.result["journal"][0]["state"] == "imported"
