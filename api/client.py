@@ -108,7 +108,7 @@ class JobStatus:
         return cls(
             status=status,
             job_id=None if job_id is None or str(job_id).strip() == "" else str(job_id).strip(),
-            eta=_as_float(payload.get("eta")),
+            eta=_non_negative(_as_float(payload.get("eta"))),
             output=_url_list(payload.get("output")),
             proxy_links=_url_list(payload.get("proxy_links")),
             future_links=_url_list(payload.get("future_links")),
@@ -127,6 +127,10 @@ def _as_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _non_negative(value: float | None) -> float | None:
+    return None if value is None else max(0.0, value)
 
 
 def _url_list(value: Any) -> list[str]:
@@ -223,7 +227,7 @@ def parse_response(http_status: int, body: bytes, content_type: str, *, retry_af
     if not looks_html:
         try:
             payload = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting raises RecursionError
             payload = None
     if not isinstance(payload, dict):
         if 200 <= http_status < 300:
@@ -282,9 +286,18 @@ def parse_response(http_status: int, body: bytes, content_type: str, *, retry_af
 
 
 # --- transport errors -------------------------------------------------------------------------------------------
+def _split(url: str) -> tuple[str, str, str]:
+    """(scheme, netloc without credentials, hostname); never raises on odd URLs (e.g. 'http://[')."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname or ""
+    except ValueError:
+        return "", "", ""
+    return parts.scheme.lower(), parts.netloc.rsplit("@", 1)[-1], hostname.lower()
+
+
 def _host_of(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc.rsplit("@", 1)[-1] or url[:80]
+    return _split(url)[1] or url[:80]
 
 
 def _reason_chain(exc: BaseException) -> list[BaseException]:
@@ -336,7 +349,7 @@ def _network_error(exc: BaseException, url: str, config: ClientConfig, *, maybe_
     ):
         return ModelsLabError(
             Category.NETWORK,
-            f"Could not resolve the host name {urlsplit(url).hostname or host!r} (DNS).",
+            f"Could not resolve the host name {_split(url)[2] or host!r} (DNS).",
             "Check the base URL and your internet connection.",
         )
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -357,7 +370,7 @@ def _network_error(exc: BaseException, url: str, config: ClientConfig, *, maybe_
 
 
 def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
+    host = _split(url)[2]
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
@@ -497,8 +510,8 @@ class ModelsLabClient:
 
     def _base(self) -> str:
         base = (self.config.base_url or "").strip().rstrip("/")
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        scheme, netloc, _ = _split(base)
+        if scheme not in ("http", "https") or not netloc:
             raise invalid_input(
                 f"The base URL must start with https:// (or http:// for a local server), got {base[:80]!r}.",
                 "Fix the base URL in the add-on preferences (default https://modelslab.com).",
@@ -644,7 +657,7 @@ class ModelsLabClient:
         )
         urls = _url_list(payload.get("output")) or _url_list(payload.get("image_url"))
         url = urls[0] if urls else ""
-        if urlsplit(url).scheme not in ("http", "https"):
+        if _split(url)[0] not in ("http", "https"):
             raise ModelsLabError(Category.SERVER, "The upload answer did not contain an image URL.")
         return url
 
@@ -682,7 +695,7 @@ class ModelsLabClient:
         if fmt not in MESH_FORMATS:
             raise invalid_input(f"Unknown mesh format {expected_format!r}: use one of {', '.join(MESH_FORMATS)}.")
         candidates = [u.strip() for u in dict.fromkeys(u for u in urls if isinstance(u, str)) if u.strip()]
-        candidates = [u for u in candidates if urlsplit(u).scheme in ("http", "https")]
+        candidates = [u for u in candidates if _split(u)[0] in ("http", "https") and _split(u)[1]]
         if not candidates:
             raise ModelsLabError(Category.SERVER, "The service gave no download link for the result.")
         target = Path(target)
@@ -731,6 +744,9 @@ class ModelsLabClient:
         host = _host_of(url)
         try:
             response = self._session().get(url, stream=True, **self._transport(url))
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            error = ModelsLabError(Category.SERVER, f"The download link is not a valid URL ({type(exc).__name__}).")
+            raise _DownloadFailure(error, retry=False) from None
         except requests.exceptions.RequestException as exc:
             tls = isinstance(exc, requests.exceptions.SSLError)
             raise _DownloadFailure(_network_error(exc, url, self.config, maybe_accepted=False), retry=not tls) from None
