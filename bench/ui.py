@@ -1,0 +1,133 @@
+"""ui_tick_p99_ms and ui_stall_max_ms: 8 jobs started from the N-panel operator in a real Blender window.
+
+Debian's Blender 3.4 under Xvfb, driven by the gui layer's harness and driver (tests/gui/harness.py,
+tests/gui/driver_jobs.py: a 20 ms timer records main-loop gaps). bench/ui_driver.py runs that driver unchanged
+and additionally times every call of the add-on's own timer callbacks (bpy.app.timers.register wrapped before
+the add-on is enabled), with the process's memory. Also reported: Blender's resident memory with 8 jobs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from server.process import start_server
+
+from .common import API_KEY, BENCH_DIR, REPO_ROOT, Missing, Outcome, log, median, percentile, rounded
+
+JOBS = 8
+JOB_SECONDS = 3.0
+UI_DRIVER = BENCH_DIR / "ui_driver.py"
+
+
+def _harness() -> Any:
+    if not (REPO_ROOT / "tests" / "gui" / "harness.py").exists():
+        raise Missing("tests/gui/harness.py has not landed yet (H5)")
+    if "bench_gui_harness" in sys.modules:
+        return sys.modules["bench_gui_harness"]
+    spec = importlib.util.spec_from_file_location("bench_gui_harness", REPO_ROOT / "tests" / "gui" / "harness.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gui_harness"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(quick: bool = False) -> Outcome:
+    """One Blender window session with JOBS jobs; both figures come from the same session."""
+    harness = _harness()
+    reason = harness.unavailable_reason()
+    if reason:
+        raise Missing(reason)
+    for piece in ("__init__.py", "blender/runtime.py", "operators"):
+        if not (REPO_ROOT / piece).exists():
+            raise Missing(f"{piece} has not landed yet (H3: the extension)")
+    outcome = Outcome()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
+    original_driver = harness.JOBS_DRIVER
+    try:
+        with start_server("--workers", str(JOBS), "--job-seconds", str(JOB_SECONDS)) as srv:
+            harness.JOBS_DRIVER = UI_DRIVER  # our driver execs the gui layer's driver, unchanged
+            run_ = harness.run_jobs_session(
+                server_url=srv.url,
+                api_key=API_KEY,
+                workdir=workdir,
+                jobs=JOBS,
+                settle_seconds=0.2,
+                arrange=False,
+                job_timeout=180.0,
+            )
+            result = run_.check()
+            server_jobs = srv.stats()["jobs"]
+    finally:
+        harness.JOBS_DRIVER = original_driver
+        shutil.rmtree(workdir, ignore_errors=True)
+    gaps = result["gaps"]
+    calls = result["calls"]
+    jobs_start = min(call["at"] - call["seconds"] for call in calls)
+    outcome.values["ui_stall_max_ms"] = rounded(gaps["max_excl_import_ms"], 2)
+    outcome.extra["ui_stall"] = {
+        "gap_count": gaps["count"],
+        "p50_ms": rounded(gaps["p50_ms"], 2),
+        "p99_excl_import_ms": rounded(gaps["p99_excl_import_ms"], 2),
+        "max_incl_import_ms": rounded(gaps["max_ms"], 2),
+        "import_gaps_ms": gaps["import_gaps_ms"],
+        "operator_call_ms": [rounded(call["seconds"] * 1000.0, 2) for call in calls],
+        "jobs_seconds": result.get("jobs_seconds"),
+        "blender": result.get("blender_version"),
+        "server_jobs": len(server_jobs),
+    }
+    outcome.series["stall_timeline"] = [(t - jobs_start, gap, bool(imp)) for t, gap, imp in gaps["timeline"]]
+    ticks = result.get("ticks") or {}
+    rows = ticks.get("rows") or []
+    if not rows:
+        outcome.values["ui_tick_p99_ms"] = None
+        outcome.reasons["ui_tick_p99_ms"] = (
+            "the add-on registered no bpy.app.timers callback that the tick meter could see "
+            f"(timers seen: {ticks.get('timers')})"
+        )
+    else:
+        import_rows = [r for r in rows if r[2] > 0]
+        last_import = max((r[0] for r in import_rows), default=max(r[0] for r in rows))
+        during = [r for r in rows if jobs_start <= r[0] <= last_import]
+        normal = [r[1] for r in during if r[2] == 0]
+        outcome.values["ui_tick_p99_ms"] = rounded(percentile(normal, 99), 3) if normal else None
+        if not normal:
+            outcome.reasons["ui_tick_p99_ms"] = "no add-on timer ticks while the jobs ran"
+        memory = ticks.get("memory", {})
+        rss_during = [r[3] for r in during]
+        outcome.extra["ui_ticks"] = {
+            "timers": ticks.get("timers"),
+            "ticks_while_jobs_ran": len(during),
+            "non_import_ticks": len(normal),
+            "p50_ms": rounded(median(normal), 3) if normal else None,
+            "max_ms": rounded(max(normal), 3) if normal else None,
+            "import_ticks_ms": [rounded(r[1], 1) for r in import_rows],
+        }
+        outcome.extra["blender_memory_8_jobs"] = {
+            "rss_before_first_tick_mb": memory.get("before_first_tick_mb"),
+            "rss_max_while_jobs_ran_mb": max(rss_during) if rss_during else None,
+            "peak_hwm_mb": memory.get("peak_hwm_mb"),
+            "rss_at_end_mb": memory.get("at_end_mb"),
+        }
+        outcome.series["ticks"] = [(r[0] - jobs_start, r[1], r[2] > 0) for r in rows]
+    log(
+        f"ui: stall max {gaps['max_excl_import_ms']} ms (excl. imports), tick p99 {outcome.values['ui_tick_p99_ms']}"
+        f" ms, {len(rows)} ticks"
+    )
+    outcome.notes.append(
+        f"{JOBS} jobs (the example images, default resolution 256) started through "
+        "`bpy.ops.modelslab.image_to_3d('INVOKE_DEFAULT')` from the sidebar in Debian's Blender 3.4.1 under "
+        f"Xvfb (legacy add-on zip), local server with {JOBS} workers and `--job-seconds {JOB_SECONDS:g}`. "
+        "`ui_stall_max_ms`: the largest gap between firings of a 20 ms timer while the jobs ran, gaps during "
+        "which an object was imported excluded (listed as `import_gaps_ms`) — tests/gui/harness.py + "
+        "driver_jobs.py. `ui_tick_p99_ms`: p99 (nearest rank) duration of the add-on's own `bpy.app.timers` "
+        "callbacks from the first submit to the last import, ticks that imported a mesh excluded (listed as "
+        "`import_ticks_ms`), measured by wrapping `bpy.app.timers.register` before the add-on is enabled "
+        "(bench/ui_driver.py). Blender's memory: VmRSS/VmHWM of the Blender process."
+    )
+    return outcome

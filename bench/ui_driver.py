@@ -1,0 +1,123 @@
+"""Runs INSIDE Debian's Blender (a real window under Xvfb): tests/gui/driver_jobs.py plus a tick meter.
+
+    blender ... --python bench/ui_driver.py -- CONFIG.json        (started through tests/gui/harness.run_driver)
+
+Before the gui layer's driver installs the add-on, `bpy.app.timers.register` is wrapped so that every timer
+function the add-on registers (its module starts with the add-on's name) is timed on each call: duration,
+whether an object appeared during it (an import tick) and the process's resident memory. The driver itself is
+executed unchanged; its result file gets a `ticks` entry when it is written. CONFIG["ticks_module"] names the
+add-on module (default modelslab_3d).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+CONFIG = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
+ADDON_MODULE = CONFIG.get("ticks_module", "modelslab_3d")
+DRIVER = Path(CONFIG.get("jobs_driver") or Path(__file__).resolve().parents[1] / "tests" / "gui" / "driver_jobs.py")
+TICKS: list[list[float]] = []  # [start (perf_counter), duration ms, objects created, rss MB]
+WRAPPED: dict[Any, Any] = {}
+TIMER_NAMES: set[str] = set()
+MEMORY: dict[str, float] = {}
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (or its peak with VmHWM) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def _module_of(function: Any) -> str:
+    inner = getattr(function, "func", function)  # functools.partial
+    return getattr(inner, "__module__", "") or ""
+
+
+def _name_of(function: Any) -> str:
+    inner = getattr(function, "func", function)
+    return f"{_module_of(function)}.{getattr(inner, '__qualname__', repr(inner))}"
+
+
+_register = bpy.app.timers.register
+_unregister = bpy.app.timers.unregister
+_is_registered = bpy.app.timers.is_registered
+
+
+def _wrap(function: Any) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        objects_before = len(bpy.data.objects)
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            ended = time.perf_counter()
+            TICKS.append(
+                [
+                    started,
+                    round((ended - started) * 1000.0, 4),
+                    len(bpy.data.objects) - objects_before,
+                    round(rss_mb(), 1),
+                ]
+            )
+
+    return timed
+
+
+def register(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """bpy.app.timers.register, timing the add-on's own timer functions."""
+    if _module_of(function).split(".")[0] == ADDON_MODULE or _module_of(function).startswith(
+        "bl_ext." + "user_default." + ADDON_MODULE
+    ):
+        TIMER_NAMES.add(_name_of(function))
+        if "before_first_tick_mb" not in MEMORY:
+            MEMORY["before_first_tick_mb"] = round(rss_mb(), 1)
+        wrapper = WRAPPED.get(function)
+        if wrapper is None:
+            wrapper = WRAPPED[function] = _wrap(function)
+        return _register(wrapper, *args, **kwargs)
+    return _register(function, *args, **kwargs)
+
+
+def unregister(function: Any) -> Any:
+    """bpy.app.timers.unregister that also finds the wrapper of a wrapped function."""
+    return _unregister(WRAPPED.get(function, function))
+
+
+def is_registered(function: Any) -> bool:
+    """bpy.app.timers.is_registered that also finds the wrapper of a wrapped function."""
+    return _is_registered(WRAPPED.get(function, function))
+
+
+bpy.app.timers.register = register
+bpy.app.timers.unregister = unregister
+bpy.app.timers.is_registered = is_registered
+MEMORY["at_start_mb"] = round(rss_mb(), 1)
+
+namespace: dict[str, Any] = {"__name__": "__main__", "__file__": str(DRIVER)}
+code = compile(DRIVER.read_text(encoding="utf-8"), str(DRIVER), "exec")
+exec(code, namespace)  # the gui layer's driver, unchanged: it registers its own timers and returns
+_write_result = namespace["write_result"]
+
+
+def write_result_with_ticks() -> None:
+    """The driver's write_result, with the tick meter's data added to its RESULT."""
+    MEMORY["peak_hwm_mb"] = round(rss_mb("VmHWM"), 1)
+    MEMORY["at_end_mb"] = round(rss_mb(), 1)
+    driver_t0 = namespace["T0"]  # the driver's clock: its timeline and calls count from here
+    namespace["RESULT"]["ticks"] = {
+        "timers": sorted(TIMER_NAMES),
+        "rows": [[round(start - driver_t0, 4), *rest] for start, *rest in TICKS],
+        "memory": MEMORY,
+    }
+    _write_result()
+
+
+namespace["write_result"] = write_result_with_ticks
