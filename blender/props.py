@@ -1,0 +1,130 @@
+"""Scene settings (`scene.modelslab`) and the transient job rows on the WindowManager."""
+
+# mypy: disable-error-code="valid-type"
+import time
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from ..api.params import (
+    CHUNK_SIZE_RANGE,
+    FOREGROUND_RATIO_RANGE,
+    MAX_TRACK_ID_LENGTH,
+    MAX_URL_LENGTH,
+    RESOLUTION_RANGE,
+)
+
+# Blender int properties are 32-bit signed; the API accepts seeds up to 2**32-1.
+SEED_MAX = 2**31 - 1
+
+# Job rows store times relative to this (float properties are single precision).
+SESSION_EPOCH = time.time()
+
+OUTPUT_FORMAT_ITEMS = [
+    ("obj", "OBJ", "Wavefront OBJ with vertex colours (default)"),
+    ("glb", "glTF Binary", "GLB with vertex colours"),
+    ("ply", "PLY", "Stanford PLY with vertex colours"),
+    ("stl", "STL", "STL (geometry only, no colours)"),
+]
+
+
+class ModelsLabSceneSettings(bpy.types.PropertyGroup):
+    """The panel's parameters; also the fallback for unset operator properties."""
+
+    image_source: EnumProperty(
+        name="Image Source",
+        items=[("FILE", "File", "A local image file (uploaded for you)"), ("URL", "URL", "An image on the web")],
+        default="FILE",
+    )
+    image_path: StringProperty(
+        name="Image",
+        description="Local image file; // paths are relative to the saved .blend",
+        subtype="FILE_PATH",
+    )
+    image_url: StringProperty(name="Image URL", description="http(s) URL of the input image", maxlen=MAX_URL_LENGTH)
+    foreground_ratio: FloatProperty(
+        name="Foreground Ratio",
+        description="How much of the frame the object fills (used when Remove Background is off)",
+        default=0.85,
+        min=FOREGROUND_RATIO_RANGE[0],
+        max=FOREGROUND_RATIO_RANGE[1],
+        subtype="FACTOR",
+    )
+    remove_bg: BoolProperty(
+        name="Remove Background", description="Let the server cut the object out of its background", default=False
+    )
+    resolution: IntProperty(
+        name="Resolution",
+        description="Marching-cubes grid: higher gives finer meshes and takes longer",
+        default=256,
+        min=RESOLUTION_RANGE[0],
+        max=RESOLUTION_RANGE[1],
+    )
+    chunk_size: IntProperty(
+        name="Chunk Size",
+        description="Server-side evaluation chunk size (higher is faster, more memory)",
+        default=8192,
+        min=CHUNK_SIZE_RANGE[0],
+        max=CHUNK_SIZE_RANGE[1],
+    )
+    seed: IntProperty(name="Seed", description="0 = random", default=0, min=0, max=SEED_MAX)
+    output_format: EnumProperty(name="Format", items=OUTPUT_FORMAT_ITEMS, default="obj")
+    webhook: StringProperty(
+        name="Webhook",
+        description="Optional http(s) URL the server calls when the job is done",
+        maxlen=MAX_URL_LENGTH,
+    )
+    track_id: StringProperty(
+        name="Track ID", description="Optional id echoed back in the webhook call", maxlen=MAX_TRACK_ID_LENGTH
+    )
+
+
+class ModelsLabJobRow(bpy.types.PropertyGroup):
+    """One job as the UI shows it; rebuilt from the runner's events, never saved."""
+
+    local_id: StringProperty()
+    # `name` is PropertyGroup's built-in label property, used by the UIList filter.
+    state: StringProperty()
+    progress: FloatProperty(min=0.0, max=1.0, subtype="FACTOR")
+    message: StringProperty()
+    category: StringProperty()
+    fix: StringProperty()
+    created: FloatProperty(description="seconds since SESSION_EPOCH")
+    finished: FloatProperty(description="seconds since SESSION_EPOCH, 0 while running")
+    eta: FloatProperty(default=-1.0)
+    remote_id: StringProperty()
+    source: StringProperty()
+    file_path: StringProperty(subtype="FILE_PATH")
+    object_name: StringProperty()
+    result_url: StringProperty()
+    was_submitted: BoolProperty()
+
+
+CLASSES = (ModelsLabSceneSettings, ModelsLabJobRow)
+
+
+def register_properties() -> None:
+    """Attach the pointer/collection properties (classes must be registered first)."""
+    bpy.types.Scene.modelslab = PointerProperty(type=ModelsLabSceneSettings)  # type: ignore[attr-defined]
+    wm = bpy.types.WindowManager
+    wm.modelslab_jobs = CollectionProperty(type=ModelsLabJobRow)  # type: ignore[attr-defined]
+    wm.modelslab_jobs_index = IntProperty(default=-1, options={"SKIP_SAVE"})  # type: ignore[attr-defined]
+
+
+def unregister_properties() -> None:
+    """Remove what register_properties() added."""
+    for owner, name in (
+        (bpy.types.Scene, "modelslab"),
+        (bpy.types.WindowManager, "modelslab_jobs"),
+        (bpy.types.WindowManager, "modelslab_jobs_index"),
+    ):
+        if hasattr(owner, name):
+            delattr(owner, name)

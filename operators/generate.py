@@ -1,0 +1,96 @@
+"""modelslab.image_to_3d: the one entry point for the Generate button, the console and scripts."""
+
+# mypy: disable-error-code="valid-type"
+from typing import TYPE_CHECKING
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from ..api import ModelsLabError
+from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, RESOLUTION_RANGE
+from ..blender import runtime, scripting
+from ..blender.props import OUTPUT_FORMAT_ITEMS, SEED_MAX
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+PARAM_NAMES = (
+    "resolution",
+    "foreground_ratio",
+    "remove_bg",
+    "chunk_size",
+    "seed",
+    "output_format",
+    "webhook",
+    "track_id",
+)
+
+
+def report_error(operator: bpy.types.Operator, error: ModelsLabError) -> None:
+    """Report a categorised error (message and fix; never a traceback, never the key)."""
+    operator.report({"ERROR"}, f"[{error.category.value}] {error.message} {error.fix}".strip())
+
+
+def scene_image(context: bpy.types.Context) -> str:
+    """The panel's image: the file path or the URL, per image_source."""
+    settings = getattr(context.scene, "modelslab", None)
+    if settings is None:
+        return ""
+    return settings.image_url if settings.image_source == "URL" else settings.image_path
+
+
+class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
+    """Generate a 3D model from an image with ModelsLab and import it at the 3D cursor"""
+
+    bl_idname = "modelslab.image_to_3d"
+    bl_label = "Generate 3D Model"
+    bl_options = {"REGISTER"}
+
+    image: StringProperty(
+        name="Image",
+        description="Image file, //-relative path or http(s) URL (empty: the panel's image)",
+        options={"SKIP_SAVE"},
+    )
+    resolution: IntProperty(
+        name="Resolution", default=256, min=RESOLUTION_RANGE[0], max=RESOLUTION_RANGE[1], options={"SKIP_SAVE"}
+    )
+    foreground_ratio: FloatProperty(
+        name="Foreground Ratio",
+        default=0.85,
+        min=FOREGROUND_RATIO_RANGE[0],
+        max=FOREGROUND_RATIO_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    remove_bg: BoolProperty(name="Remove Background", default=False, options={"SKIP_SAVE"})
+    chunk_size: IntProperty(
+        name="Chunk Size", default=8192, min=CHUNK_SIZE_RANGE[0], max=CHUNK_SIZE_RANGE[1], options={"SKIP_SAVE"}
+    )
+    seed: IntProperty(name="Seed", default=0, min=0, max=SEED_MAX, options={"SKIP_SAVE"})
+    output_format: EnumProperty(name="Format", items=OUTPUT_FORMAT_ITEMS, default="obj", options={"SKIP_SAVE"})
+    webhook: StringProperty(name="Webhook", options={"SKIP_SAVE"})
+    track_id: StringProperty(name="Track ID", options={"SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
+        values = {name: getattr(self, name) for name in PARAM_NAMES if self.properties.is_property_set(name)}
+        image = self.image.strip() or scene_image(context)
+        try:
+            params = runtime.build_params(values, getattr(context.scene, "modelslab", None))
+            resolved = runtime.resolve_image(image)
+            if not bpy.app.background:
+                record = runtime.submit(resolved, params, origin="operator")
+                self.report({"INFO"}, f"ModelsLab: generating {record.name} (see the sidebar's job list)")
+                return {"FINISHED"}
+            record = runtime.submit(resolved, params, auto_import=False, origin="operator")
+            print(f"ModelsLab: {record.name}: submitted as job {record.local_id}", flush=True)
+            final = runtime.wait_for(record.local_id, None, scripting.print_progress)
+            obj = scripting.object_or_raise(final)
+        except ModelsLabError as error:
+            report_error(self, error)
+            return {"CANCELLED"}
+        except KeyboardInterrupt:
+            self.report({"ERROR"}, "Interrupted: the job stays in the journal and can be resumed.")
+            return {"CANCELLED"}
+        mesh = obj.data
+        count = len(mesh.vertices) if isinstance(mesh, bpy.types.Mesh) else 0
+        self.report({"INFO"}, f"ModelsLab: imported {obj.name} ({count} vertices)")
+        return {"FINISHED"}
