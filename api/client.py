@@ -381,11 +381,14 @@ def _cancelled(message: str = "Cancelled.") -> ModelsLabError:
 class _DownloadFailure(Exception):
     """One download attempt failed; `retry` says whether the same URL is worth another go."""
 
-    def __init__(self, error: ModelsLabError, retry: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, error: ModelsLabError, retry: bool, retry_after: float | None = None, *, final: bool = False
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.retry = retry
         self.retry_after = retry_after
+        self.final = final  # no other URL will do better (cancelled, over the size cap: mirrors hold the same file)
 
 
 class _FormatCheck:
@@ -710,7 +713,7 @@ class ModelsLabClient:
                     self._download_once(url, target, fmt, cancel, progress)
                     return target
                 except _DownloadFailure as failure:
-                    if failure.error.category in (Category.CANCELLED,):
+                    if failure.final:
                         raise failure.error from None
                     if not failure.retry or attempt >= self.config.max_retries:
                         errors.append(failure.error)
@@ -787,7 +790,7 @@ class ModelsLabClient:
             total = _as_float(response.headers.get("Content-Length"))
             expected = int(total) if total is not None and not response.headers.get("Content-Encoding") else None
             if expected is not None and expected > cap:
-                raise _DownloadFailure(_too_big(expected, cap), retry=False)
+                raise _DownloadFailure(_too_big(expected, cap), retry=False, final=True)
             check = _FormatCheck(fmt)
             fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
             temp = Path(temp_name)
@@ -797,7 +800,7 @@ class ModelsLabClient:
                     read = response.raw.read1
                     while True:
                         if cancel is not None and cancel.is_set():
-                            raise _DownloadFailure(_cancelled("Download cancelled."), retry=False)
+                            raise _DownloadFailure(_cancelled("Download cancelled."), retry=False, final=True)
                         try:
                             chunk = read(DOWNLOAD_CHUNK, decode_content=True)
                         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
@@ -810,7 +813,7 @@ class ModelsLabClient:
                             break
                         done += len(chunk)
                         if done > cap:
-                            raise _DownloadFailure(_too_big(done, cap), retry=False)
+                            raise _DownloadFailure(_too_big(done, cap), retry=False, final=True)
                         check.feed(chunk)
                         out.write(chunk)
                         if progress is not None:
