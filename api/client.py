@@ -679,6 +679,27 @@ class ModelsLabClient:
         data = payload.get("data")
         return dict(data) if isinstance(data, dict) else payload
 
+    def probe(self, url: str, *, timeout: float | None = None) -> bool | None:
+        """HEAD a result URL (e.g. a future_link): True if the file is there, False if not (yet) or unreachable,
+        None if the server does not support HEAD. Never raises for network trouble; no key is sent."""
+        scheme, netloc, _ = _split(url)
+        if scheme not in ("http", "https") or not netloc:
+            return False
+        try:
+            transport = self._transport(url)
+        except ModelsLabError:
+            return False
+        if timeout is not None:
+            transport["timeout"] = timeout
+        try:
+            response = self._session().head(url, allow_redirects=True, **transport)
+        except requests.exceptions.RequestException:
+            return False
+        response.close()
+        if response.status_code in (405, 501):
+            return None
+        return response.status_code == 200
+
     # --- download -----------------------------------------------------------------------------------------------
     def download(
         self,

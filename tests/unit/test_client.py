@@ -460,3 +460,15 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_probe_future_links(fresh_server: ServerProcess, client: ModelsLabClient, recorder: Recorder) -> None:
+    fresh_server.set_faults([{"fault": "processing_forever", "endpoint": "submit"}])
+    never = client.submit(GenerationParams(init_image=client.upload_image(EXAMPLE), resolution=32))
+    assert client.probe(never.future_links[0]) is False  # 404: not there (and never will be)
+    done = run_job(client)
+    assert client.probe(done.output[0]) is True and client.probe(done.proxy_links[0]) is True
+    assert fresh_server.stats()["requests"].get("download", 0) == 0  # HEAD only, no body fetched
+    assert client.probe("http://127.0.0.1:1/out/x.obj") is False
+    assert client.probe("not a url") is False
+    assert client.probe(recorder.url + "/out/x.obj") is None  # this server does not do HEAD (501)
