@@ -75,6 +75,13 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def job_rows() -> list[dict[str, Any]]:
+    """The add-on's transient job list on the WindowManager (WindowManager.modelslab_jobs), as plain dicts."""
+    rows = getattr(bpy.context.window_manager, "modelslab_jobs", None) or []
+    names = ("name", "state", "progress", "message", "category", "object_name")
+    return [{name: getattr(row, name, None) for name in names} for row in rows]
+
+
 def collection_objects() -> list[bpy.types.Object]:
     """The mesh objects in the add-on's collection (empty until the first import)."""
     collection = bpy.data.collections.get(CONFIG["collection"])
@@ -169,11 +176,19 @@ class Driver:
     @staticmethod
     def sidebar_panel_classes() -> list[type]:
         """Every registered panel class of the 3D viewport's sidebar (built-in and the add-on's)."""
-        return [
-            cls
-            for cls in bpy.types.Panel.__subclasses__()
-            if getattr(cls, "bl_space_type", "") == "VIEW_3D" and getattr(cls, "bl_region_type", "") == "UI"
-        ]
+        found: list[type] = []
+        pending = list(bpy.types.Panel.__subclasses__())
+        while pending:  # walk the whole tree: add-ons often share a mixin base between their panels
+            cls = pending.pop()
+            pending.extend(cls.__subclasses__())
+            if (
+                getattr(cls, "is_registered", False)
+                and hasattr(cls, "draw")
+                and getattr(cls, "bl_space_type", "") == "VIEW_3D"
+                and getattr(cls, "bl_region_type", "") == "UI"
+            ):
+                found.append(cls)
+        return found
 
     def draw_recorder(self, category: str) -> Any:
         """A draw function for Panel.append (Blender's documented way to extend a panel): it draws nothing and
@@ -329,6 +344,13 @@ class Driver:
             RESULT["jobs_seconds"] = round(self.done_at - self.jobs_started_at, 3)
             self.enter("settle")
             return self.present()
+        rows = job_rows()
+        failed = [row for row in rows if row["state"] in ("failed", "cancelled", "timed_out")]
+        if failed and len(rows) >= int(CONFIG["jobs"]):
+            error(f"{len(failed)} job(s) ended without an object: {failed}")
+            self.recorder.stop()
+            self.enter("settle")
+            return self.present()
         if now() - self.phase_started > float(CONFIG.get("timeout", 120)):
             error(f"timed out: {len(objects)} of {CONFIG['jobs']} objects in collection {CONFIG['collection']!r}")
             self.recorder.stop()
@@ -397,6 +419,7 @@ class Driver:
         self.recorder.stop()
         RESULT["gaps"] = self.recorder.stats()
         RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
+        RESULT["job_rows"] = job_rows()
         RESULT["panel_draw_count"] = sum(1 for _, category in self.panel_draws if category == CONFIG["category"])
         save_blend = CONFIG.get("save_blend")
         if save_blend:

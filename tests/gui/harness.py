@@ -73,8 +73,11 @@ def make_legacy_zip(target: Path) -> Path:
 
 
 def legacy_zip(workdir: Path) -> tuple[Path, str]:
-    """(zip path, how it was obtained): dist/'s legacy zip when it is at least as new as every source file,
-    else a fresh one made from the checkout in workdir."""
+    """(zip path, how it was obtained): env MODELSLAB_GUI_ZIP if set (test a given build), else dist/'s legacy
+    zip when it is at least as new as every source file, else a fresh one made from the checkout in workdir."""
+    override = os.environ.get("MODELSLAB_GUI_ZIP")
+    if override:
+        return Path(override).resolve(), "MODELSLAB_GUI_ZIP"
     if DIST_LEGACY_ZIP.is_file() and DIST_LEGACY_ZIP.stat().st_mtime >= _newest_source_mtime():
         return DIST_LEGACY_ZIP, f"{DIST_LEGACY_ZIP.relative_to(REPO_ROOT)} (make build)"
     why = "older than the sources" if DIST_LEGACY_ZIP.is_file() else "missing"
