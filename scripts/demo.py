@@ -1,0 +1,106 @@
+"""`make demo`: the extension, headless, on the example images, against the local server — no key, no network.
+
+Starts the local ModelsLab-compatible server on a free loopback port with a throwaway key, runs
+scripts/batch.py (with this interpreter, which has the `bpy` module) on examples/*.png with --render,
+saves demo-output/demo.blend, stops the server and prints what was made and where. Blender's user folder
+(preferences, the job journal, the mesh cache) is demo-output/.blender-user, never the user's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from server.process import start_server  # noqa: E402  (needs the repo root on sys.path)
+
+OUT_DIR = REPO_ROOT / "demo-output"
+USER_DIR = OUT_DIR / ".blender-user"
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.png"))
+
+
+def batch_environment(base_url: str, key: str) -> dict[str, str]:
+    """The batch's environment: throwaway key, local server, a private Blender user folder, no proxies."""
+    env = dict(os.environ)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(name, None)
+    env.update(
+        {
+            "MODELSLAB_API_KEY": key,
+            "MODELSLAB_BASE_URL": base_url,
+            "BLENDER_USER_RESOURCES": str(USER_DIR),  # Blender's own user folder (prefs, config, extensions)
+            "MODELSLAB_USER_DIR": str(USER_DIR / "modelslab_3d"),  # the extension's journal and cache
+            "NO_PROXY": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def main() -> int:
+    """Run the demo and return the batch's exit code."""
+    if not EXAMPLES:
+        print(f"no example images in {REPO_ROOT / 'examples'}", file=sys.stderr)
+        return 1
+    OUT_DIR.mkdir(exist_ok=True)
+    USER_DIR.mkdir(exist_ok=True)
+    key = "demo-" + secrets.token_hex(12)  # the local server takes any non-empty key; this one is never saved
+    started = time.monotonic()
+    print(f"== starting the local ModelsLab server (loopback, throwaway key) for {len(EXAMPLES)} example image(s)")
+    with start_server("--workers", "2") as server:
+        print(f"   {server.url}")
+        command = [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "batch.py"),
+            "--base-url",
+            server.url,
+            "--out",
+            str(OUT_DIR),
+            "--save-blend",
+            str(OUT_DIR / "demo.blend"),
+            "--render",
+            "--concurrency",
+            "3",
+            *[str(path) for path in EXAMPLES],
+        ]
+        print("== running: " + " ".join(_short(part) for part in command))
+        result = subprocess.run(
+            command, cwd=REPO_ROOT, env=batch_environment(server.url, key), stdout=subprocess.PIPE, text=True
+        )
+        submits = server.stats()["submits"]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    print(f"== done in {time.monotonic() - started:.1f} s (batch exit code {result.returncode}, {submits} submits)")
+    for row in rows:
+        name = Path(row["image"]).name
+        if row["status"] == "imported":
+            print(f"   {name:>20} -> object {row['object']!r}, {row['vertices']} vertices, {row['seconds']} s")
+            print(f"   {'':>20}    mesh    {_short(row['file'])}")
+            if row.get("preview"):
+                print(f"   {'':>20}    preview {_short(row['preview'])}")
+        else:
+            error = row.get("error", {})
+            print(f"   {name:>20} -> {row['status']}: [{error.get('category')}] {error.get('message')}")
+    blend = OUT_DIR / "demo.blend"
+    if blend.exists():
+        print(f"   scene with every object: {_short(str(blend))}  (open it in Blender)")
+    print(f"   one JSON line per image:  {_short(str(OUT_DIR / 'results.jsonl'))}")
+    return result.returncode
+
+
+def _short(text: str) -> str:
+    """Paths relative to the repo when inside it, for readable output."""
+    try:
+        return str(Path(text).relative_to(REPO_ROOT))
+    except ValueError:
+        return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

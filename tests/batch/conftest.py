@@ -1,0 +1,54 @@
+"""Fixtures of the batch layer: the local server, a private HOME per test, input images."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for path in (str(HERE.parents[1]), str(HERE)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from batchtools import EXAMPLES, BatchHome  # noqa: E402
+
+from tests.serverproc import ServerProcess, start_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    """One local server for the batch layer (2 reconstruction workers)."""
+    with start_server("--workers", "2") as srv:
+        yield srv
+
+
+@pytest.fixture
+def fresh_server(server: ServerProcess) -> Iterator[ServerProcess]:
+    """The session server with no jobs, faults or counters."""
+    server.reset()
+    yield server
+    server.clear_faults()
+
+
+@pytest.fixture
+def batch_home(tmp_path: Path, fresh_server: ServerProcess) -> BatchHome:
+    """A private HOME and --out folder pointed at the fresh server."""
+    return BatchHome(tmp_path, fresh_server.url)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    """Six distinct input files made from the example images (unique names -> unique object names)."""
+    folder = tmp_path / "in put"  # a space in the path on purpose
+    folder.mkdir()
+    made = []
+    for index in range(6):
+        source = EXAMPLES[index % len(EXAMPLES)]
+        target = folder / f"{source.stem}_{index}.png"
+        shutil.copyfile(source, target)
+        made.append(target)
+    return made

@@ -1,0 +1,173 @@
+"""scripts/batch.py end to end: real subprocesses, the real local server with faults, real bpy."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+
+from batchtools import EXAMPLES, TEST_API_KEY, BatchHome, blend_summary
+
+from tests.serverproc import ServerProcess, wait_until
+
+FAST = ["--resolution", "64"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_usage_errors_exit_2_and_submit_nothing(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
+    image = str(EXAMPLES[0])
+    cases = {
+        "no input": [],
+        "unknown option": ["--frobnicate", image],
+        "bad choice": ["--format", "fbx", image],
+        "not a number": ["--resolution", "big", image],
+        "out of range (validated like the operator)": ["--resolution", "9999", image],
+        "concurrency 0": ["--concurrency", "0", image],
+    }
+    for why, args in cases.items():
+        run = batch_home.run(args)
+        assert run.returncode == 2, f"{why}: {run.describe()}"
+        assert run.stdout == "", f"{why}: usage errors print no JSON"
+        assert "error:" in run.stderr, f"{why}: {run.stderr}"
+    secret = "sk-never-on-the-command-line-123"
+    run = batch_home.run(["--api-key", secret, image])
+    assert run.returncode == 2
+    assert "MODELSLAB_API_KEY" in run.stderr
+    assert secret not in run.stderr + run.stdout
+    assert fresh_server.stats()["submits"] == 0
+
+
+def test_missing_key_is_an_auth_failure_per_input(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
+    run = batch_home.run([*FAST, str(EXAMPLES[0]), str(EXAMPLES[1])], key=None)
+    assert run.returncode == 1, run.describe()
+    rows = run.rows
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "failed"
+        assert row["error"]["category"] == "auth"
+        assert row["error"]["message"] and row["error"]["fix"]
+    assert fresh_server.stats()["submits"] == 0
+
+
+def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
+    blend = batch_home.root / "saved scenes" / "batch.blend"
+    run = batch_home.run([*FAST, "--render", "--save-blend", str(blend), *map(str, EXAMPLES)])
+    assert run.returncode == 0, run.describe()
+    rows = run.rows
+    assert [Path(r["image"]).name for r in rows if r["status"] == "imported"].__len__() == len(EXAMPLES), run.describe()
+    server_jobs = {str(job["id"]): job for job in fresh_server.stats()["jobs"]}
+    for row in rows:
+        assert row["vertices"] == server_jobs[str(row["remote_id"])]["vertices"]
+        assert Path(row["file"]).is_file() and Path(row["file"]).parent == batch_home.out / "meshes"
+        preview = Path(row["preview"])
+        assert preview.read_bytes()[:8] == PNG_MAGIC and preview.stat().st_size > 1000
+    assert fresh_server.stats()["submits"] == len(EXAMPLES)
+    # results.jsonl holds the same rows as stdout.
+    saved = [json.loads(line) for line in (batch_home.out / "results.jsonl").read_text().splitlines()]
+    assert sorted(json.dumps(r, sort_keys=True) for r in saved) == sorted(json.dumps(r, sort_keys=True) for r in rows)
+    # The .blend holds every imported object, with its provenance.
+    summary = blend_summary(blend, batch_home.home)
+    assert sorted(summary["objects"]) == sorted(row["object"] for row in rows)
+    for row in rows:
+        assert summary["objects"][row["object"]]["job_id"] == row["job_id"]
+        assert summary["objects"][row["object"]]["vertices"] == row["vertices"]
+    # Progress went to stderr, one line per state change and an overall count.
+    assert "imported" in run.stderr and f"[{len(EXAMPLES)}/{len(EXAMPLES)} done" in run.stderr
+    # The key is nowhere: output, results, journal, cache, previews, the .blend.
+    assert TEST_API_KEY not in run.stdout + run.stderr
+    assert batch_home.files_containing(TEST_API_KEY) == []
+    assert TEST_API_KEY.encode() not in blend.read_bytes()
+
+
+def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
+    batch_home: BatchHome, fresh_server: ServerProcess, images: list[Path]
+) -> None:
+    fresh_server.set_faults(
+        [
+            {"fault": "rate_limit", "endpoint": "submit", "times": 3, "retry_after": 1},
+            {"fault": "processing_polls", "endpoint": "submit", "times": 2, "polls": 3},
+            {"fault": "job_failed", "endpoint": "submit", "times": 1, "text": "GPU fell over"},
+            {"fault": "expired", "endpoint": "fetch", "times": 1},
+        ]
+    )
+    run = batch_home.run([*FAST, "--concurrency", "3", *map(str, images)])
+    assert run.returncode == 1, run.describe()
+    rows = run.rows
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images), "one row per input"
+    outcome = Counter(r["status"] if r["status"] == "imported" else r["error"]["category"] for r in rows)
+    assert outcome == Counter({"imported": 4, "server": 1, "expired": 1}), run.describe()
+    stats = fresh_server.stats()
+    assert stats["faults_fired"]["by_kind"].get("rate_limit") == 3
+    # Every input was accepted exactly once (429s are never charged, nothing was sent twice).
+    assert stats["submits"] == len(images)
+    remote_ids = [str(r["remote_id"]) for r in rows]
+    assert len(set(remote_ids)) == len(images)
+    failed_on_server = {str(job["id"]) for job in stats["jobs"] if job["status"] == "failed"}
+    failed_row = next(r for r in rows if r["status"] == "failed" and r["error"]["category"] == "server")
+    assert failed_on_server == {str(failed_row["remote_id"])}
+    for row in rows:
+        if row["status"] == "failed":
+            assert row["error"]["message"] and row["error"]["fix"]
+    assert TEST_API_KEY not in run.stdout + run.stderr
+    assert batch_home.files_containing(TEST_API_KEY) == []
+
+
+def test_resume_after_kill_finishes_without_resubmitting(
+    batch_home: BatchHome, fresh_server: ServerProcess, images: list[Path]
+) -> None:
+    inputs = [*FAST, *map(str, images[:3])]
+    fresh_server.set_faults([{"fault": "processing_forever", "endpoint": "fetch", "times": -1}])
+    proc = batch_home.start(inputs)
+    try:
+        # Killed mid-poll: all three accepted by the server, journaled, and polled at least once each.
+        wait_until(lambda: fresh_server.stats()["submits"] == 3, timeout=60, message="3 submits")
+        polling = ("submitted", "processing")
+        wait_until(
+            lambda: sum(1 for r in batch_home.journal() if r.get("remote_id") and r["state"] in polling) == 3,
+            timeout=30,
+            message="3 journaled submitted jobs",
+        )
+        wait_until(lambda: fresh_server.stats()["requests"].get("fetch", 0) >= 3, timeout=30, message="polling")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    fresh_server.clear_faults()
+
+    run = batch_home.run(["--resume", *inputs])
+    assert run.returncode == 0, run.describe()
+    rows = run.rows
+    assert len(rows) == 3 and all(r["status"] == "imported" and r.get("resumed") for r in rows), run.describe()
+    assert fresh_server.stats()["submits"] == 3, "resume must never submit again"
+    assert {r["state"] for r in batch_home.journal()} == {"imported"}
+    # Nothing left: a second --resume has nothing to do and submits nothing.
+    again = batch_home.run(["--resume"])
+    assert again.returncode == 0, again.describe()
+    assert fresh_server.stats()["submits"] == 3
+    assert batch_home.files_containing(TEST_API_KEY) == []
+
+
+def test_ctrl_c_stops_waiting_writes_rows_and_stays_resumable(
+    batch_home: BatchHome, fresh_server: ServerProcess, images: list[Path]
+) -> None:
+    inputs = [*FAST, "--concurrency", "2", *map(str, images[:3])]
+    fresh_server.set_faults([{"fault": "processing_forever", "endpoint": "fetch", "times": -1}])
+    proc = batch_home.start(inputs)
+    wait_until(lambda: fresh_server.stats()["requests"].get("fetch", 0) >= 2, timeout=60, message="polling")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"{proc.returncode}\n{stdout}\n{stderr}"
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images[:3])
+    assert {r["status"] for r in rows} == {"interrupted"}
+    assert sum(1 for r in rows if r["resumable"]) == 2  # two were in flight; the third was never submitted
+    assert "Traceback" not in stderr
+    submits = fresh_server.stats()["submits"]
+    assert submits == 2
+
+    fresh_server.clear_faults()
+    run = batch_home.run(["--resume", *inputs])
+    assert run.returncode == 0, run.describe()
+    assert sorted(r["status"] for r in run.rows) == ["imported"] * 3
+    assert fresh_server.stats()["submits"] == 3  # the two resumed + the one never submitted before
