@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def run_section(name: str, quick: bool) -> Outcome:
         outcome = Outcome(error=f"skipped: {exc}")
         log(f"{name}: skipped: {exc}")
     except Exception as exc:
-        outcome = Outcome(error=f"failed: {exc!r}")
+        outcome = Outcome(error=f"failed: {type(exc).__name__}: {exc}")
         log(f"{name}: FAILED\n{traceback.format_exc()}")
     for key in keys:
         if outcome.values.get(key) is None:
@@ -116,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     started_utc = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ensure_requirements()
     machine = machine_info()
+    load_before = os.getloadavg()
     outcomes = {name: run_section(name, args.quick) for name in names}
     total = time.monotonic() - started
+    machine["load_average_1_5_15_at_start"] = [round(v, 2) for v in load_before]
+    machine["load_average_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
 
     values: dict[str, float | None] = {}
     for outcome in outcomes.values():

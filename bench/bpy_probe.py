@@ -1,7 +1,8 @@
 """Child process of the blender section, run by the bpy 5.0 module's Python with HOME set to a temporary user dir.
 
     python bench/bpy_probe.py install ZIP [ZIP...]     install extensions into user_default (not enabled)
-    python bench/bpy_probe.py register MODULE CYCLES   first (cold) enable in this fresh process, then warm cycles
+    python bench/bpy_probe.py register MODULE CYCLES [WARM_UP_MODULE]
+                                                       first (cold) enable in this fresh process, then warm cycles
     python bench/bpy_probe.py import MODULE OBJ ROUNDS add-on import vs bare wm.obj_import, alternating
 
 Prints one JSON line prefixed with RESULT_MARKER. Only stdlib + bpy (and the installed extension).
@@ -16,6 +17,7 @@ import traceback
 from typing import Any
 
 RESULT_MARKER = "@@BENCH_RESULT@@ "
+WARM_UP_PAIRS = 2
 
 
 def _raise(exc: BaseException) -> None:
@@ -44,21 +46,33 @@ def _enable_ms(module: str) -> float:
     return elapsed
 
 
-def register(module: str, cycles: int) -> dict[str, Any]:
-    """Cold: the first enable in a fresh process (imports + register). Warm: disable/enable cycles after it."""
+HEAVY = ("requests", "urllib3", "numpy")
+
+
+def register(module: str, cycles: int, warm_up: str | None) -> dict[str, Any]:
+    """Cold: the first enable of `module` in this fresh process (its imports + register()); `warm_up`, an empty
+    extension enabled just before, takes Blender's own one-time extension costs. Then warm disable/enable cycles."""
     import bpy
 
     if module in bpy.context.preferences.addons:
         raise RuntimeError(f"{module} is already enabled at startup: the cold figure would be meaningless")
+    warm_up_ms = _enable_ms(warm_up) if warm_up else None
+    heavy_before = sorted(name for name in HEAVY if name in sys.modules)
     cold = _enable_ms(module)
+    heavy_after = sorted(name for name in HEAVY if name in sys.modules)
     warm, disable = [], []
     for _ in range(cycles):
         start = time.perf_counter()
         bpy.ops.preferences.addon_disable(module=module)
         disable.append((time.perf_counter() - start) * 1000.0)
         warm.append(_enable_ms(module))
-    heavy = sorted(name for name in ("requests", "urllib3", "numpy") if name in sys.modules)
-    return {"cold_ms": cold, "warm_ms": warm, "disable_ms": disable, "heavy_modules_loaded": heavy}
+    return {
+        "warm_up_ms": warm_up_ms,
+        "cold_ms": cold,
+        "warm_ms": warm,
+        "disable_ms": disable,
+        "heavy_loaded_by_enable": [name for name in heavy_after if name not in heavy_before],
+    }
 
 
 def _clear_scene() -> None:
@@ -108,6 +122,11 @@ def import_compare(module: str, obj_path: str, rounds: int) -> dict[str, Any]:
     _clear_scene()
     first["addon_s"] = addon(-1)
     _clear_scene()
+    for index in range(WARM_UP_PAIRS):  # unmeasured: the allocator and caches settle over the first calls
+        bare()
+        _clear_scene()
+        addon(-2 - index)
+        _clear_scene()
     bare_s, addon_s = [], []
     for index in range(rounds):
         if index % 2 == 0:
@@ -143,7 +162,7 @@ def main(argv: list[str]) -> int:
         if command == "install":
             payload["result"] = install(argv[1:])
         elif command == "register":
-            payload["result"] = register(argv[1], int(argv[2]))
+            payload["result"] = register(argv[1], int(argv[2]), argv[3] if len(argv) > 3 else None)
         elif command == "import":
             payload["result"] = import_compare(argv[1], argv[2], int(argv[3]))
         else:

@@ -34,6 +34,17 @@ def _verdict(passed: bool | None, value: float | None, anchor: bool) -> str:
     return "pass" if passed else "**FAIL**"
 
 
+def _short_reason(reason: str) -> str:
+    """First line of a reason, plus its last line when it is a multi-line traceback-like text."""
+    text = [line.strip() for line in reason.replace("\\n", "\n").splitlines() if line.strip()]
+    if not text:
+        return "unknown"
+    short = text[0][:300]
+    if len(text) > 1:
+        short += " … " + text[-1][:300]
+    return short.replace("|", "\\|")
+
+
 def _extra_lines(extra: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key, value in extra.items():
@@ -91,7 +102,8 @@ def write_report(
     missing = [(k, r) for k, r in reasons.items() if values.get(k) is None]
     if missing:
         lines += ["", "Null figures and why:", ""]
-        lines += [f"- `{key}`: {reason}" for key, reason in missing]
+        lines += [f"- `{key}`: {_short_reason(reason)}" for key, reason in missing]
+        lines += ["", "(Full messages in `bench/extra.json`.)"]
     lines += [
         "",
         "## Machine",

@@ -25,9 +25,9 @@ from server.process import ServerProcess, start_server
 
 from .common import API_KEY, EXAMPLE_IMAGE, REPO_ROOT, Missing, Outcome, log, median, rounded
 
-JOBS = 7
+JOBS = 9
 JOB_SECONDS = 3.0
-STAGGER = 0.3
+STAGGER = 0.6
 NAIVE_SLEEP = 10.0
 SCALING_COUNTS = (1, 4, 8, 16)
 CLI = REPO_ROOT / ".venv" / "bin" / "modelslab"
@@ -285,7 +285,7 @@ def run(quick: bool = False) -> Outcome:
                     continue
                 except Exception as exc:
                     outcome.values[f"time_to_mesh_overhead_s.{name}"] = None
-                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = f"failed: {exc!r}"[:600]
+                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = f"failed: {type(exc).__name__}: {exc}"[:1500]
                     log(f"time-to-mesh {name}: FAILED: {exc!r}")
                     continue
                 after = _request_counts(srv)

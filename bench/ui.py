@@ -61,7 +61,13 @@ def run(quick: bool = False) -> Outcome:
                 arrange=False,
                 job_timeout=180.0,
             )
-            result = run_.check()
+            try:
+                result = run_.check()
+            except AssertionError:
+                log(run_.report())
+                errors = (run_.result or {}).get("errors") or [f"exit code {run_.returncode}"]
+                last = [line for line in str(errors[0]).splitlines() if line.strip()][-1]
+                raise RuntimeError(f"the Blender GUI session failed: {last}") from None
             server_jobs = srv.stats()["jobs"]
     finally:
         harness.JOBS_DRIVER = original_driver
