@@ -51,8 +51,6 @@ class JobState(StrEnum):
 
 TERMINAL_STATES = frozenset({JobState.IMPORTED, JobState.FAILED, JobState.CANCELLED})
 SETTLED_STATES = TERMINAL_STATES | {JobState.DOWNLOADED, JobState.TIMED_OUT}
-# Errors while polling that say nothing about the job itself: keep polling until the poll timeout.
-TRANSIENT_CATEGORIES = frozenset({Category.NETWORK, Category.SERVER, Category.RATE_LIMITED})
 
 TIMED_OUT_MESSAGE = "Still processing on the server — resume later."
 _FACT_FIELDS = frozenset({"remote_id", "submitted_at", "eta", "future_links", "meta", "image_url", "params"})
@@ -161,12 +159,11 @@ class _Job:
     """The runner's private bookkeeping around one record."""
 
     def __init__(self, record: JobRecord) -> None:
-        self.record = record
+        self.record = record  # the working copy, changed under the runner's lock
+        self.public = record.copy()  # the last change that was journaled and announced: what callers see
         self.stop = threading.Event()  # set by cancel() and shutdown(): every wait of this job ends at once
         self.scheduled = False  # in the work queue or on a worker
-        self.seq = 0  # snapshot counter, so journal writes from two threads never go back in time
-        self.saved_seq = 0
-        self.save_lock = threading.Lock()
+        self.update_lock = threading.Lock()  # one change at a time per job, journal write included
 
 
 def _dedupe(urls: Iterable[str]) -> list[str]:
@@ -183,6 +180,16 @@ def _name_from_source(source: str) -> str:
     else:
         stem = Path(source).stem
     return stem.strip()[:63] or "image"
+
+
+def _is_transient(error: ModelsLabError) -> bool:
+    """Errors while polling that say nothing about the job itself: keep polling until the poll timeout.
+
+    A job the server reports as failed arrives as a `server` error with HTTP 200; that one is final.
+    """
+    if error.category in (Category.NETWORK, Category.RATE_LIMITED):
+        return True
+    return error.category is Category.SERVER and (error.http_status is None or error.http_status >= 500)
 
 
 def _seconds(value: float) -> str:
@@ -313,10 +320,9 @@ class JobRunner:
         job = _Job(record)
         with self._changed:
             self._jobs[record.local_id] = job
-            snapshot = record.copy()
-            self._emit(snapshot)
+            self._emit(record.copy())
         self._schedule(job)
-        return snapshot
+        return record.copy()
 
     def resume_unfinished(self) -> list[JobRecord]:
         """Take over the journal's unfinished jobs; returns copies of them after resuming.
@@ -341,28 +347,28 @@ class JobRunner:
     def cancel(self, local_id: str) -> JobRecord:
         """Stop working on a job at once; CANCELLED. A job the server accepted may still be charged."""
         job = self._find(local_id)
-        with self._changed:
-            record = job.record
-            if record.is_terminal or record.state == JobState.DOWNLOADED:
-                return record.copy()
-            if record.state == JobState.SUBMITTING:
-                message = "Cancelled while submitting: the server may have accepted the job and may still charge."
-            elif record.was_submitted:
-                message = "Cancelled: stopped waiting. The server had accepted the job and may still charge for it."
-            else:
-                message = "Cancelled before anything was sent; nothing was charged."
-            job.stop.set()
-            error = ModelsLabError(Category.CANCELLED, message)
-            snapshot, seq = self._apply(job, JobState.CANCELLED, message, None, {"error": error.to_dict()})
-        self._persist(job, snapshot, seq)
-        return snapshot
+        with job.update_lock:
+            with self._lock:
+                record = job.record
+                if record.is_terminal or record.state == JobState.DOWNLOADED:
+                    return record.copy()
+                if record.state == JobState.SUBMITTING:
+                    message = "Cancelled while submitting: the server may have accepted the job and may still charge."
+                elif record.was_submitted:
+                    message = "Cancelled: stopped waiting. The server had accepted the job and may still charge for it."
+                else:
+                    message = "Cancelled before anything was sent; nothing was charged."
+                job.stop.set()
+                error = ModelsLabError(Category.CANCELLED, message)
+                snapshot = self._apply(job, JobState.CANCELLED, message, None, {"error": error.to_dict()})
+            return self._commit(job, snapshot)
 
     def wait(self, local_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job is settled (or the runner stopped working on it); returns a copy either way."""
         job = self._find(local_id)
         with self._changed:
             self._changed.wait_for(lambda: self._is_idle(job), timeout)
-            return job.record.copy()
+            return job.public.copy()
 
     def wait_any(self, local_ids: Iterable[str], timeout: float | None = None) -> JobRecord | None:
         """Block until one of the jobs is settled (or no longer worked on); return a copy of it, None on timeout.
@@ -378,14 +384,14 @@ class JobRunner:
                 return next((job for job in jobs if self._is_idle(job)), None)
 
             done = self._changed.wait_for(first_idle, timeout)
-            return done.record.copy() if done else None
+            return done.public.copy() if done else None
 
     def get(self, local_id: str) -> JobRecord | None:
         """A copy of the job's record (looked up in the journal when the runner does not hold it), or None."""
         with self._lock:
             job = self._jobs.get(local_id)
             if job is not None:
-                return job.record.copy()
+                return job.public.copy()
         try:
             return self.journal.load(local_id)
         except ModelsLabError:
@@ -394,36 +400,36 @@ class JobRunner:
     def records(self) -> list[JobRecord]:
         """Copies of the records this runner holds, oldest first."""
         with self._lock:
-            return sorted((job.record.copy() for job in self._jobs.values()), key=lambda r: r.created_at)
+            return sorted((job.public.copy() for job in self._jobs.values()), key=lambda r: r.created_at)
 
     def mark_imported(self, local_id: str, object_name: str) -> JobRecord:
         """The caller imported the downloaded mesh as object_name: IMPORTED (terminal)."""
         job = self._find(local_id)
-        with self._changed:
-            if job.record.state not in (JobState.DOWNLOADED, JobState.IMPORTED):
-                raise invalid_input(f"Job {local_id} has no downloaded mesh to import (state {job.record.state}).")
-            snapshot, seq = self._apply(
-                job, JobState.IMPORTED, f"Imported as {object_name}", 1.0, {"object_name": str(object_name)}
-            )
-        self._persist(job, snapshot, seq)
-        return snapshot
+        with job.update_lock:
+            with self._lock:
+                if job.record.state not in (JobState.DOWNLOADED, JobState.IMPORTED):
+                    raise invalid_input(f"Job {local_id} has no downloaded mesh to import (state {job.record.state}).")
+                snapshot = self._apply(
+                    job, JobState.IMPORTED, f"Imported as {object_name}", 1.0, {"object_name": str(object_name)}
+                )
+            return self._commit(job, snapshot)
 
     def mark_failed(self, local_id: str, error: ModelsLabError) -> JobRecord:
         """The caller could not finish the job (e.g. the import failed): FAILED with that error."""
         job = self._find(local_id)
-        with self._changed:
-            if job.record.is_terminal and job.record.state != JobState.IMPORTED:
-                return job.record.copy()
-            job.stop.set()
-            snapshot, seq = self._apply(job, JobState.FAILED, error.message, None, {"error": error.to_dict()})
-        self._persist(job, snapshot, seq)
-        return snapshot
+        with job.update_lock:
+            with self._lock:
+                if job.record.is_terminal and job.record.state != JobState.IMPORTED:
+                    return job.record.copy()
+                job.stop.set()
+                snapshot = self._apply(job, JobState.FAILED, error.message, None, {"error": error.to_dict()})
+            return self._commit(job, snapshot)
 
     def forget(self, local_id: str, *, delete_journal: bool = True) -> None:
         """Drop a terminal job from the runner (and its journal file); the cached mesh stays for prune()."""
         job = self._find(local_id)
         with self._changed:
-            if not job.record.is_terminal:
+            if not job.record.is_terminal or job.scheduled:
                 raise invalid_input(f"Job {local_id} is still {job.record.state}; cancel it first.")
             self._jobs.pop(local_id, None)
         if delete_journal:
@@ -508,7 +514,7 @@ class JobRunner:
 
     @staticmethod
     def _is_idle(job: _Job) -> bool:
-        return job.record.is_settled or not job.scheduled
+        return job.public.is_settled or not job.scheduled
 
     @staticmethod
     def _client_target(client: Any) -> tuple[str, str]:
@@ -538,8 +544,8 @@ class JobRunner:
         progress: float | None,
         changes: dict[str, Any],
         force: bool = False,
-    ) -> tuple[JobRecord, int]:
-        """Change the record (lock held), emit the event, wake waiters; returns the snapshot to journal."""
+    ) -> JobRecord:
+        """Change the working record (runner lock held); returns a snapshot for _commit."""
         record = job.record
         if record.state == JobState.CANCELLED and state != JobState.CANCELLED and not force:
             # A cancelled job stays cancelled whatever its worker still reports; only facts are kept
@@ -557,27 +563,30 @@ class JobRunner:
         if progress is not None:
             record.progress = max(0.0, min(1.0, float(progress)))
         record.updated_at = now
-        job.seq += 1
-        snapshot = record.copy()
-        self._emit(snapshot)
-        self._changed.notify_all()
-        return snapshot, job.seq
+        return record.copy()
 
-    def _persist(self, job: _Job, snapshot: JobRecord, seq: int, *, strict: bool = False) -> None:
-        """Journal a snapshot unless a newer one is already written; a failed write is reported, not fatal."""
-        with job.save_lock:
-            if seq <= job.saved_seq:
-                return
+    def _commit(self, job: _Job, snapshot: JobRecord, *, save: bool = True, strict: bool = False) -> JobRecord:
+        """Journal the snapshot (job.update_lock held), then publish it: event, waiters, get()/records().
+
+        A failed journal write is reported in an extra event and the job goes on, except when strict (the write
+        before a submit): then it raises and nothing is sent.
+        """
+        warning = None
+        if save:
             try:
                 self.journal.save(snapshot)
             except ModelsLabError as exc:
                 if strict:
                     raise
                 log.warning("%s", exc)
-                with self._changed:
-                    self._emit(job.record.copy(), f"Warning: {exc.message} The job continues but cannot be resumed.")
-                return
-            job.saved_seq = seq
+                warning = f"Warning: {exc.message} The job continues but cannot be resumed after a restart."
+        with self._changed:
+            job.public = snapshot
+            self._emit(snapshot.copy())
+            if warning:
+                self._emit(snapshot.copy(), warning)
+            self._changed.notify_all()
+        return snapshot.copy()
 
     def _update(
         self,
@@ -591,11 +600,10 @@ class JobRunner:
         force: bool = False,
         **changes: Any,
     ) -> JobRecord:
-        with self._changed:
-            snapshot, seq = self._apply(job, state, message, progress, changes, force)
-        if save:
-            self._persist(job, snapshot, seq, strict=strict)
-        return snapshot
+        with job.update_lock:
+            with self._lock:
+                snapshot = self._apply(job, state, message, progress, changes, force)
+            return self._commit(job, snapshot, save=save, strict=strict)
 
     def _schedule(self, job: _Job) -> None:
         with self._changed:
@@ -617,8 +625,8 @@ class JobRunner:
     def _resume_job(self, job: _Job, *, explicit: bool) -> JobRecord:
         with self._changed:
             if job.scheduled:
-                return job.record.copy()
-            record = job.record
+                return job.public.copy()
+            record = job.record.copy()
             state = JobState(record.state)
         if state == JobState.SUBMITTING:
             error = ModelsLabError(
@@ -628,21 +636,28 @@ class JobRunner:
         if state == JobState.IMPORTED:
             if explicit:
                 raise invalid_input(f"Job {record.local_id} is already imported; re-import it instead.")
-            return record.copy()
+            return record
+        if state == JobState.DOWNLOADED and record.file_path and Path(record.file_path).is_file():
+            return self._update(job, None, "Downloaded earlier; ready to import", save=False)
         if state in (JobState.FAILED, JobState.CANCELLED):
             if not explicit:
-                return record.copy()
+                return record
             if record.remote_id is None:
                 raise invalid_input(
                     f"Job {record.local_id} never got a server id, so it cannot be resumed.",
                     "Generate it again." if not record.was_submitted else SUBMIT_UNKNOWN_FIX,
                 )
+        if state in (JobState.QUEUED, JobState.UPLOADING):  # never sent: goes to the current server
+            base_url, flavor = self._client_target(self.client)
+            self._update(job, None, "Resumed", save=False, base_url=base_url, flavor=flavor)
+        else:
+            mismatch = self._server_mismatch(record)
+            if mismatch:
+                return self._update(job, None, mismatch, save=False)
+        # Resumed jobs leave the settled states at once, so wait() waits for the new outcome.
+        if state in (JobState.TIMED_OUT, JobState.FAILED, JobState.CANCELLED):
             self._update(job, JobState.PROCESSING, "Resumed: asking the server again", None, force=True, error=None)
         elif state == JobState.DOWNLOADED:
-            if record.file_path and Path(record.file_path).is_file():
-                with self._changed:
-                    self._emit(job.record.copy(), "Downloaded earlier; ready to import")
-                return job.record.copy()
             if record.output_urls:
                 self._update(job, JobState.DOWNLOADING, "The downloaded file is missing; downloading it again")
             elif record.remote_id is not None:
@@ -650,16 +665,9 @@ class JobRunner:
             else:
                 error = ModelsLabError(Category.BAD_MESH, "The downloaded file is missing and no URL is known.")
                 return self._update(job, JobState.FAILED, error.message, None, error=error.to_dict())
-        if state not in (JobState.QUEUED, JobState.UPLOADING):
-            mismatch = self._server_mismatch(job.record)
-            if mismatch:
-                return self._update(job, None, mismatch, save=False)
-        else:
-            base_url, flavor = self._client_target(self.client)
-            self._update(job, None, "Resumed", save=False, base_url=base_url, flavor=flavor)
         self._schedule(job)
         with self._lock:
-            return job.record.copy()
+            return job.public.copy()
 
     def _server_mismatch(self, record: JobRecord) -> str | None:
         base_url, flavor = self._client_target(self.client)
@@ -822,14 +830,17 @@ class JobRunner:
             next_fetch = float("inf")  # only the future links can tell (submit returned no id)
         probing = bool(future)
         next_probe = self._next_probe(start, predicted, submitted_eta, first=True)
+        last_fetch = -float("inf")
+        final_check = False
         while True:
             self._check_stop(job)
             now = time.monotonic()
             if now >= next_fetch and record.remote_id is not None:
+                last_fetch = now
                 try:
                     status = client.fetch(record.remote_id, cancel=job.stop)
                 except ModelsLabError as exc:
-                    if exc.category not in TRANSIENT_CATEGORIES:
+                    if not _is_transient(exc):
                         raise
                     self._check_stop(job)
                     wait = max(fetch_interval, min(exc.retry_after or 0.0, self.ETA_WAIT_CAP))
@@ -863,6 +874,10 @@ class JobRunner:
                 next_probe = self._next_probe(now, predicted, None, first=False)
             now = time.monotonic()
             if now >= deadline:
+                if record.remote_id is not None and not final_check and now - last_fetch > self.HEAD_INTERVAL:
+                    final_check = True  # one last look before giving up (the eta may have been past the deadline)
+                    next_fetch = now
+                    continue
                 self._update(job, JobState.TIMED_OUT, TIMED_OUT_MESSAGE)
                 return False
             wake = min(next_fetch, next_probe if probing else float("inf"), deadline)
