@@ -17,7 +17,8 @@ running (drawing, other timers, the add-on's own drain timer) the whole time:
 
 The config (JSON, written by the harness) holds no secret: the API key comes from MODELSLAB_API_KEY.
 Keys: zip, module, jobs, images, operator_props, scene_settings, prefs, result, screenshot, save_blend,
-timeout, record_interval, category, collection, sidebar_width, arrange, settle_seconds, viewport_aa, screenshot_aa.
+timeout, record_interval, category, collection, sidebar_width, arrange, settle_seconds, viewport_aa,
+screenshot_aa, baseline_seconds.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class GapRecorder:
         self.running = False
 
     def start(self) -> None:
-        """Start recording (registers the timer)."""
+        """Start recording (registers the timer once)."""
+        if self.running:
+            return
         self.running = True
         bpy.app.timers.register(self._fire, first_interval=self.interval)
 
@@ -115,26 +118,55 @@ class GapRecorder:
         self.object_counts.append(len(collection_objects()))
         return self.interval
 
-    def stats(self) -> dict[str, Any]:
-        """Gap statistics in ms; a gap during which an object appeared is an import gap, reported apart."""
-        gaps: list[float] = []
+    def stats(self, window: tuple[float, float], call_spans: list[tuple[float, float]]) -> dict[str, Any]:
+        """Gap statistics in ms over `window` (first operator call .. last import, driver seconds).
+
+        Each gap is classified: import (an object appeared during it), call (it contains the driver's own
+        operator calls, whose durations are reported per call instead) or plain; `max_excl_import_ms` and
+        `p99_excl_import_ms` cover the plain gaps only. Gaps before the window are the idle baseline.
+        timeline rows: [end time, gap ms, flag] with flag 0 plain, 1 import, 2 call (only rows in the window).
+        """
+        start, end = window
+        plain: list[float] = []
         import_gaps: list[float] = []
+        call_gaps: list[float] = []
+        baseline: list[float] = []
         timeline: list[list[float]] = []
         for index in range(1, len(self.stamps)):
-            gap_ms = (self.stamps[index] - self.stamps[index - 1]) * 1000.0
-            imported = self.object_counts[index] != self.object_counts[index - 1]
-            (import_gaps if imported else gaps).append(gap_ms)
-            timeline.append([round(self.stamps[index], 4), round(gap_ms, 2), int(imported)])
-        all_gaps = gaps + import_gaps
+            begin, finish = self.stamps[index - 1], self.stamps[index]
+            gap_ms = (finish - begin) * 1000.0
+            if finish <= start:
+                baseline.append(gap_ms)
+                continue
+            if begin >= end:
+                continue
+            if self.object_counts[index] != self.object_counts[index - 1]:
+                flag = 1
+                import_gaps.append(gap_ms)
+            elif any(call_start < finish and call_end > begin for call_start, call_end in call_spans):
+                flag = 2
+                call_gaps.append(gap_ms)
+            else:
+                flag = 0
+                plain.append(gap_ms)
+            timeline.append([round(finish, 4), round(gap_ms, 2), flag])
+        every = plain + import_gaps + call_gaps
         return {
             "interval_ms": self.interval * 1000.0,
-            "count": len(all_gaps),
-            "max_ms": max(all_gaps, default=None),
-            "p50_ms": percentile(all_gaps, 0.50),
-            "p99_ms": percentile(all_gaps, 0.99),
-            "max_excl_import_ms": max(gaps, default=None),
-            "p99_excl_import_ms": percentile(gaps, 0.99),
+            "window": [round(start, 4), round(end, 4)],
+            "count": len(every),
+            "max_ms": max(every, default=None),
+            "p50_ms": percentile(every, 0.50),
+            "p99_ms": percentile(every, 0.99),
+            "max_excl_import_ms": max(plain, default=None),
+            "p99_excl_import_ms": percentile(plain, 0.99),
             "import_gaps_ms": [round(gap, 2) for gap in import_gaps],
+            "call_gaps_ms": [round(gap, 2) for gap in call_gaps],
+            "baseline": {
+                "count": len(baseline),
+                "max_ms": max(baseline, default=None),
+                "p99_ms": percentile(baseline, 0.99),
+            },
             "timeline": timeline,
         }
 
@@ -299,6 +331,7 @@ class Driver:
         return 0.05
 
     def phase_start(self) -> float | None:
+        # Prepare, then record an idle baseline for a moment before the calls (phase "calls").
         scene = bpy.context.scene
         settings = getattr(scene, "modelslab", None)
         if settings is None:
@@ -306,21 +339,28 @@ class Driver:
             return self.finish()
         for key, value in CONFIG.get("scene_settings", {}).items():
             setattr(settings, key, value)
+        settings.image_path = CONFIG["images"][0]  # the first job takes its image (and the rest) from the scene
         default_cube = bpy.data.objects.get("Cube")
         if default_cube is not None:  # the factory scene's cube sits where imports land (the 3D cursor)
             bpy.data.objects.remove(default_cube)
-        images: list[str] = CONFIG["images"]
         self.recorder.start()
+        self.enter("calls")
+        return float(CONFIG.get("baseline_seconds", 1.0))
+
+    def phase_calls(self) -> float | None:
+        settings = bpy.context.scene.modelslab
+        images: list[str] = CONFIG["images"]
         self.jobs_started_at = now()
         for index in range(int(CONFIG["jobs"])):
             image = images[index % len(images)]
             props = dict(CONFIG.get("operator_props", {}))
             if index == 0:
-                settings.image_path = image  # the first job takes its image (and the rest) from the scene
+                image = settings.image_path
             else:
                 props["image"] = image
             call: dict[str, Any] = {"image": image, "props": props, "objects_before": len(collection_objects())}
             started = time.perf_counter()
+            call["started_at"] = started - T0
             try:
                 with self.override("UI"):
                     call["return"] = sorted(bpy.ops.modelslab.image_to_3d("INVOKE_DEFAULT", **props))
@@ -339,11 +379,11 @@ class Driver:
         for obj in objects:
             self.first_seen.setdefault(obj.name, now())
         if len(objects) >= int(CONFIG["jobs"]):
-            self.recorder.stop()
             self.done_at = now()
             RESULT["jobs_seconds"] = round(self.done_at - self.jobs_started_at, 3)
-            self.enter("settle")
-            return self.present()
+            RESULT["jobs_window"] = [round(self.jobs_started_at, 4), round(self.done_at, 4)]
+            self.enter("drain")
+            return 0.01
         rows = job_rows()
         failed = [row for row in rows if row["state"] in ("failed", "cancelled", "timed_out")]
         if failed and len(rows) >= int(CONFIG["jobs"]):
@@ -357,6 +397,15 @@ class Driver:
             self.enter("settle")
             return 0.05
         return 0.05
+
+    def phase_drain(self) -> float:
+        # Keep recording until the recorder has fired after the last import: that closes the import's gap.
+        stamps = self.recorder.stamps
+        if (not stamps or stamps[-1] <= self.done_at) and now() - self.phase_started < 5.0:
+            return 0.01
+        self.recorder.stop()
+        self.enter("settle")
+        return self.present()
 
     def present(self) -> float:
         """Record the imported objects, then frame them for the screenshot."""
@@ -417,7 +466,12 @@ class Driver:
     def finish(self) -> None:
         """Stats, optional .blend, result file, quit (always reached, also after an error)."""
         self.recorder.stop()
-        RESULT["gaps"] = self.recorder.stats()
+        calls = RESULT["calls"]
+        window_start = min((call["started_at"] for call in calls), default=self.jobs_started_at)
+        last_seen = max(self.first_seen.values(), default=0.0)
+        window = (window_start, self.done_at or last_seen or now())
+        spans = [(call["started_at"], call["at"]) for call in calls]
+        RESULT["gaps"] = self.recorder.stats(window, spans)
         RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
         RESULT["job_rows"] = job_rows()
         RESULT["panel_draw_count"] = sum(1 for _, category in self.panel_draws if category == CONFIG["category"])
