@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import bpy
+import mathutils
 
 CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
 RESULT: dict[str, Any] = {
@@ -426,17 +427,18 @@ class Driver:
                 }
             )
         if CONFIG.get("arrange", True) and objects:
-            # Imports all land on the 3D cursor; spread them out so the screenshot shows each one.
-            spacing = max(max(obj.dimensions) for obj in objects) * 1.15
+            # Imports all land on the 3D cursor; for the screenshot, spread them along the view's horizontal
+            # and point the view at the row (their recorded locations above are where the add-on put them).
+            region_3d = self.view3d()[0].spaces.active.region_3d
+            right = region_3d.view_rotation @ mathutils.Vector((1.0, 0.0, 0.0))
+            right.z = 0.0
+            right.normalize()
+            spacing = max(max(obj.dimensions) for obj in objects) * 1.1
             for index, obj in enumerate(objects):
-                obj.location.x += (index - (len(objects) - 1) / 2) * spacing
-            previous = [obj for obj in bpy.context.view_layer.objects if obj.select_get()]
-            for obj in bpy.context.view_layer.objects:
-                obj.select_set(obj in objects)
-            with self.override("WINDOW"):
-                bpy.ops.view3d.view_selected()
-            for obj in bpy.context.view_layer.objects:
-                obj.select_set(obj in previous)
+                obj.location += right * ((index - (len(objects) - 1) / 2) * spacing)
+            center = sum((obj.location for obj in objects), mathutils.Vector()) / len(objects)
+            region_3d.view_location = center + mathutils.Vector((0.0, 0.0, spacing * 0.25))
+            region_3d.view_distance = spacing * (len(objects) + 1) * 0.75
         if CONFIG.get("screenshot"):
             bpy.context.preferences.system.viewport_aa = CONFIG.get("screenshot_aa", "8")
         for area in self.window().screen.areas:
