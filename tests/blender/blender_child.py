@@ -60,17 +60,6 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def apply_prefs(module: str, prefs: dict) -> None:
-    """Set AddonPreferences properties by name (unknown names fail loudly)."""
-    import bpy
-
-    addon_prefs = bpy.context.preferences.addons[module].preferences
-    for name, value in prefs.items():
-        if not hasattr(addon_prefs, name):
-            raise AttributeError(f"the add-on preferences have no property {name!r}")
-        setattr(addon_prefs, name, value)
-
-
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,8 +71,8 @@ def main() -> int:
 
         payload["threads_before_enable"] = sorted(t.name for t in threading.enumerate())
         module = ensure_enabled(spec["zip"], spec.get("install", "extension"))
-        apply_prefs(module, spec.get("prefs", {}))
         context = scenarios.Context(module=module, spec=spec)
+        context.apply_prefs()
         payload["result"] = getattr(scenarios, spec["scenario"])(context, **spec.get("kwargs", {}))
         payload["ok"] = True
     except BaseException:

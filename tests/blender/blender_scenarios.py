@@ -33,6 +33,14 @@ class Context:
             return Path(bpy.utils.extension_path_user(self.module, create=True))
         return Path(bpy.utils.user_resource("CONFIG", path="modelslab_3d", create=True))
 
+    def apply_prefs(self) -> None:
+        """Set the spec's AddonPreferences values by name (unknown names fail loudly)."""
+        addon_prefs = bpy.context.preferences.addons[self.module].preferences
+        for name, value in self.spec.get("prefs", {}).items():
+            if not hasattr(addon_prefs, name):
+                raise AttributeError(f"the add-on preferences have no property {name!r}")
+            setattr(addon_prefs, name, value)
+
     def watch_network(self) -> None:
         """Record every socket connect / DNS lookup this process makes from now on (a PEP 578 audit hook)."""
         events = self.network_events
@@ -219,6 +227,7 @@ def disable_enable_cycles(context: Context, props: dict[str, Any], cycles: int =
             "scene_settings": hasattr(bpy.types.Scene, "modelslab"),
         }
         addon_utils.enable(context.module, default_set=True)
+        context.apply_prefs()  # Blender drops an add-on's preferences when it is disabled
         enabled = {
             "threads": thread_names(),
             "operator_registered": operator_registered(),
@@ -244,26 +253,13 @@ def start_and_hang(context: Context, props: dict[str, Any]) -> dict[str, Any]:
 
 
 def resume_after_restart(context: Context, timeout: float = 60.0) -> dict[str, Any]:
-    """A new process with the same user dir: the unfinished job resumes and imports."""
-    out: dict[str, Any] = {"journal_at_start": journal_records(context)}
-    names_before = object_names()
-    deadline = time.monotonic() + timeout
-    module = sys.modules[context.module]
-    imported = None
-    # In background mode nothing drains the runner's events on its own; the script API does it.
+    """A new process with the same user dir: `modelslab.resume()` finishes the journal's unfinished job."""
     import modelslab  # the alias register() installs
 
-    out["script_api"] = sorted(name for name in dir(modelslab) if not name.startswith("_"))
-    while time.monotonic() < deadline:
-        new = object_names() - names_before
-        if new:
-            imported = sorted(new)
-            break
-        if hasattr(modelslab, "wait_for_jobs"):
-            modelslab.wait_for_jobs(timeout=max(0.1, deadline - time.monotonic()))
-        else:
-            time.sleep(0.1)
-    out["module_file"] = getattr(module, "__file__", None)
-    out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in (imported or [])]
+    out: dict[str, Any] = {"journal_at_start": journal_records(context)}
+    names_before = object_names()
+    out["results"] = modelslab.resume(timeout=timeout)
+    new = sorted(object_names() - names_before)
+    out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in new]
     out["journal_at_end"] = journal_records(context)
     return out

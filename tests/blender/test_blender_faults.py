@@ -26,7 +26,15 @@ FAULTS = [
         0,
     ),
     ("job_failed", [{"fault": "job_failed", "endpoint": "submit", "text": "GPU fell over"}], "server", 1),
-    ("expired", [{"fault": "expired", "endpoint": "fetch", "times": -1}], "expired", 1),
+    (
+        "expired",  # 24 h later: the fetch and every output URL answer 404
+        [
+            {"fault": "expired", "endpoint": "fetch", "times": -1},
+            {"fault": "expired", "endpoint": "download", "times": -1},
+        ],
+        "expired",
+        1,
+    ),
     ("html_mesh", [{"fault": "html_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
     ("corrupt_mesh", [{"fault": "corrupt_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
 ]
@@ -78,7 +86,7 @@ def test_transient_server_errors_while_polling_do_not_lose_the_job(
     fresh_server.set_faults(
         [
             {"fault": "http_error", "endpoint": "fetch", "status": 503, "body": "html", "times": 1},
-            {"fault": "expired", "endpoint": "download", "times": 1},  # primary 404: the proxy mirror serves it
+            {"fault": "http_error", "endpoint": "download", "status": 502, "body": "html", "times": 1},
         ]
     )
     run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
@@ -104,13 +112,16 @@ def test_transient_server_errors_while_polling_do_not_lose_the_job(
 def test_invalid_input_is_refused_before_any_request(
     blender: BlenderFn, fresh_server: ServerProcess, props: dict
 ) -> None:
+    # Should a request slip through anyway, it fails at once (and the zero-request check below catches it).
+    fresh_server.set_faults([{"fault": "http_error", "endpoint": "any", "status": 418, "times": -1}])
     run = blender("generate", kwargs={"props": {**FAST_PARAMS, **props}})
     result = run.result
     attempt = result["runs"][0]
     assert attempt["error"] is not None, f"bad input was accepted: {props} -> {attempt['result']}"
     assert "invalid_input" in attempt["error"], attempt["error"]
     assert attempt["new_objects"] == []
-    assert sum(fresh_server.stats()["requests"].values()) == 0, "a request was sent for invalid input"
+    stats = fresh_server.stats()
+    assert sum(stats["requests"].values()) == 0, f"requests were sent for invalid input: {stats['requests']}"
     for record in result["journal"]:
         assert record["state"] == "failed" and record["error"]["category"] == "invalid_input"
 
