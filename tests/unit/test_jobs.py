@@ -173,17 +173,15 @@ def test_cancel_mid_poll_is_prompt_and_leaves_no_thread(slow: ServerProcess, mak
     cancelled = runner.cancel(record.local_id)
     settled = runner.wait(record.local_id, timeout=5)
     event = events.wait_for(record.local_id, "cancelled", timeout=5)
-    # The worker itself must notice at once too: it is idle again well within a second.
-    with runner._changed:
-        idle = runner._changed.wait_for(lambda: not runner._jobs[record.local_id].scheduled, timeout=5)
+    # The worker notices at once too (its wait is an Event): joining it right away is prompt.
+    runner.shutdown(timeout=5)
     elapsed = time.monotonic() - started
-    assert idle and elapsed < 1.0, elapsed
+    assert runner_threads(runner) == []
+    assert elapsed < 1.0, elapsed
     assert cancelled.state == settled.state == event.state == "cancelled"
     assert settled.error["category"] == "cancelled"
     assert "may still charge" in settled.message
     assert runner.journal.load(record.local_id).state == "cancelled"
-    runner.shutdown(timeout=5)
-    assert runner_threads(runner) == []
     assert slow.stats()["submits"] == 1
     assert runner.cancel(record.local_id).state == "cancelled"  # cancelling again changes nothing
 
@@ -473,6 +471,38 @@ def test_journal_failing_mid_job_is_reported_not_fatal(
     assert done.state == "downloaded"
     warnings = [e.message for e in events.pump() if e.message.startswith("Warning:")]
     assert warnings and "journal" in warnings[0]
+
+
+def test_journal_lost_before_submit_fails_the_job_and_sends_nothing(
+    slow: ServerProcess, make_runner: MakeRunner, tmp_path: Path
+) -> None:
+    from tests.unit.test_journal import read_only
+
+    runner = make_runner(slow, max_workers=1)
+    events = EventLog(runner)
+    busy = runner.submit(DUCK, SMALL)
+    waiting = runner.submit(VASE, SMALL)  # journaled as QUEUED while the only worker is busy
+    events.wait_for(busy.local_id, "submitted")
+    with read_only(tmp_path / "jobs"):
+        runner.cancel(busy.local_id)  # frees the worker; its own journal write fails and is reported
+        done = runner.wait(waiting.local_id, timeout=30)
+    assert done.state == "failed" and done.error["category"] == "invalid_input"
+    assert "journal" in done.error["message"]
+    assert slow.stats()["submits"] == 1  # only the busy job: nothing is sent without a journal entry
+    assert any(e.message.startswith("Warning:") for e in events.pump() if e.local_id == busy.local_id)
+
+
+def test_standard_flavour_job(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    client = ModelsLabClient(KEY, ClientConfig(base_url=fresh_server.url, flavor="standard"))
+    runner = JobRunner(client, JobJournal(tmp_path / "jobs"), MeshCache(tmp_path / "meshes"))
+    try:
+        done = runner.wait(runner.submit(MUSHROOM, GenerationParams(resolution=48, output_format="ply")).local_id, 60)
+    finally:
+        runner.shutdown()
+        client.close()
+    assert done.state == "downloaded" and done.flavor == "standard", done.error
+    assert Path(done.file_path).suffix == ".ply" and Path(done.file_path).read_bytes().startswith(b"ply")
+    assert fresh_server.stats()["jobs"][0]["flavor"] == "v6"
 
 
 def test_no_key_in_any_journal_or_cache_file(fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path):
