@@ -237,6 +237,50 @@ def test_crash_mid_poll_then_resume_finishes_without_a_second_submit(
     assert slow.stats()["requests"]["download"] == 1  # never fetched twice
 
 
+SLOW_DOWNLOAD = [
+    {"fault": "pad_output", "endpoint": "submit", "bytes": 400_000},
+    {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 100_000, "times": -1},
+]
+
+
+def test_cancel_during_download_is_prompt_and_leaves_no_partial_file(
+    fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
+) -> None:
+    fresh_server.set_faults(SLOW_DOWNLOAD)
+    runner = make_runner(fresh_server)
+    events = EventLog(runner)
+    record = runner.submit(DUCK, SMALL)
+    wait_until(
+        lambda: any(e.local_id == record.local_id and e.message.startswith("Downloading ") for e in events.pump()),
+        timeout=30,
+        interval=0.01,
+    )
+    started = time.monotonic()
+    cancelled = runner.cancel(record.local_id)
+    runner.shutdown(timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert cancelled.state == "cancelled" and "may still charge" in cancelled.message
+    assert list((tmp_path / "meshes").iterdir()) == []  # the partial download was removed
+
+
+def test_shutdown_during_download_then_resume(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
+    fresh_server.set_faults(SLOW_DOWNLOAD)
+    first = make_runner(fresh_server)
+    events = EventLog(first)
+    record = first.submit(DUCK, SMALL)
+    events.wait_for(record.local_id, "downloading")
+    first.shutdown(timeout=5)
+    assert first.journal.load(record.local_id).state == "downloading"
+
+    fresh_server.clear_faults()
+    second = make_runner(fresh_server)
+    second.resume_unfinished()
+    done = second.wait(record.local_id, timeout=60)
+    assert done.state == "downloaded", done.error
+    assert done.file_bytes >= 400_000
+    assert fresh_server.stats()["submits"] == 1
+
+
 def test_submitting_record_is_never_resubmitted(
     fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
 ) -> None:
