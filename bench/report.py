@@ -160,12 +160,15 @@ def _plots(docs_dir: Path, outcomes: dict[str, Outcome]) -> dict[str, list[tuple
     timeline = ui.series.get("stall_timeline") if ui else None
     if timeline:
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
-        normal = [(t, g) for t, g, imp in timeline if not imp]
-        imports = [(t, g) for t, g, imp in timeline if imp]
-        if normal:
-            ax.plot([t for t, _ in normal], [g for _, g in normal], ".", markersize=3, label="20 ms timer gap")
-        if imports:
-            ax.plot([t for t, _ in imports], [g for _, g in imports], "x", label="gap spanning a mesh import")
+        kinds = (
+            (0, ".", "20 ms timer gap"),
+            (1, "x", "gap spanning a mesh import (excluded)"),
+            (2, "+", "gap spanning the driver's operator calls (excluded)"),
+        )
+        for flag, marker, label in kinds:
+            points = [(t, g) for t, g, f in timeline if int(f) == flag]
+            if points:
+                ax.plot([t for t, _ in points], [g for _, g in points], marker, markersize=4, label=label)
         ax.axhline(50, color="tab:red", linestyle="--", linewidth=1, label="goal (50 ms)")
         ax.set_xlabel("seconds since the first job was submitted")
         ax.set_ylabel("gap (ms)")

@@ -74,20 +74,23 @@ def run(quick: bool = False) -> Outcome:
         shutil.rmtree(workdir, ignore_errors=True)
     gaps = result["gaps"]
     calls = result["calls"]
-    jobs_start = min(call["at"] - call["seconds"] for call in calls)
+    window = gaps.get("window") or [min(call["at"] - call["seconds"] for call in calls), float("inf")]
+    jobs_start = window[0]
     outcome.values["ui_stall_max_ms"] = rounded(gaps["max_excl_import_ms"], 2)
     outcome.extra["ui_stall"] = {
         "gap_count": gaps["count"],
         "p50_ms": rounded(gaps["p50_ms"], 2),
         "p99_excl_import_ms": rounded(gaps["p99_excl_import_ms"], 2),
-        "max_incl_import_ms": rounded(gaps["max_ms"], 2),
+        "max_incl_import_and_call_ms": rounded(gaps["max_ms"], 2),
         "import_gaps_ms": gaps["import_gaps_ms"],
+        "call_gaps_ms": gaps.get("call_gaps_ms"),
         "operator_call_ms": [rounded(call["seconds"] * 1000.0, 2) for call in calls],
+        "idle_baseline": gaps.get("baseline"),
         "jobs_seconds": result.get("jobs_seconds"),
         "blender": result.get("blender_version"),
         "server_jobs": len(server_jobs),
     }
-    outcome.series["stall_timeline"] = [(t - jobs_start, gap, bool(imp)) for t, gap, imp in gaps["timeline"]]
+    outcome.series["stall_timeline"] = [(t - jobs_start, gap, int(flag)) for t, gap, flag in gaps["timeline"]]
     ticks = result.get("ticks") or {}
     rows = ticks.get("rows") or []
     if not rows:
@@ -99,7 +102,8 @@ def run(quick: bool = False) -> Outcome:
     else:
         import_rows = [r for r in rows if r[2] > 0]
         last_import = max((r[0] for r in import_rows), default=max(r[0] for r in rows))
-        during = [r for r in rows if jobs_start <= r[0] <= last_import]
+        end = window[1] if window[1] != float("inf") else last_import
+        during = [r for r in rows if jobs_start <= r[0] <= max(end, last_import)]
         normal = [r[1] for r in during if r[2] == 0]
         outcome.values["ui_tick_p99_ms"] = rounded(percentile(normal, 99), 3) if normal else None
         if not normal:
@@ -121,6 +125,21 @@ def run(quick: bool = False) -> Outcome:
             "rss_at_end_mb": memory.get("at_end_mb"),
         }
         outcome.series["ticks"] = [(r[0] - jobs_start, r[1], r[2] > 0) for r in rows]
+    epoch_t0 = ticks.get("epoch_at_driver_t0")
+    jobs_window = result.get("jobs_window")
+    finished = {str(j["id"]): j["finished_at"] for j in server_jobs if j.get("finished_at")}
+    in_scene = []
+    for obj in result.get("objects", []):
+        remote = str(obj.get("props", {}).get("modelslab_remote_id", ""))
+        if epoch_t0 and jobs_window and remote in finished and obj.get("seen_at", -1) >= 0:
+            in_scene.append(epoch_t0 + jobs_window[0] + obj["seen_at"] - finished[remote])
+    if in_scene:
+        outcome.extra["gui_in_scene_overhead_s"] = {
+            "jobs": len(in_scene),
+            "median": rounded(median(in_scene), 3),
+            "max": rounded(max(in_scene), 3),
+            "all": sorted(rounded(v, 3) for v in in_scene),
+        }
     log(
         f"ui: stall max {gaps['max_excl_import_ms']} ms (excl. imports), tick p99 {outcome.values['ui_tick_p99_ms']}"
         f" ms, {len(rows)} ticks"
@@ -129,11 +148,15 @@ def run(quick: bool = False) -> Outcome:
         f"{JOBS} jobs (the example images, default resolution 256) started through "
         "`bpy.ops.modelslab.image_to_3d('INVOKE_DEFAULT')` from the sidebar in Debian's Blender 3.4.1 under "
         f"Xvfb (legacy add-on zip), local server with {JOBS} workers and `--job-seconds {JOB_SECONDS:g}`. "
-        "`ui_stall_max_ms`: the largest gap between firings of a 20 ms timer while the jobs ran, gaps during "
-        "which an object was imported excluded (listed as `import_gaps_ms`) — tests/gui/harness.py + "
-        "driver_jobs.py. `ui_tick_p99_ms`: p99 (nearest rank) duration of the add-on's own `bpy.app.timers` "
+        "`ui_stall_max_ms`: the largest gap between firings of a 20 ms timer from the first operator call to "
+        "the last import (tests/gui/harness.py + driver_jobs.py), excluding gaps during which an object was "
+        "imported (`import_gaps_ms`) and the gaps that contain the driver's own back-to-back operator calls "
+        "(`call_gaps_ms`; each call's own duration is in `operator_call_ms`); `idle_baseline` = the same "
+        "timer before any job. `ui_tick_p99_ms`: p99 (nearest rank) duration of the add-on's own `bpy.app.timers` "
         "callbacks from the first submit to the last import, ticks that imported a mesh excluded (listed as "
         "`import_ticks_ms`), measured by wrapping `bpy.app.timers.register` before the add-on is enabled "
-        "(bench/ui_driver.py). Blender's memory: VmRSS/VmHWM of the Blender process."
+        "(bench/ui_driver.py). Blender's memory: VmRSS/VmHWM of the Blender process. `gui_in_scene_overhead_s`: "
+        "per job, the moment the driver (polling every 50 ms) first saw the object in the scene − the server's "
+        "`finished_at` of that job (matched by the object's `modelslab_remote_id`), for all 8 concurrent jobs."
     )
     return outcome

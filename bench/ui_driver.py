@@ -116,6 +116,7 @@ def write_result_with_ticks() -> None:
         "timers": sorted(TIMER_NAMES),
         "rows": [[round(start - driver_t0, 4), *rest] for start, *rest in TICKS],
         "memory": MEMORY,
+        "epoch_at_driver_t0": time.time() - (time.perf_counter() - driver_t0),
     }
     _write_result()
 
