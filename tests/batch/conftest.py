@@ -14,7 +14,7 @@ for path in (str(HERE.parents[1]), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from batchtools import EXAMPLES, BatchHome  # noqa: E402
+from batchtools import EXAMPLES, SLOW_JOB_SECONDS, BatchHome  # noqa: E402
 
 from tests.serverproc import ServerProcess, start_server  # noqa: E402
 
@@ -38,6 +38,27 @@ def fresh_server(server: ServerProcess) -> Iterator[ServerProcess]:
 def batch_home(tmp_path: Path, fresh_server: ServerProcess) -> BatchHome:
     """A private HOME and --out folder pointed at the fresh server."""
     return BatchHome(tmp_path, fresh_server.url)
+
+
+@pytest.fixture(scope="session")
+def slow_server_session() -> Iterator[ServerProcess]:
+    """A server whose every job takes SLOW_JOB_SECONDS: time to kill or interrupt a batch mid-poll."""
+    with start_server("--workers", "3", "--job-seconds", str(SLOW_JOB_SECONDS)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def slow_server(slow_server_session: ServerProcess) -> Iterator[ServerProcess]:
+    """The slow server with no jobs, faults or counters."""
+    slow_server_session.reset()
+    yield slow_server_session
+    slow_server_session.clear_faults()
+
+
+@pytest.fixture
+def slow_home(tmp_path: Path, slow_server: ServerProcess) -> BatchHome:
+    """A private HOME and --out folder pointed at the slow server."""
+    return BatchHome(tmp_path, slow_server.url)
 
 
 @pytest.fixture
