@@ -106,6 +106,6 @@ class MeshCache:
                     continue
                 path.unlink()
                 removed += 1
-            except FileNotFoundError:
+            except OSError:  # gone meanwhile, or not ours to delete: pruning is best effort
                 continue
         return removed

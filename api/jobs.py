@@ -435,6 +435,14 @@ class JobRunner:
         if delete_journal:
             self.journal.delete(local_id)
 
+    def prune_cache(self, older_than_days: float) -> int:
+        """MeshCache.prune, keeping the files of every job not terminal (e.g. downloaded, not imported yet)."""
+        latest = {record.local_id: (record.state, record.file_path) for record in self.journal.unfinished()}
+        with self._lock:  # the runner's own view is newer than the journal's
+            latest.update((i, (job.record.state, job.record.file_path)) for i, job in self._jobs.items())
+        keep = [path for state, path in latest.values() if path and state not in TERMINAL_STATES]
+        return self.cache.prune(older_than_days, keep=keep)
+
     def drain_events(self, max_events: int | None = None) -> list[JobEvent]:
         """Take up to max_events (all when None) queued events without blocking."""
         drained: list[JobEvent] = []

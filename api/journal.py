@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from .errors import ModelsLabError, redact
@@ -15,6 +16,7 @@ from .jobs import JobRecord
 
 log = logging.getLogger(__name__)
 
+STALE_TEMP_SECONDS = 3600.0
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _JOURNAL_FIX = (
     "Free some disk space or make the folder writable, then resume the job; "
@@ -26,6 +28,18 @@ def journal_error(directory: Path, action: str, exc: OSError) -> ModelsLabError:
     """The categorised error for a journal folder that cannot be written (read-only, disk full, missing)."""
     reason = exc.strerror or type(exc).__name__
     return ModelsLabError("invalid_input", f"Cannot {action} the job journal in {directory}: {reason}.", _JOURNAL_FIX)
+
+
+def _replace(source: str, target: Path, attempts: int = 5) -> None:
+    """os.replace, retried briefly: on Windows it fails while another thread or process has the target open."""
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))  # nothing to wait on: the reader holds the file for milliseconds
 
 
 class JobJournal:
@@ -57,7 +71,7 @@ class JobJournal:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
+            _replace(tmp_name, target)
             tmp_name = None
         except OSError as exc:
             raise journal_error(self.directory, "write", exc) from None
@@ -103,6 +117,7 @@ class JobJournal:
                 records.append(self._read(path))
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 problems.append(self._report(path, exc))
+        self._remove_stale_temp_files()
         with self._lock:
             self.problems = problems
         records.sort(key=lambda r: (r.created_at, r.local_id))
@@ -118,6 +133,16 @@ class JobJournal:
             self.path(local_id).unlink(missing_ok=True)
         except OSError as exc:
             raise journal_error(self.directory, "delete from", exc) from None
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of writes interrupted by a crash; only old ones, a live write may be using a fresh one."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for path in self.directory.glob(".*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                continue
 
     @staticmethod
     def _report(path: Path, exc: BaseException) -> tuple[str, str]:

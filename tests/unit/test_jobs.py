@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -610,3 +611,15 @@ def test_mark_failed_and_unknown_ids(fresh_server: ServerProcess, make_runner: M
     assert runner.get("0" * 32) is None
     runner.forget(record.local_id)
     assert runner.get(record.local_id) is None and runner.journal.all() == []
+
+
+def test_prune_cache_keeps_meshes_waiting_for_import(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
+    runner = make_runner(fresh_server)
+    waiting = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
+    imported = runner.wait(runner.submit(VASE, SMALL).local_id, timeout=60)
+    runner.mark_imported(imported.local_id, "vase")
+    long_ago = time.time() - 30 * 86400
+    for record in (waiting, imported):
+        os.utime(record.file_path, (long_ago, long_ago))
+    assert runner.prune_cache(7) == 1
+    assert Path(waiting.file_path).is_file() and not Path(imported.file_path).exists()

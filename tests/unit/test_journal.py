@@ -123,6 +123,8 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path: Path) -> None:
     (tmp_path / ("6" * 32 + ".json")).write_text(json.dumps(other_id), encoding="utf-8")
     (tmp_path / "8.json").write_bytes(b"\xff\xfe\x00garbage")
     (tmp_path / ".leftover.tmp").write_text("{", encoding="utf-8")  # a temp file from a crash is not a record
+    (tmp_path / ".old-crash.tmp").write_text("{", encoding="utf-8")
+    os.utime(tmp_path / ".old-crash.tmp", (time.time() - 7200, time.time() - 7200))
 
     records = journal.all()
     assert [r.local_id for r in records] == [good.local_id]
@@ -131,6 +133,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path: Path) -> None:
                               + ["6" * 32 + ".json", "8.json"])  # fmt: skip
     assert all(reason for _, reason in journal.problems)
     assert journal.load("2" * 32) is None
+    assert (tmp_path / ".leftover.tmp").exists() and not (tmp_path / ".old-crash.tmp").exists()  # stale ones go
     assert journal.unfinished() == records
 
 
