@@ -263,3 +263,81 @@ def resume_after_restart(context: Context, timeout: float = 60.0) -> dict[str, A
     out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in new]
     out["journal_at_end"] = journal_records(context)
     return out
+
+
+def _wait_for_status(local_id: str, wanted: set[str], timeout: float = 30.0) -> str:
+    """Poll the script API until the job reaches one of the wanted states (the child is the user here)."""
+    import modelslab
+
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = modelslab.result(local_id)["status"]
+        if status in wanted:
+            return status
+        time.sleep(0.05)
+    raise TimeoutError(f"job {local_id} stayed {status!r}, never reached {sorted(wanted)}")
+
+
+def job_operators(context: Context, props: dict[str, Any]) -> dict[str, Any]:
+    """Generate, then re-import from the cache, test the connection, clear finished jobs."""
+    out: dict[str, Any] = {"generate": run_operator(**props)}
+    objects = out["generate"]["new_objects"]
+    local_id = objects[0]["custom"]["modelslab_job_id"] if objects else ""
+    before = object_names()
+    try:
+        out["reimport_result"] = sorted(bpy.ops.modelslab.reimport_job(job_id=local_id))
+    except RuntimeError as exc:
+        out["reimport_result"] = str(exc)
+    out["reimported"] = [describe_object(bpy.data.objects[n]) for n in sorted(object_names() - before)]
+    try:
+        out["connection"] = sorted(bpy.ops.modelslab.test_connection())
+    except RuntimeError as exc:
+        out["connection"] = str(exc)
+    out["clear"] = sorted(bpy.ops.modelslab.clear_finished_jobs())
+    out["journal"] = journal_records(context)
+    return out
+
+
+def cancel_running_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
+    """Submit (non-blocking script API), cancel with the operator while the server is still working."""
+    import modelslab
+
+    names_before = object_names()
+    record = modelslab.submit(props.pop("image"), **props)
+    out: dict[str, Any] = {"status_before_cancel": _wait_for_status(record.local_id, {"submitted", "processing"})}
+    out["cancel_result"] = sorted(bpy.ops.modelslab.cancel_job(job_id=record.local_id))
+    final = modelslab.wait(record.local_id, timeout=30)
+    out["final_state"] = str(final.state)
+    out["final_message"] = final.message
+    out["new_objects"] = sorted(object_names() - names_before)
+    out["journal"] = journal_records(context)
+    return out
+
+
+def disable_mid_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
+    """Disable the add-on while a job waits on the server, then enable again and resume it."""
+    import addon_utils
+    import modelslab
+
+    baseline = thread_names()
+    names_before = object_names()
+    record = modelslab.submit(props.pop("image"), **props)
+    out: dict[str, Any] = {"status_before_disable": _wait_for_status(record.local_id, {"submitted", "processing"})}
+    out["threads_while_running"] = thread_names()
+    started = time.monotonic()
+    addon_utils.disable(context.module, default_set=True)
+    out["disable_seconds"] = round(time.monotonic() - started, 3)
+    out["threads_after_disable"] = thread_names()
+    out["baseline"] = baseline
+    out["journal_after_disable"] = journal_records(context)
+    out["objects_after_disable"] = sorted(object_names() - names_before)
+    addon_utils.enable(context.module, default_set=True)
+    context.apply_prefs()
+    alias_again = sys.modules["modelslab"]  # unregister removed the alias, register put it back
+
+    out["results"] = alias_again.resume(timeout=60)
+    new = sorted(object_names() - names_before)
+    out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in new]
+    out["journal_at_end"] = journal_records(context)
+    return out

@@ -153,3 +153,17 @@ def test_missing_key_is_an_auth_error_before_any_request(blender: BlenderFn, fre
     run = blender("generate", env={"MODELSLAB_API_KEY": None}, kwargs={"props": {"image": example_image()}})
     assert_failed_cleanly(run.result, "auth")
     assert sum(fresh_server.stats()["requests"].values()) == 0
+
+
+def test_processing_forever_times_out_into_a_resumable_job(blender: BlenderFn, fresh_server: ServerProcess) -> None:
+    fresh_server.set_faults([{"fault": "processing_forever", "endpoint": "submit"}])
+    run = blender("generate", prefs={"poll_timeout": 10}, kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    result = run.result
+    attempt = result["runs"][0]
+    assert attempt["error"] is not None, attempt["result"]
+    assert "resume" in attempt["error"].lower(), attempt["error"]
+    assert attempt["new_objects"] == []
+    (record,) = result["journal"]
+    assert record["state"] == "timed_out", record["state"]
+    assert record["remote_id"]
+    assert fresh_server.stats()["submits"] == 1

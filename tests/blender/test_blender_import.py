@@ -93,6 +93,10 @@ def test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_st
     assert files_containing(tmp_path / "saved.blend", TEST_API_KEY.encode()) == []
     assert files_containing(user_dir.home, TEST_API_KEY.encode()) == []
     assert TEST_API_KEY not in run.stdout and TEST_API_KEY not in run.stderr
+    # Transient job state (the WindowManager job rows: cache path, result URL) is not saved either.
+    blend_bytes = blend_path.read_bytes()
+    transient = [record["file_path"], *record["output_urls"], *record["proxy_links"]]
+    assert all(value and value.encode() not in blend_bytes for value in transient), transient
 
 
 def test_key_from_the_environment_works_and_is_not_written_anywhere(
@@ -150,3 +154,23 @@ def test_remote_base_url_is_refused_while_online_access_is_off(blender: BlenderF
     for record in result["journal"]:
         assert record["state"] == "failed" and record["error"]["category"] == "offline", record
     assert sum(fresh_server.stats()["requests"].values()) == 0
+
+
+def test_reimport_uses_the_cache_and_test_connection_reads_the_wallet(
+    blender: BlenderFn, fresh_server: ServerProcess
+) -> None:
+    run = blender("job_operators", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    result = run.result
+    assert result["generate"]["error"] is None, result["generate"]["error"]
+    (first,) = result["generate"]["new_objects"]
+    assert result["reimport_result"] == ["FINISHED"], result["reimport_result"]
+    (again,) = result["reimported"]
+    assert again["vertices"] == first["vertices"]
+    assert again["custom"]["modelslab_job_id"] == first["custom"]["modelslab_job_id"]
+    assert again["name"] != first["name"]
+    assert result["connection"] == ["FINISHED"], result["connection"]
+    stats = fresh_server.stats()
+    # One submit and one mesh download for two objects: the re-import cost nothing.
+    assert stats["submits"] == 1
+    assert stats["requests"].get("download", 0) == 1, stats["requests"]
+    assert stats["requests"].get("wallet", 0) == 1, stats["requests"]

@@ -106,3 +106,50 @@ def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
     final = [r for r in result["journal_at_end"] if r["local_id"] == interrupted["local_id"]]
     assert final and final[0]["state"] == "imported", final
     assert files_containing(user_dir.home, TEST_API_KEY.encode()) == []
+
+
+def test_cancel_stops_waiting_and_says_the_server_may_charge(
+    user_dir: UserDir, extension_zip: Path, slow_server: ServerProcess
+) -> None:
+    slow_server.reset()
+    run = run_blender(
+        user_dir,
+        extension_zip,
+        "cancel_running_job",
+        prefs={"base_url": slow_server.url},
+        env={"MODELSLAB_API_KEY": TEST_API_KEY},
+        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+    )
+    result = run.result
+    assert result["cancel_result"] == ["FINISHED"]
+    assert result["final_state"] == "cancelled"
+    assert "charge" in (result["final_message"] or "").lower(), result["final_message"]
+    assert result["new_objects"] == []
+    (record,) = result["journal"]
+    assert record["state"] == "cancelled" and record["remote_id"], record
+    assert slow_server.stats()["submits"] == 1
+
+
+def test_disabling_mid_job_stops_threads_keeps_the_job_and_resume_finishes_it(
+    user_dir: UserDir, extension_zip: Path, slow_server: ServerProcess
+) -> None:
+    slow_server.reset()
+    run = run_blender(
+        user_dir,
+        extension_zip,
+        "disable_mid_job",
+        prefs={"base_url": slow_server.url},
+        env={"MODELSLAB_API_KEY": TEST_API_KEY},
+        kwargs={"props": {"image": example_image("vase_plain.png"), **FAST_PARAMS}},
+    )
+    result = run.result
+    assert any("modelslab" in name for name in result["threads_while_running"]), "no worker thread seen running"
+    assert result["threads_after_disable"] == result["baseline"], result["threads_after_disable"]
+    assert result["objects_after_disable"] == [], "a half-imported object after disable"
+    (record,) = result["journal_after_disable"]
+    assert record["state"] in ("submitted", "processing"), f"disable changed the job to {record['state']}"
+    assert len(result["new_objects"]) == 1, result["results"]
+    stats = slow_server.stats()
+    assert stats["submits"] == 1
+    assert result["new_objects"][0]["vertices"] == stats["jobs"][0]["vertices"]
+    assert result["journal_at_end"][0]["state"] == "imported"
