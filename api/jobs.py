@@ -949,9 +949,17 @@ class JobRunner:
         if not (target.is_file() and target.stat().st_size > 0):
             self._update(job, None, "Downloading", 0.8, file_path=str(target))
             fmt = str(record.params.get("output_format") or "obj")
-            target = self.client.download(
-                urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
-            )
+            try:
+                target = self.client.download(
+                    urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
+                )
+            except OSError as exc:  # the cache folder, not the network: read-only, disk full, removed
+                raise ModelsLabError(
+                    Category.INVALID_INPUT,
+                    f"Cannot write the mesh into the cache folder {target.parent}: {exc.strerror or exc}.",
+                    "Free some disk space or choose a writable cache folder, then re-import (resume) the job: "
+                    "the result is downloaded again without a new charge.",
+                ) from None
             self._check_stop(job)
         size = Path(target).stat().st_size
         self._update(

@@ -550,6 +550,24 @@ def test_standard_flavour_job(fresh_server: ServerProcess, tmp_path: Path) -> No
     assert fresh_server.stats()["jobs"][0]["flavor"] == "v6"
 
 
+def test_read_only_cache_fails_clearly_and_resume_recovers_without_a_new_charge(
+    fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
+) -> None:
+    from tests.unit.test_journal import read_only
+
+    runner = make_runner(fresh_server)
+    meshes = runner.cache.ensure()
+    with read_only(meshes):
+        failed = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
+    assert failed.state == "failed" and failed.error["category"] == "invalid_input", failed.error
+    assert "cache folder" in failed.error["message"] and "without a new charge" in failed.error["fix"]
+    assert list(meshes.iterdir()) == []
+    runner.resume(failed.local_id)
+    done = runner.wait(failed.local_id, timeout=60)
+    assert done.state == "downloaded" and Path(done.file_path).is_file()
+    assert fresh_server.stats()["submits"] == 1
+
+
 def test_no_key_in_any_journal_or_cache_file(fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path):
     runner = make_runner(fresh_server)
     done = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
