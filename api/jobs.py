@@ -771,23 +771,7 @@ class JobRunner:
             self._update(job, None, "Image uploaded", 0.04, image_url=image_url, params=params.to_dict())
         params.validate()
         self._check_stop(job)  # the last moment where stopping costs nothing
-        # Journal SUBMITTING before the request: after a crash it tells us never to send this job again.
-        self._update(job, JobState.SUBMITTING, "Submitting", 0.05, strict=True)
-        try:
-            status = client.submit(params, cancel=job.stop)
-        except Exception as exc:
-            if isinstance(exc, ModelsLabError) and exc.category is Category.CANCELLED:
-                # The client only gives up this way between attempts the server refused (429) or never received.
-                self._update(job, JobState.QUEUED, "Interrupted before the server took the job; not charged.")
-                raise _Stopped from None
-            # Recorded even while shutting down, so a resume does not mistake it for an interrupted submit.
-            if not isinstance(exc, ModelsLabError):
-                log.exception("Unexpected error while submitting ModelsLab job %s", record.local_id)
-                exc = ModelsLabError(
-                    Category.NETWORK, f"The submit failed unexpectedly ({type(exc).__name__}).", SUBMIT_UNKNOWN_FIX
-                )
-            self._fail(job, exc)
-            raise _Stopped from None
+        status = self._submit_once(job, client, params)
         # Recorded even when cancelled or shutting down meanwhile: the server has the job now.
         changes: dict[str, Any] = {
             "remote_id": status.job_id,
@@ -812,6 +796,37 @@ class JobRunner:
         eta_text = f" (about {_seconds(status.eta)})" if status.eta else ""
         self._update(job, JobState.SUBMITTED, f"Submitted{eta_text}", 0.08, **changes)
         return status.eta
+
+    def _submit_once(self, job: _Job, client: Any, params: GenerationParams) -> JobStatus:
+        """Send the job; sent again only after a refusal (429) the client gave up waiting on, never otherwise."""
+        give_up = time.monotonic() + self.poll_timeout
+        while True:
+            # Journal SUBMITTING before the request: after a crash it tells us never to send this job again.
+            self._update(job, JobState.SUBMITTING, "Submitting", 0.05, strict=True)
+            try:
+                return client.submit(params, cancel=job.stop)
+            except Exception as exc:
+                if isinstance(exc, ModelsLabError) and exc.category is Category.CANCELLED:
+                    # The client only stops this way between attempts the server refused (429) or never received.
+                    self._update(job, JobState.QUEUED, "Interrupted before the server took the job; not charged.")
+                    raise _Stopped from None
+                if isinstance(exc, ModelsLabError) and exc.category is Category.RATE_LIMITED:
+                    wait = max(exc.retry_after or self.poll_interval_max, self.poll_interval_min)
+                    wait = min(wait, self.ETA_WAIT_CAP)
+                    if time.monotonic() + wait < give_up:
+                        # A 429 is a refusal: the server did not take (or charge for) the job, so waiting is safe.
+                        self._update(job, JobState.QUEUED, f"The server is busy; trying again in {_seconds(wait)}")
+                        if job.stop.wait(wait):
+                            raise _Stopped from None
+                        continue
+                # Recorded even while shutting down, so a resume does not mistake it for an interrupted submit.
+                if not isinstance(exc, ModelsLabError):
+                    log.exception("Unexpected error while submitting ModelsLab job %s", job.record.local_id)
+                    exc = ModelsLabError(
+                        Category.NETWORK, f"The submit failed unexpectedly ({type(exc).__name__}).", SUBMIT_UNKNOWN_FIX
+                    )
+                self._fail(job, exc)
+                raise _Stopped from None
 
     def _processing_progress(self, record: JobRecord, eta: float | None) -> float:
         if not record.submitted_at or eta is None:

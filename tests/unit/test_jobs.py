@@ -327,6 +327,27 @@ def test_rate_limited_submit_waits_and_submits_once(fresh_server: ServerProcess,
     assert stats["submits"] == 1 and stats["requests"]["submit"] == 2
 
 
+def test_queue_full_beyond_the_clients_patience_waits_in_the_runner(
+    fresh_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The client gives up on 429 at once (max_retries=0); the runner waits retry_after and sends again: a 429 is a
+    refusal, so this is never a double submit."""
+    fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": 2}])
+    client = ModelsLabClient(KEY, ClientConfig(base_url=fresh_server.url, max_retries=0))
+    runner = JobRunner(client, JobJournal(tmp_path / "jobs"), MeshCache(tmp_path / "meshes"))
+    events = EventLog(runner)
+    try:
+        done = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
+    finally:
+        runner.shutdown()
+        client.close()
+    assert done.state == "downloaded", done.error
+    stats = fresh_server.stats()
+    assert stats["submits"] == 1 and stats["requests"]["submit"] == 3
+    assert any("server is busy" in e.message for e in events.pump())
+    assert [entry[0] for entry in done.history].count("submitting") == 3
+
+
 def test_job_failed_on_the_server(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     fresh_server.set_faults([{"fault": "job_failed", "endpoint": "submit", "text": "GPU fell over"}])
     runner = make_runner(fresh_server)
