@@ -29,7 +29,7 @@ register_secret(FUZZ_KEY)
 
 # Deterministic in CI (same examples every run), no example database written into the repo.
 FUZZ = settings(
-    max_examples=250,
+    max_examples=200,
     deadline=None,
     derandomize=True,
     database=None,

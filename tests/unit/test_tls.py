@@ -288,3 +288,25 @@ def test_static_scan_would_catch_a_violation() -> None:
     ]
     for sample in samples:
         assert any(pattern.search(sample) for pattern, _ in DISABLING_PATTERNS), sample
+
+
+# --- a whole job through the JobRunner over HTTPS -------------------------------------------------------------------
+
+
+def test_job_over_https_fails_without_the_ca_and_succeeds_with_it(
+    fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from tests.reliability_kit import Workspace, assert_downloaded, assert_failed, assert_no_temp_files
+
+    ws = Workspace(tmp_path / "user dir")
+    try:
+        ws.open(fresh_https.url)
+        error = assert_failed(ws, ws.run(EXAMPLE_IMAGE), "network")
+        assert re.search(r"CA[ _-]?bundle", f"{error['message']} {error['fix']}", re.IGNORECASE), error
+        assert fresh_https.stats()["requests"] == {}, "a request got through an unverified connection"
+        ws.open(fresh_https.url, client={"ca_bundle": str(tls_files[0])})
+        assert_downloaded(ws, ws.run(EXAMPLE_IMAGE))
+        assert fresh_https.stats()["submits"] == 1
+    finally:
+        ws.close()
+    assert_no_temp_files(ws.journal_dir, ws.cache_dir)
