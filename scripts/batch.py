@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ MAX_RATE_LIMITED_RESUBMITS = 20
 WAIT_SLICE_S = 0.25  # how long one wait for "any job settled" blocks before Ctrl-C is checked again
 PREVIEW_SIZE = 256
 PREVIEW_SAMPLES = 12
+ROW_GAP = 0.4  # scene units between imported objects laid out in a row
 
 OPERATOR_PARAMS = (
     "resolution",
@@ -172,9 +172,9 @@ class Output:
 
     def _write_results(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=self.out_dir)
+        tmp = self.out_dir / f".results.{os.getpid()}.tmp"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            with open(tmp, "w", encoding="utf-8") as handle:
                 for row in self.rows.values():
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             os.replace(tmp, self.results_path)
@@ -273,6 +273,11 @@ class Extension:
         """The job's current record."""
         return self.runtime.get_record(local_id)
 
+    def forget(self, local_id: str) -> None:
+        """Drop a finished job that the server never accepted, with its journal file."""
+        with contextlib.suppress(self.api.ModelsLabError):
+            self.runtime.get_runner().forget(local_id)
+
     def import_job(self, local_id: str) -> Any:
         """Import a downloaded (or re-import an imported) job on the main thread; the new object."""
         return self.scripting.import_job(local_id)
@@ -323,6 +328,7 @@ class Batch:
         self.failed = 0
         self.out_dir = Path(args.out).absolute()
         self.tag = {"out": str(self.out_dir)}
+        self.row_edge: float | None = None  # right edge of the row of imported objects
 
     # progress ------------------------------------------------------------------------------------------------
     def _count(self) -> str:
@@ -417,7 +423,8 @@ class Batch:
             if self.stop.is_set():
                 return
             item = self.pending.popleft()
-            item.started = time.monotonic()
+            if not item.rate_limited:
+                item.started = time.monotonic()  # a resubmit after a 429 keeps counting from the first try
             try:
                 record = self.ext.submit(item.image, self.params, {"batch": self.tag})
             except self.ext.api.ModelsLabError as error:
@@ -450,6 +457,7 @@ class Batch:
             return False
         item.rate_limited += 1
         item.local_id = None
+        self.ext.forget(record.local_id)  # nothing was charged: no journal entry to resume
         self.window = max(1, len(self.active))
         self.hold_until = time.monotonic() + min(30.0, 2.0 * item.rate_limited)
         self.pending.appendleft(item)
@@ -462,6 +470,7 @@ class Batch:
         except self.ext.api.ModelsLabError:
             self._fail_row(item, self.ext.result(record.local_id, None, item.image))
             return
+        self._place_in_row(obj)
         row = self.ext.result(record.local_id, obj, item.image)
         row["status"] = "imported"
         row["file"] = str(self._copy_mesh(Path(row.get("file") or record.file_path), obj.name))
@@ -477,8 +486,20 @@ class Batch:
                 row["preview_error"] = f"{type(exc).__name__}: {exc}"
         self.imported += 1
         item.done = True
+        self.window = min(self.args.concurrency, self.window + 1)  # after a 429 slow-down, widen again
         self._say(item, f"imported as {obj.name!r} ({row.get('vertices', 0)} vertices)")
         self.output.result(row)
+
+    def _place_in_row(self, obj: Any) -> None:
+        """Side by side along X from the 3D cursor (the first one stays at the cursor), so none overlap."""
+        import bpy
+
+        bpy.context.view_layer.update()
+        half_width = obj.dimensions.x / 2
+        if self.row_edge is not None:
+            obj.location.x = self.row_edge + ROW_GAP + half_width
+            bpy.context.view_layer.update()  # matrix_world follows the new location (the preview frames it)
+        self.row_edge = obj.location.x + half_width
 
     def _copy_mesh(self, source: Path, object_name: str) -> Path:
         """A copy of the downloaded mesh in OUT/meshes (the cache keeps its own for re-imports)."""
@@ -495,6 +516,8 @@ class Batch:
         self._fail_row(item, row)
 
     def _fail_row(self, item: Item, row: dict[str, Any]) -> None:
+        if row.get("file") and not os.path.isfile(row["file"]):
+            del row["file"]  # a download that never completed
         if row.get("status") not in ("failed", "cancelled", "timed_out"):
             row["status"] = "failed"
         row["error"] = _error_fields(row.get("error") or {"category": "server", "message": "The job did not finish."})
@@ -657,7 +680,8 @@ def main(argv: list[str] | None = None) -> int:
             output.progress(f"saved {save_blend(args.save_blend)}")
     finally:
         ext.close()
-        signal.signal(signal.SIGINT, previous)
+        # None: Blender's own C-level handler, which Python cannot put back.
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     output.progress(
         f"finished: {batch.imported} imported, {batch.failed} failed of {len(batch.items)}; "
         f"results in {output.results_path}"

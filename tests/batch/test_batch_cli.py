@@ -15,6 +15,19 @@ FAST = ["--resolution", "64"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def object_coverage(png: Path) -> float:
+    """Share of the preview's pixels that differ clearly from its corner (background) colour."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        rgb = image.convert("RGB").resize((64, 64))
+    data = rgb.tobytes()
+    pixels = [data[i : i + 3] for i in range(0, len(data), 3)]
+    background = pixels[0]
+    differs = sum(1 for p in pixels if sum(abs(a - b) for a, b in zip(p, background, strict=True)) > 40)
+    return differs / len(pixels)
+
+
 def test_usage_errors_exit_2_and_submit_nothing(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
     image = str(EXAMPLES[0])
     cases = {
@@ -62,6 +75,7 @@ def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, 
         assert Path(row["file"]).is_file() and Path(row["file"]).parent == batch_home.out / "meshes"
         preview = Path(row["preview"])
         assert preview.read_bytes()[:8] == PNG_MAGIC and preview.stat().st_size > 1000
+        assert 0.05 < object_coverage(preview) < 0.9, f"{preview.name}: the object is not framed"
     assert fresh_server.stats()["submits"] == len(EXAMPLES)
     # results.jsonl holds the same rows as stdout.
     saved = [json.loads(line) for line in (batch_home.out / "results.jsonl").read_text().splitlines()]
@@ -115,6 +129,21 @@ def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
             assert row["error"]["message"] and row["error"]["fix"]
     assert TEST_API_KEY not in run.stdout + run.stderr
     assert batch_home.files_containing(TEST_API_KEY) == []
+
+
+def test_429_beyond_the_clients_retries_slows_down_instead_of_failing(
+    batch_home: BatchHome, fresh_server: ServerProcess
+) -> None:
+    # More 429s than the client retries one submit: the batch waits, narrows its window and submits again.
+    fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "times": 12, "retry_after": 1}])
+    run = batch_home.run([*FAST, "--concurrency", "2", *map(str, EXAMPLES[:2])])
+    assert run.returncode == 0, run.describe()
+    assert [r["status"] for r in run.rows] == ["imported", "imported"]
+    stats = fresh_server.stats()
+    assert stats["faults_fired"]["by_kind"]["rate_limit"] == 12
+    assert stats["submits"] == 2
+    assert "rate limited" in run.stderr
+    assert {r["state"] for r in batch_home.journal()} == {"imported"}, "refused submits leave no journal entry"
 
 
 def _polling(home: BatchHome, server: ServerProcess, count: int) -> bool:
