@@ -114,7 +114,7 @@ RECOVERABLE_POLL = [
     pytest.param({"fault": "http_error", "endpoint": "fetch", "status": 500, "body": "html", "times": 2}, id="500"),
     pytest.param({"fault": "http_error", "endpoint": "fetch", "status": 502, "body": "html", "times": 2}, id="502"),
     pytest.param({"fault": "http_error", "endpoint": "fetch", "status": 503, "body": "html", "times": 2}, id="503"),
-    pytest.param({"fault": "malformed_json", "endpoint": "fetch", "times": 2}, id="malformed-json"),
+    pytest.param({"fault": "malformed_json", "endpoint": "fetch", "times": 3}, id="malformed-json-x3"),
     pytest.param({"fault": "status_error", "endpoint": "fetch", "spelling": "message"}, id="status-error-message"),
     pytest.param({"fault": "status_error", "endpoint": "fetch", "spelling": "messege"}, id="status-error-messege"),
     pytest.param({"fault": "rate_limit", "endpoint": "fetch", "retry_after": 1}, id="429"),
@@ -504,8 +504,13 @@ def test_cancel_mid_poll(fresh_slow: ServerProcess, ws: Workspace) -> None:
 # --- hostile server-supplied names -----------------------------------------------------------------------------------
 
 
-def test_hostile_names_never_escape_the_cache(fresh_server: ServerProcess, ws: Workspace, tmp_path: Path) -> None:
-    fresh_server.set_faults([{"fault": "hostile_names", "endpoint": "submit"}])
+@pytest.mark.parametrize("endpoint", ["submit", "fetch"])
+def test_hostile_names_never_escape_the_cache(
+    fresh_server: ServerProcess, fresh_slow: ServerProcess, ws: Workspace, tmp_path: Path, endpoint: str
+) -> None:
+    srv = fresh_server if endpoint == "submit" else fresh_slow  # the slow server's jobs are fetched before ready
+    fresh_server = srv
+    fresh_server.set_faults([{"fault": "hostile_names", "endpoint": endpoint}])
     ws.open(fresh_server.url)
     before = {p for p in tmp_path.rglob("*")}
     cwd_before = set(os.listdir(os.getcwd()))
@@ -532,3 +537,56 @@ def test_everything_written_and_said_is_free_of_the_key(fresh_server: ServerProc
     files = ws.files()
     assert any(p.suffix == ".json" for p in files) and any(p.suffix == ".obj" for p in files)
     assert assert_no_key(event_texts(ws), files) == len(files)
+
+
+def test_cancel_mid_download_leaves_no_partial_file(fresh_server: ServerProcess, ws: Workspace) -> None:
+    from api.params import GenerationParams
+
+    fresh_server.set_faults(
+        [
+            {"fault": "pad_output", "endpoint": "submit", "bytes": 2_000_000},
+            {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 400_000},
+        ]
+    )
+    runner = ws.open(fresh_server.url)
+    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    wait_until(lambda: list(ws.cache_dir.glob("*.part")), 30, message="no partial download seen")
+    runner.cancel(local_id)
+    settled = runner.wait(local_id, 10)
+    assert settled.state == "cancelled" and journal_settles(ws, local_id, "cancelled")
+    wait_until(lambda: not list(ws.cache_dir.glob("*.part")), 5, message="the partial download stayed")
+    assert not list(ws.cache_dir.glob("*.obj")), "a partial mesh was kept as if complete"
+
+
+def test_download_over_the_size_cap_is_refused(fresh_server: ServerProcess, ws: Workspace) -> None:
+    fresh_server.set_faults([{"fault": "pad_output", "endpoint": "submit", "bytes": 3_000_000}])
+    ws.open(fresh_server.url, client={"max_download_bytes": 1_000_000})
+    record = ws.run(EXAMPLE_IMAGE)
+    assert_failed(ws, record, "bad_mesh", "limit")
+    assert not list(ws.cache_dir.iterdir()), "bytes over the cap were kept"
+
+
+def test_shutdown_during_a_hanging_request_leaves_no_trace(fresh_slow: ServerProcess, ws: Workspace) -> None:
+    """A worker blocked in a request the server never answers cannot be interrupted (requests has no way to abort
+    a read); the bound is the read timeout. Prove that bound and that the late thread changes nothing."""
+    from api.params import GenerationParams
+
+    fresh_slow.set_faults([{"fault": "delay", "endpoint": "fetch", "seconds": 30, "times": -1}])
+    runner = ws.open(fresh_slow.url, client={"read_timeout": 3.0, "max_retries": 0})
+    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    wait_until(lambda: fresh_slow.stats()["requests"].get("fetch", 0) >= 1, 30, message="never fetched")
+    journal_before = ws.journal_record(local_id)
+    started = time.monotonic()
+    runner.shutdown(wait=True, timeout=0.5)
+    workers = runner.threads()
+    wait_until(lambda: not any(t.is_alive() for t in workers), 3.0 + 2.0, message="worker outlived its read timeout")
+    assert time.monotonic() - started < 3.0 + 2.0
+    journal_after = ws.journal_record(local_id)
+    assert journal_after["state"] == journal_before["state"] in ("submitted", "processing"), journal_after["state"]
+    assert journal_after["history"] == journal_before["history"], "a stopped worker kept writing the journal"
+    assert_no_temp_files(ws.cache_dir, ws.journal_dir)
+    fresh_slow.clear_faults()
+    ws.open(fresh_slow.url)
+    assert [r.local_id for r in ws.runner.resume_unfinished()] == [local_id]
+    assert_downloaded(ws, ws.runner.wait(local_id, 60))
+    assert _submits(fresh_slow) == (1, 1)

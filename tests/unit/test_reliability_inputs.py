@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
@@ -204,3 +206,41 @@ def test_corrupt_journal_files_do_not_stop_resume(fresh_server: ServerProcess, w
     assert_downloaded(ws, record)
     for name in garbage:  # the unreadable files are left for the user, not deleted
         assert (ws.journal_dir / name).exists()
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
+_json = st.recursive(
+    _json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=15,
+)
+_RECORD_FIELDS = ["local_id", "name", "source", "params", "base_url", "flavor", "state", "remote_id", "history"]
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        name: st.one_of(_json, st.sampled_from(["job1", "queued", "processing", "timed_out", "failed"]))
+        for name in _RECORD_FIELDS
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(content=_records)
+def test_any_journal_file_content_is_loaded_or_reported(
+    content: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever a journal file holds, listing/resuming never raises: the file is a record or a reported problem."""
+    from api.journal import JobJournal
+
+    folder = tmp_path_factory.mktemp("journal")
+    local_id = content.get("local_id") if isinstance(content.get("local_id"), str) else "job1"
+    name = f"{local_id}.json" if local_id.isalnum() else "job1.json"
+    (folder / name).write_text(json.dumps(content), encoding="utf-8")
+    journal = JobJournal(folder)
+    records = journal.all()
+    assert len(records) + len(journal.problems) == 1
+    journal.unfinished()
+    for record in records:
+        json.dumps(record.to_dict())  # what was loaded can be written back
