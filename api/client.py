@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import errno
 import json
 import logging
 import math
@@ -278,7 +279,8 @@ def parse_response(http_status: int, body: bytes, content_type: str, *, retry_af
         category,
         text,
         fix,
-        transient=category is Category.SERVER and http_status >= 500,
+        # An unexplained error answer (5xx, or "status: error" with HTTP 200 such as "Server is busy") may pass.
+        transient=category is Category.SERVER and (http_status >= 500 or http_status < 400),
         server_message=message or None,
         http_status=http_status,
         retry_after=retry_after,
@@ -382,13 +384,20 @@ class _DownloadFailure(Exception):
     """One download attempt failed; `retry` says whether the same URL is worth another go."""
 
     def __init__(
-        self, error: ModelsLabError, retry: bool, retry_after: float | None = None, *, final: bool = False
+        self,
+        error: ModelsLabError,
+        retry: bool,
+        retry_after: float | None = None,
+        *,
+        final: bool = False,
+        retry_limit: int | None = None,
     ) -> None:
         super().__init__(error.message)
         self.error = error
         self.retry = retry
         self.retry_after = retry_after
-        self.final = final  # no other URL will do better (cancelled, over the size cap: mirrors hold the same file)
+        self.final = final  # no other URL will do better (cancelled, size cap, local disk trouble)
+        self.retry_limit = retry_limit  # fewer retries than max_retries for this kind of failure
 
 
 class _FormatCheck:
@@ -723,7 +732,10 @@ class ModelsLabClient:
         if not candidates:
             raise ModelsLabError(Category.SERVER, "The service gave no download link for the result.")
         target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _local_write_error(exc, target.parent) from None
         errors: list[ModelsLabError] = []
         for url in candidates:
             attempt = 0
@@ -736,7 +748,10 @@ class ModelsLabClient:
                 except _DownloadFailure as failure:
                     if failure.final:
                         raise failure.error from None
-                    if not failure.retry or attempt >= self.config.max_retries:
+                    limit = self.config.max_retries
+                    if failure.retry_limit is not None:
+                        limit = min(limit, failure.retry_limit)
+                    if not failure.retry or attempt >= limit:
                         errors.append(failure.error)
                         break
                     wait = failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
@@ -806,18 +821,23 @@ class ModelsLabClient:
                         Category.BAD_MESH,
                         f"{host} sent a web page instead of the mesh (a login or bot-check page?).",
                     ),
-                    retry=False,
+                    retry=True,
+                    retry_limit=1,
                 )
             total = _as_float(response.headers.get("Content-Length"))
             expected = int(total) if total is not None and not response.headers.get("Content-Encoding") else None
             if expected is not None and expected > cap:
                 raise _DownloadFailure(_too_big(expected, cap), retry=False, final=True)
             check = _FormatCheck(fmt)
-            fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            try:
+                fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            except OSError as exc:
+                raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
             temp = Path(temp_name)
             done = 0
             try:
                 with open(fd, "wb", buffering=0) as out:
+                    write = out.write
                     read = response.raw.read1
                     while True:
                         if cancel is not None and cancel.is_set():
@@ -836,7 +856,16 @@ class ModelsLabClient:
                         if done > cap:
                             raise _DownloadFailure(_too_big(done, cap), retry=False, final=True)
                         check.feed(chunk)
-                        out.write(chunk)
+                        try:
+                            written = write(chunk)
+                            if written != len(chunk):  # a short write (disk full at the limit): finish or fail
+                                view = memoryview(chunk)[written:]
+                                while view:
+                                    view = view[write(view) :]
+                        except OSError as exc:
+                            raise _DownloadFailure(
+                                _local_write_error(exc, target.parent), retry=False, final=True
+                            ) from None
                         if progress is not None:
                             progress(done, expected)
                 if expected is not None and done != expected:
@@ -846,14 +875,31 @@ class ModelsLabClient:
                     raise _DownloadFailure(error, retry=True)
                 problem = check.problem(done)
                 if problem is not None:
+                    # Once more on the same URL (an edge cache can serve garbage once), then the next URL.
                     raise _DownloadFailure(
                         ModelsLabError(Category.BAD_MESH, f"The file from {host} is not a valid mesh: {problem}."),
-                        retry=False,
+                        retry=True,
+                        retry_limit=1,
                     )
-                os.replace(temp, target)
+                try:
+                    if temp.stat().st_size != done:
+                        raise OSError(errno.ENOSPC, "the file on disk is shorter than the bytes received")
+                    os.replace(temp, target)
+                except OSError as exc:
+                    raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
+
+
+def _local_write_error(exc: OSError, folder: Path) -> ModelsLabError:
+    reason = exc.strerror or type(exc).__name__
+    return ModelsLabError(
+        Category.INVALID_INPUT,
+        f"Could not write the downloaded mesh into the folder {folder}: {reason}.",
+        "Free some disk space or choose a writable cache folder in the add-on preferences, then resume the job "
+        "(it is not generated or charged again).",
+    )
 
 
 def _too_big(size: int, cap: int) -> ModelsLabError:

@@ -5,7 +5,11 @@ half-written files, and an API key that appears in no error and no file."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,9 +174,16 @@ def test_malformed_json_retried_on_fetch_not_on_submit(fresh_server: ServerProce
 @pytest.mark.parametrize("spelling", ["message", "messege"])
 def test_status_error_with_http_200(fresh_server: ServerProcess, client: ModelsLabClient, spelling: str) -> None:
     fresh_server.set_faults([{"fault": "status_error", "endpoint": "wallet", "spelling": spelling}])
+    assert client.wallet_balance()["currency"] == "USD"  # an unexplained error on an idempotent call: tried again
+    assert requests_to(fresh_server, "wallet") == 2
+    fresh_server.set_faults([{"fault": "status_error", "endpoint": "wallet", "spelling": spelling, "times": -1}])
     error = raises(Category.SERVER, client.wallet_balance)
     assert error.server_message == "Server is busy, please try again later"
     assert "Server is busy" in error.message and error.http_status == 200
+    url = client.upload_image(EXAMPLE)
+    fresh_server.set_faults([{"fault": "status_error", "endpoint": "submit", "spelling": spelling}])
+    raises(Category.SERVER, lambda: client.submit(GenerationParams(init_image=url, resolution=32)))
+    assert requests_to(fresh_server, "submit") == 1  # a submit is not sent again
     fresh_server.set_faults(
         [{"fault": "status_error", "endpoint": "submit", "spelling": spelling, "text": "Invalid API key"}]
     )
@@ -427,3 +438,56 @@ def test_the_key_is_in_no_written_file(fresh_server: ServerProcess, client: Mode
     assert [p.name for p in files] == ["ok.obj"]
     for path in files:
         assert KEY.encode() not in path.read_bytes()
+
+
+def test_corrupt_once_is_retried_on_the_same_url(
+    fresh_server: ServerProcess, client: ModelsLabClient, done_job: JobStatus, tmp_path: Path
+) -> None:
+    fresh_server.set_faults([{"fault": "corrupt_mesh", "endpoint": "download"}])
+    target = client.download(done_job.output, tmp_path / "mesh.obj")  # no mirror given
+    assert b"\nf " in target.read_bytes()
+    assert requests_to(fresh_server, "download") == 2
+
+
+def test_unwritable_folder_is_a_local_error(client: ModelsLabClient, done_job: JobStatus, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"x")
+    error = raises(Category.INVALID_INPUT, lambda: client.download(links(done_job), blocker / "mesh.obj"))
+    assert "not-a-folder" in error.message and "disk space" in error.fix
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if not os.access(readonly, os.W_OK):  # root can write anywhere: then only the first case applies
+            error = raises(Category.INVALID_INPUT, lambda: client.download(links(done_job), readonly / "mesh.obj"))
+            assert "readonly" in error.message
+    finally:
+        readonly.chmod(0o700)
+
+
+def test_disk_full_mid_download_leaves_nothing(
+    fresh_server: ServerProcess, done_job: JobStatus, tmp_path: Path
+) -> None:
+    """A child process with a file size limit: writes past it fail (EFBIG) like a full disk; no partial file stays."""
+    size = fresh_server.stats()["jobs"][0]["file_bytes"]
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from pathlib import Path
+        from api.client import ClientConfig, ModelsLabClient
+        from api.errors import ModelsLabError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({size - 10}, resource.RLIM_INFINITY))
+        client = ModelsLabClient({KEY!r}, ClientConfig(base_url={fresh_server.url!r}))
+        try:
+            client.download({links(done_job)!r}, Path({str(tmp_path / "mesh.obj")!r}))
+            print("ACCEPTED")
+        except ModelsLabError as error:
+            print("ERROR", error.category.value, error.message)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("ERROR invalid_input"), result.stdout + result.stderr
+    assert str(tmp_path) in result.stdout
+    no_files(tmp_path)
