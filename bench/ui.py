@@ -125,6 +125,26 @@ def run(quick: bool = False) -> Outcome:
             "rss_at_end_mb": memory.get("at_end_mb"),
         }
         outcome.series["ticks"] = [(r[0] - jobs_start, r[1], r[2] > 0) for r in rows]
+    draws = ticks.get("viewport_draws") or []
+    if draws:
+        # Which plain gaps over the goal are (mostly) a 3D viewport redraw: the profile of the stall figure.
+        window_draws = [d for d in draws if jobs_start <= d[0] <= window[1]]
+        slow_gaps = []
+        for end_t, gap_ms, flag in gaps["timeline"]:
+            if int(flag) != 0 or gap_ms <= 50.0:
+                continue
+            begin_t = end_t - gap_ms / 1000.0
+            covered = sum(max(0.0, min(end_t, start + ms / 1000.0) - max(begin_t, start)) for start, ms in window_draws)
+            slow_gaps.append({"gap_ms": round(gap_ms, 1), "viewport_draw_ms_inside": round(covered * 1000.0, 1)})
+        idle_draws = [d[1] for d in draws if d[0] < jobs_start]
+        outcome.extra["ui_viewport_draws"] = {
+            "draws_while_jobs_ran": len(window_draws),
+            "draw_ms_median_while_jobs_ran": rounded(median([d[1] for d in window_draws]), 1) if window_draws else None,
+            "draw_ms_max_while_jobs_ran": rounded(max(d[1] for d in window_draws), 1) if window_draws else None,
+            "draws_before_jobs": len(idle_draws),
+            "plain_gaps_over_50ms": slow_gaps,
+        }
+        outcome.series["viewport_draws"] = [(d[0] - jobs_start, d[1]) for d in window_draws]
     epoch_t0 = ticks.get("epoch_at_driver_t0")
     jobs_window = result.get("jobs_window")
     finished = {str(j["id"]): j["finished_at"] for j in server_jobs if j.get("finished_at")}

@@ -96,6 +96,24 @@ def is_registered(function: Any) -> bool:
     return _is_registered(WRAPPED.get(function, function))
 
 
+VIEWPORT_DRAWS: list[list[float]] = []  # [start, end] perf_counter of each 3D viewport (WINDOW region) draw
+_draw_started: list[float] = []
+
+
+def _viewport_pre() -> None:
+    _draw_started[:] = [time.perf_counter()]
+
+
+def _viewport_post() -> None:
+    if _draw_started:
+        VIEWPORT_DRAWS.append([_draw_started.pop(), time.perf_counter()])
+
+
+# Profiling aid: when the 3D viewport draws (PRE_VIEW .. POST_PIXEL spans the scene drawing), to tell which
+# main-loop gaps are viewport redraws (and how long they take) from the add-on's own work.
+bpy.types.SpaceView3D.draw_handler_add(_viewport_pre, (), "WINDOW", "PRE_VIEW")
+bpy.types.SpaceView3D.draw_handler_add(_viewport_post, (), "WINDOW", "POST_PIXEL")
+
 bpy.app.timers.register = register
 bpy.app.timers.unregister = unregister
 bpy.app.timers.is_registered = is_registered
@@ -116,6 +134,7 @@ def write_result_with_ticks() -> None:
         "timers": sorted(TIMER_NAMES),
         "rows": [[round(start - driver_t0, 4), *rest] for start, *rest in TICKS],
         "memory": MEMORY,
+        "viewport_draws": [[round(a - driver_t0, 4), round((b - a) * 1000.0, 2)] for a, b in VIEWPORT_DRAWS],
         "epoch_at_driver_t0": time.time() - (time.perf_counter() - driver_t0),
     }
     _write_result()
