@@ -91,8 +91,8 @@ def import_mesh(
         fmt = "glb"
     if not os.path.isfile(filepath) or os.path.getsize(filepath) == 0:
         raise bad_mesh(f"The mesh file is missing or empty: {os.path.basename(filepath)}")
-    scene = context.scene
-    view_layer = context.view_layer
+    scene: Any = context.scene
+    view_layer: Any = context.view_layer
     collection = _ensure_collection(scene)
     before = {ob.as_pointer() for ob in bpy.data.objects}
     created: list[bpy.types.Object] = []
@@ -113,14 +113,14 @@ def import_mesh(
         mesh.name = name
         obj.location = scene.cursor.location
         if not scale_done and options.scale != 1.0:
-            obj.scale = tuple(c * options.scale for c in obj.scale)
+            obj.scale = obj.scale * options.scale
         if has_colors:
             _assign_material(mesh)
         if options.shade_smooth:
             _shade_smooth(mesh)
         if options.decimate_ratio < 1.0:
-            modifier = obj.modifiers.new("Decimate", "DECIMATE")
-            modifier.ratio = options.decimate_ratio  # type: ignore[attr-defined]
+            modifier: Any = obj.modifiers.new("Decimate", "DECIMATE")
+            modifier.ratio = options.decimate_ratio
         if provenance is not None:
             provenance.apply(obj)
         for ob in context.selected_objects:
@@ -142,10 +142,9 @@ def import_mesh(
 def push_undo(message: str) -> None:
     """One undo step for the whole import, where an undo stack exists."""
     try:
-        if bpy.ops.ed.undo_push.poll():
-            bpy.ops.ed.undo_push(message=message)
+        bpy.ops.ed.undo_push(message=message)
     except RuntimeError:
-        pass  # no undo stack (some background setups): nothing to record into
+        pass  # no undo stack or context for it (some background setups): nothing to record into
 
 
 def _short(exc: BaseException) -> str:
@@ -202,15 +201,17 @@ def _run_importer(fmt: str, filepath: str, options: ImportOptions) -> bool:
     """Run Blender's importer for fmt; return True when it applied options.scale itself."""
     version = bpy.app.version
     legacy_axes = False
+    legacy_ops: Any = bpy.ops  # import_mesh.* (3.x PLY/STL add-ons) is not in newer stubs
+    op: Any
     if fmt == "obj":
         op = bpy.ops.wm.obj_import
     elif fmt == "glb":
         op = bpy.ops.import_scene.gltf
     elif fmt == "ply":
-        op = bpy.ops.wm.ply_import if version >= (4, 0, 0) else bpy.ops.import_mesh.ply
+        op = bpy.ops.wm.ply_import if version >= (4, 0, 0) else legacy_ops.import_mesh.ply
         legacy_axes = version < (4, 0, 0)
     elif fmt == "stl":
-        op = bpy.ops.wm.stl_import if version >= (4, 1, 0) else bpy.ops.import_mesh.stl
+        op = bpy.ops.wm.stl_import if version >= (4, 1, 0) else legacy_ops.import_mesh.stl
         legacy_axes = version < (4, 1, 0)
     else:
         raise bad_mesh(f"Unsupported mesh format {fmt!r}.")
@@ -304,7 +305,7 @@ def _colors_from_obj(mesh: bpy.types.Mesh, filepath: str) -> Any:
     linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
     rgba = np.ones((len(rows), 4), dtype=np.float32)
     rgba[:, :3] = linear
-    attribute = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    attribute: Any = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
     attribute.data.foreach_set("color", rgba.ravel())
     return attribute
 
@@ -331,7 +332,7 @@ def _vertex_color_material() -> bpy.types.Material:
     attribute.attribute_name = COLOR_ATTRIBUTE  # type: ignore[attr-defined]
     attribute.location = (principled.location.x - 300, principled.location.y)
     tree.links.new(attribute.outputs["Color"], principled.inputs["Base Color"])
-    material.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    material.diffuse_color = (0.8, 0.8, 0.8, 1.0)  # type: ignore[assignment]
     return material
 
 
@@ -353,7 +354,7 @@ def _shade_smooth(mesh: bpy.types.Mesh) -> None:
 
 def _remove_objects(objects: list[bpy.types.Object]) -> None:
     """Undo a failed import: remove the objects and the meshes only they used."""
-    meshes = []
+    meshes: list[Any] = []
     for ob in objects:
         try:
             if ob.type == "MESH" and ob.data is not None:

@@ -2,7 +2,7 @@
 
 # mypy: disable-error-code="valid-type"
 import os
-from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
@@ -22,9 +22,11 @@ AXIS_ITEMS = [
 ]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Effective settings: preferences when registered, else defaults; env fills an empty key / base URL."""
+class Settings(NamedTuple):
+    """Effective settings: preferences when registered, else defaults; env fills an empty key / base URL.
+
+    A NamedTuple rather than a dataclass: it is defined at add-on enable time, which must stay cheap.
+    """
 
     api_key: str = ""
     base_url: str = DEFAULT_BASE_URL
@@ -43,7 +45,8 @@ class Settings:
     decimate_ratio: float = 1.0
 
     def __repr__(self) -> str:  # never show the key
-        return f"Settings(base_url={self.base_url!r}, flavor={self.flavor!r}, key={'set' if self.api_key else 'unset'})"
+        key = "set" if self.api_key else "unset"
+        return f"Settings(base_url={self.base_url!r}, flavor={self.flavor!r}, key={key})"
 
 
 def addon_preferences(context: bpy.types.Context | None = None) -> "ModelsLabPreferences | None":
@@ -80,7 +83,7 @@ def get_settings(context: bpy.types.Context | None = None) -> Settings:
     api_key = settings.api_key or os.environ.get("MODELSLAB_API_KEY", "").strip()
     base_url = settings.base_url if prefs is not None else ""
     base_url = (base_url or os.environ.get("MODELSLAB_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/")
-    return replace(settings, api_key=api_key, base_url=base_url)
+    return settings._replace(api_key=api_key, base_url=base_url)
 
 
 # The result of the last connection test, shown under the button (never saved).
@@ -164,7 +167,7 @@ class ModelsLabPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout: Any = self.layout
         settings = get_settings(context)
         col = layout.column()
         col.prop(self, "api_key")

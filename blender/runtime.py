@@ -15,9 +15,9 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import bpy
 
@@ -49,20 +49,22 @@ SETTLED = TERMINAL | {DOWNLOADED, TIMED_OUT}
 EventCallback = Callable[["JobEvent"], None]
 
 
-@dataclass
 class _State:
-    runner: "JobRunner | None" = None
-    client_signature: tuple | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    pending_imports: deque[str] = field(default_factory=deque)
-    active: set[str] = field(default_factory=set)
-    hidden: set[str] = field(default_factory=set)
-    row_index: dict[str, int] = field(default_factory=dict)
-    listeners: list[EventCallback] = field(default_factory=list)
-    timer_on: bool = False
-    resumed: bool = False
-    last_redraw: float = 0.0
-    registered: bool = False
+    """Session state of the main-thread side (a plain class: cheap to define at enable time)."""
+
+    def __init__(self) -> None:
+        self.runner: JobRunner | None = None
+        self.client_signature: tuple | None = None
+        self.overrides: dict[str, Any] = {}
+        self.pending_imports: deque[str] = deque()
+        self.active: set[str] = set()  # jobs not settled yet (from events)
+        self.hidden: set[str] = set()  # cleared from the list by the user
+        self.row_index: dict[str, int] = {}
+        self.listeners: list[EventCallback] = []
+        self.timer_on = False
+        self.resumed = False
+        self.last_redraw = 0.0
+        self.registered = False
 
 
 _state = _State()
@@ -72,7 +74,7 @@ _state = _State()
 def settings() -> Settings:
     """Effective settings: preferences (or defaults + env) with configure() overrides applied."""
     base = get_settings()
-    return replace(base, **_state.overrides) if _state.overrides else base
+    return base._replace(**_state.overrides) if _state.overrides else base
 
 
 def configure(**overrides: Any) -> None:
@@ -81,7 +83,7 @@ def configure(**overrides: Any) -> None:
 
     Changing max_concurrent_jobs or cache_dir rebuilds an idle runner; the client is rebuilt on next use.
     """
-    names = {f.name for f in fields(Settings)}
+    names = set(Settings._fields)
     unknown = set(overrides) - names
     if unknown:
         raise invalid_input(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
@@ -94,6 +96,17 @@ def configure(**overrides: Any) -> None:
     if runner is not None and ({"max_concurrent_jobs", "cache_dir", "poll_timeout"} & set(overrides)):
         if not _state.active:
             shutdown_runner()
+
+
+def configure_batch(
+    base_url: str | None = None,
+    flavor: str | None = None,
+    max_workers: int | None = None,
+    poll_timeout: float | None = None,
+) -> "JobRunner":
+    """configure() for the headless batch (this process only, never written to the preferences); the runner."""
+    configure(base_url=base_url, flavor=flavor, max_concurrent_jobs=max_workers, poll_timeout=poll_timeout)
+    return get_runner()
 
 
 def user_dir() -> Path:
@@ -200,8 +213,7 @@ def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
 
 
 # --- input ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageInput:
+class ImageInput(NamedTuple):
     """A resolved image: `source` is what the runner gets (URL or local file), `original` what the user gave."""
 
     source: str
@@ -275,7 +287,8 @@ def _reencode_png(path: str, size: int) -> str:
         return str(target)
     image = bpy.data.images.load(path, check_existing=False)
     try:
-        width, height = image.size[:]
+        size_px: Any = image.size
+        width, height = int(size_px[0]), int(size_px[1])
         if width <= 0 or height <= 0:
             raise invalid_input(f"Blender could not read the image {path}.", "Convert it to PNG or JPEG.")
         scale = 1.0
@@ -336,6 +349,7 @@ def submit(
     name: str | None = None,
     auto_import: bool | None = None,
     origin: str = "script",
+    extra: dict[str, Any] | None = None,
 ) -> "JobRecord":
     """Validate everything (no request before that), then hand the job to the runner; returns its record.
 
@@ -345,8 +359,9 @@ def submit(
     current = check_ready()
     runner = get_runner()
     want_import = current.auto_import if auto_import is None else bool(auto_import)
-    extra = {"auto_import": want_import, "origin": origin, "original_source": resolved.original}
-    record = runner.submit(resolved.source, params, name=name or resolved.name, extra=extra)
+    job_extra = dict(extra or {})
+    job_extra.update({"auto_import": want_import, "origin": origin, "original_source": resolved.original})
+    record = runner.submit(resolved.source, params, name=name or resolved.name, extra=job_extra)
     _state.hidden.discard(record.local_id)
     _state.active.add(record.local_id)
     pump(max_imports=0)
@@ -523,8 +538,8 @@ def _update_row(record: "JobRecord", message: str | None = None) -> None:
             row = rows.add()
             row.local_id = record.local_id
             index = _state.row_index[record.local_id] = len(rows) - 1
-            wm = bpy.context.window_manager
-            wm.modelslab_jobs_index = index  # type: ignore[attr-defined]
+            wm: Any = bpy.context.window_manager
+            wm.modelslab_jobs_index = index
         row = rows[index]
     _fill_row(row, record, message)
 

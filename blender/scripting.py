@@ -15,7 +15,6 @@ scripts/batch.py uses; they run the same code as the `modelslab.image_to_3d` ope
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -31,6 +30,7 @@ __all__ = [
     "cancel",
     "configure",
     "generate",
+    "import_job",
     "import_result",
     "jobs",
     "result",
@@ -47,12 +47,15 @@ configure = runtime.configure
 settings = runtime.settings
 
 
-@dataclass(frozen=True)
 class JobHandle:
     """A submitted job (interactive generate()); look it up again with .record / .object."""
 
-    local_id: str
-    name: str
+    def __init__(self, local_id: str, name: str) -> None:
+        self.local_id = local_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.local_id!r}, {self.name!r}, state={self.state!r})"
 
     @property
     def record(self) -> Any:
@@ -79,14 +82,17 @@ def _params(values: dict[str, Any], use_scene: bool) -> GenerationParams:
     return runtime.build_params(values, fallback)
 
 
-def submit(image: str, *, name: str | None = None, use_scene: bool = False, **params: Any) -> str:
-    """Validate and submit one job; returns its local id. Raises ModelsLabError (nothing sent) on bad input.
+def submit(
+    image: str, *, name: str | None = None, extra: dict | None = None, use_scene: bool = False, **params: Any
+) -> Any:
+    """Validate and submit one job (non-blocking); returns its JobRecord (`.local_id`). Raises ModelsLabError
+    (nothing sent) on bad input.
 
     params: resolution, foreground_ratio, remove_bg, chunk_size, seed, output_format, webhook, track_id.
-    Unset ones take the API defaults (or the scene's settings when use_scene=True). Never auto-imported.
+    Unset ones take the API defaults (or the scene's settings when use_scene=True). Never auto-imported by the
+    interactive timer: call import_job() when it is downloaded.
     """
-    record = runtime.submit(image, _params(params, use_scene), name=name, auto_import=False, origin="script")
-    return record.local_id
+    return runtime.submit(image, _params(params, use_scene), name=name, auto_import=False, origin="script", extra=extra)
 
 
 def wait(local_id: str, timeout: float | None = None, on_event: Callable[[Any], None] | None = None) -> Any:
@@ -104,9 +110,19 @@ def wait_any(
     return runtime.wait_any(local_ids, timeout, on_event)
 
 
-def import_result(local_id: str, *, again: bool = False) -> bpy.types.Object:
-    """Import a downloaded job's mesh into the current scene (main thread); raises ModelsLabError(bad_mesh ...)."""
+def import_job(local_id: str, *, again: bool | None = None) -> bpy.types.Object:
+    """Import a downloaded job's mesh into the current scene (main thread); marks it imported.
+
+    An IMPORTED job is imported again from the cache (a new object). Raises ModelsLabError (and marks a
+    downloaded job failed(bad_mesh)) when the file cannot be imported.
+    """
+    if again is None:
+        record = runtime.get_record(local_id)
+        again = record is not None and str(record.state) == runtime.IMPORTED
     return runtime.import_job(local_id, again=again)
+
+
+import_result = import_job
 
 
 def result(local_id: str, obj: bpy.types.Object | None = None, image: str | None = None) -> dict[str, Any]:
@@ -178,7 +194,7 @@ def run(
     waiting: dict[str, int] = {}
     for index, image in enumerate(images):
         try:
-            waiting[submit(image, **params)] = index
+            waiting[submit(image, **params).local_id] = index
         except ModelsLabError as exc:
             results[index] = error_result(image, exc)
             if on_result:

@@ -2,7 +2,7 @@
 
 # mypy: disable-error-code="valid-type"
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import StringProperty
@@ -111,7 +111,8 @@ class MODELSLAB_OT_copy_result_url(bpy.types.Operator):
         if not urls:
             self.report({"ERROR"}, f"{record.name} has no result URL yet.")
             return {"CANCELLED"}
-        context.window_manager.clipboard = urls[0]
+        wm: Any = context.window_manager
+        wm.clipboard = urls[0]
         self.report({"INFO"}, f"Copied {urls[0]}")
         return {"FINISHED"}
 
@@ -149,7 +150,7 @@ class MODELSLAB_OT_resume_jobs(bpy.types.Operator):
         imported = sum(1 for r in results if r.get("status") == "imported")
         failed = [r for r in results if r.get("status") != "imported"]
         for result in failed:
-            error = result.get("error") or {}
-            print(f"ModelsLab: {result.get('image')}: {result.get('status')} {error.get('message', '')}", flush=True)
+            details = result.get("error") or {}
+            print(f"ModelsLab: {result.get('image')}: {result.get('status')} {details.get('message', '')}", flush=True)
         self.report({"WARNING"} if failed else {"INFO"}, f"Resumed {len(results)} job(s), imported {imported}")
         return {"FINISHED"}

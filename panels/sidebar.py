@@ -13,7 +13,7 @@ from .previews import preview_icon
 
 CATEGORY = "ModelsLab"
 RUNNING_STATES = {"queued", "uploading", "submitting", "submitted", "processing", "downloading"}
-STATE_ICONS = {
+STATE_ICONS: dict[str, Any] = {
     "queued": "TIME",
     "uploading": "EXPORT",
     "submitting": "EXPORT",
@@ -29,6 +29,11 @@ STATE_ICONS = {
 STATE_LABELS = {"timed_out": "still on server"}
 
 
+def scene_settings(context: bpy.types.Context) -> Any:
+    """The scene's ModelsLab settings (scene.modelslab)."""
+    return getattr(context.scene, "modelslab", None)
+
+
 def generate_blocker(context: bpy.types.Context) -> str | None:
     """Why Generate cannot run now (no key, no image, online access off), or None."""
     current = runtime.settings()
@@ -38,7 +43,7 @@ def generate_blocker(context: bpy.types.Context) -> str | None:
         compat.check_online_access(current.base_url)
     except ModelsLabError:
         return "Online access is off: allow it in Preferences > System > Network"
-    settings = context.scene.modelslab  # type: ignore[attr-defined]
+    settings = scene_settings(context)
     if settings.image_source == "URL":
         if not settings.image_url.strip():
             return "Enter an image URL"
@@ -63,7 +68,7 @@ def _elapsed(item: Any) -> str:
     return _duration(end - item.created)
 
 
-def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 48, icon: str = "NONE") -> None:
+def _wrapped(layout: Any, text: str, width: int = 48, icon: str = "NONE") -> None:
     for index, line in enumerate(textwrap.wrap(text, width) or [""]):
         layout.label(text=line, icon=icon if index == 0 else "BLANK1")
 
@@ -76,7 +81,7 @@ class MODELSLAB_UL_jobs(bpy.types.UIList):
     def draw_item(
         self,
         context: bpy.types.Context | None,
-        layout: bpy.types.UILayout,
+        layout: Any,
         data: Any,
         item: Any,
         icon: int | None,
@@ -100,21 +105,23 @@ class MODELSLAB_UL_jobs(bpy.types.UIList):
             row.operator("modelslab.reimport_job", text="", icon="IMPORT", emboss=False).job_id = item.local_id
 
 
-class _SidebarPanel:
+class _SidebarPanel(bpy.types.Panel):
+    """Shared placement: View3D > Sidebar > ModelsLab (this base class itself is never registered)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = CATEGORY
 
 
-class MODELSLAB_PT_generate(_SidebarPanel, bpy.types.Panel):
+class MODELSLAB_PT_generate(_SidebarPanel):
     """Image to 3D: image, main parameters, Generate."""
 
     bl_idname = "MODELSLAB_PT_generate"
     bl_label = "Image to 3D"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        settings = context.scene.modelslab  # type: ignore[attr-defined]
+        layout: Any = self.layout
+        settings = scene_settings(context)
         layout.row().prop(settings, "image_source", expand=True)
         if settings.image_source == "URL":
             layout.prop(settings, "image_url", text="")
@@ -142,7 +149,7 @@ class MODELSLAB_PT_generate(_SidebarPanel, bpy.types.Panel):
             _wrapped(layout.column(align=True), blocker, icon="INFO")
 
 
-class MODELSLAB_PT_advanced(_SidebarPanel, bpy.types.Panel):
+class MODELSLAB_PT_advanced(_SidebarPanel):
     """Less common parameters."""
 
     bl_idname = "MODELSLAB_PT_advanced"
@@ -151,8 +158,8 @@ class MODELSLAB_PT_advanced(_SidebarPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        settings = context.scene.modelslab  # type: ignore[attr-defined]
+        layout: Any = self.layout
+        settings = scene_settings(context)
         col = layout.column(align=True)
         col.prop(settings, "chunk_size")
         col.prop(settings, "seed")
@@ -160,23 +167,23 @@ class MODELSLAB_PT_advanced(_SidebarPanel, bpy.types.Panel):
         layout.prop(settings, "track_id")
 
 
-class MODELSLAB_PT_jobs(_SidebarPanel, bpy.types.Panel):
+class MODELSLAB_PT_jobs(_SidebarPanel):
     """The session's jobs and what can be done with each."""
 
     bl_idname = "MODELSLAB_PT_jobs"
     bl_label = "Jobs"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        wm = context.window_manager
-        rows = wm.modelslab_jobs  # type: ignore[attr-defined]
+        layout: Any = self.layout
+        wm: Any = context.window_manager
+        rows = wm.modelslab_jobs
         if not len(rows):
             layout.label(text="No jobs yet")
         else:
             layout.template_list(
                 "MODELSLAB_UL_jobs", "", wm, "modelslab_jobs", wm, "modelslab_jobs_index", rows=3, maxrows=8
             )
-            index = wm.modelslab_jobs_index  # type: ignore[attr-defined]
+            index = wm.modelslab_jobs_index
             if 0 <= index < len(rows):
                 self._draw_details(layout, rows[index])
         row = layout.row(align=True)
@@ -184,7 +191,7 @@ class MODELSLAB_PT_jobs(_SidebarPanel, bpy.types.Panel):
         row.operator("modelslab.resume_jobs", text="Resume", icon="FILE_REFRESH")
 
     @staticmethod
-    def _draw_details(layout: bpy.types.UILayout, item: Any) -> None:
+    def _draw_details(layout: Any, item: Any) -> None:
         box = layout.box()
         state = item.state
         box.label(text=f"{item.name}: {STATE_LABELS.get(state, state)}", icon=STATE_ICONS.get(state, "DOT"))
