@@ -702,15 +702,22 @@ class JobRunner:
                     if job is not None and not closed:
                         self._drive(job)
                 finally:
-                    with self._changed:
-                        if job is not None:
-                            job.scheduled = False
-                        self._idle += 1
-                        self._changed.notify_all()
+                    self._release(job)
         finally:
             session = getattr(self._local, "session", None)
             if session is not None:
                 session.close()
+
+    def _release(self, job: _Job | None) -> None:
+        """The worker is done with job; waits for a change in flight (e.g. a cancel being journaled) to publish."""
+        if job is None:
+            with self._changed:
+                self._idle += 1
+            return
+        with job.update_lock, self._changed:
+            job.scheduled = False
+            self._idle += 1
+            self._changed.notify_all()
 
     def _drive(self, job: _Job) -> None:
         """Take one job as far as it goes: never raises (errors become FAILED, stops leave the state as is)."""

@@ -662,3 +662,43 @@ def test_prune_cache_keeps_meshes_waiting_for_import(fresh_server: ServerProcess
         os.utime(record.file_path, (long_ago, long_ago))
     assert runner.prune_cache(7) == 1
     assert Path(waiting.file_path).is_file() and not Path(imported.file_path).exists()
+
+
+def test_concurrent_cancels_waits_and_drains_stay_consistent(make_runner: MakeRunner) -> None:
+    from tests.serverproc import start_server
+
+    with start_server("--workers", "4", "--job-seconds", "0.5") as server:
+        runner = make_runner(server, max_workers=4)
+        ids = [runner.submit(image, SMALL).local_id for image in [DUCK, VASE, MUSHROOM] * 4]
+        drained: list[JobEvent] = []
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set():
+                drained.extend(runner.drain_events(5))
+                stop.wait(0.005)
+
+        def cancel_some() -> None:
+            for local_id in ids[::3]:
+                runner.cancel(local_id)
+                stop.wait(0.05)
+
+        helpers = [threading.Thread(target=drain), threading.Thread(target=cancel_some)]
+        for helper in helpers:
+            helper.start()
+        try:
+            finals = {local_id: runner.wait(local_id, timeout=60) for local_id in ids}
+        finally:
+            stop.set()
+            for helper in helpers:
+                helper.join()
+        drained.extend(runner.drain_events())
+        for local_id, record in finals.items():
+            assert record.state in ("downloaded", "cancelled"), (record.state, record.error)
+            assert runner.journal.load(local_id).state == record.state  # the journal tells the truth
+            last = [e for e in drained if e.local_id == local_id][-1]
+            assert last.state == record.state
+            drained_record = last.record
+            drained_record.history.clear()  # events carry copies: changing one changes nothing in the runner
+            assert runner.get(local_id).history
+        assert server.stats()["submits"] <= len(ids)
