@@ -7,6 +7,7 @@ ever travels in JSON request bodies and never appears in an error, a log line or
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import errno
 import json
@@ -14,7 +15,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -721,8 +721,9 @@ class ModelsLabClient:
     ) -> Path:
         """Stream the first URL that works (primary, then proxy_links) to target; return target.
 
-        Writes to a temporary file beside target, size-capped and format-checked, renamed only when complete.
-        Each URL gets retries for transient failures (network, truncation, 5xx, 429), then the next URL is tried.
+        Writes to `.<name>.part` beside target, size-capped and format-checked, renamed only when complete; the
+        temp file is removed on any failure. Each URL gets retries for transient failures (network, truncation,
+        5xx, 429; bad content once), then the next URL is tried.
         """
         fmt = (expected_format or "").lower().lstrip(".")
         if fmt not in MESH_FORMATS:
@@ -736,6 +737,19 @@ class ModelsLabClient:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _local_write_error(exc, target.parent) from None
+        with _target_lock(target):
+            with contextlib.suppress(OSError):
+                _temp_path(target).unlink(missing_ok=True)  # left by a killed process
+            return self._download_any(candidates, target, fmt, cancel, progress)
+
+    def _download_any(
+        self,
+        candidates: list[str],
+        target: Path,
+        fmt: str,
+        cancel: threading.Event | None,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> Path:
         errors: list[ModelsLabError] = []
         for url in candidates:
             attempt = 0
@@ -829,14 +843,16 @@ class ModelsLabClient:
             if expected is not None and expected > cap:
                 raise _DownloadFailure(_too_big(expected, cap), retry=False, final=True)
             check = _FormatCheck(fmt)
+            # A fixed name per target: a .part left by a killed process is overwritten and then removed by the
+            # next attempt (download() holds a per-target lock, so two threads never share it).
+            temp = _temp_path(target)
             try:
-                fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                out = open(temp, "wb", buffering=0)
             except OSError as exc:
                 raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
-            temp = Path(temp_name)
             done = 0
             try:
-                with open(fd, "wb", buffering=0) as out:
+                with out:
                     write = out.write
                     read = response.raw.read1
                     while True:
@@ -890,6 +906,21 @@ class ModelsLabClient:
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
+
+
+_TARGET_LOCKS: dict[str, threading.Lock] = {}
+_TARGET_LOCKS_GUARD = threading.Lock()
+
+
+def _target_lock(target: Path) -> threading.Lock:
+    """One lock per target path in this process (the few distinct targets make the dict's growth harmless)."""
+    key = os.path.abspath(target)
+    with _TARGET_LOCKS_GUARD:
+        return _TARGET_LOCKS.setdefault(key, threading.Lock())
+
+
+def _temp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.part")
 
 
 def _local_write_error(exc: OSError, folder: Path) -> ModelsLabError:

@@ -491,3 +491,36 @@ def test_disk_full_mid_download_leaves_nothing(
     assert result.stdout.startswith("ERROR invalid_input"), result.stdout + result.stderr
     assert str(tmp_path) in result.stdout
     no_files(tmp_path)
+
+
+def test_a_part_file_left_by_a_killed_process_is_cleaned(
+    fresh_server: ServerProcess, client: ModelsLabClient, done_job: JobStatus, tmp_path: Path
+) -> None:
+    stale = tmp_path / ".mesh.obj.part"
+    stale.write_bytes(b"v 1 2 3\n" * 1000)  # what a kill -9 mid-download leaves behind
+    fresh_server.set_faults([{"fault": "expired", "endpoint": "download", "times": -1}])
+    raises(Category.EXPIRED, lambda: client.download(links(done_job), tmp_path / "mesh.obj"))
+    no_files(tmp_path)
+    stale.write_bytes(b"v 1 2 3\n" * 1000)
+    fresh_server.clear_faults()
+    client.download(links(done_job), tmp_path / "mesh.obj")
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.obj"]
+
+
+def test_concurrent_downloads_of_one_target(client: ModelsLabClient, done_job: JobStatus, tmp_path: Path) -> None:
+    target = tmp_path / "mesh.obj"
+    results: list[object] = []
+
+    def work() -> None:
+        try:
+            results.append(client.download(links(done_job), target))
+        except BaseException as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [target] * 4
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.obj"] and b"\nf " in target.read_bytes()
