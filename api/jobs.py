@@ -979,8 +979,8 @@ class JobRunner:
                 raise ModelsLabError(
                     Category.INVALID_INPUT,
                     f"Cannot write the mesh into the cache folder {target.parent}: {exc.strerror or exc}.",
-                    "Free some disk space or choose a writable cache folder, then re-import (resume) the job: "
-                    "the result is downloaded again without a new charge.",
+                    "Free some disk space or choose a writable cache folder, then resume the job "
+                    "(it is downloaded again without a new charge).",
                 ) from None
             self._check_stop(job)
         size = Path(target).stat().st_size

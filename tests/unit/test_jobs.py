@@ -581,7 +581,8 @@ def test_read_only_cache_fails_clearly_and_resume_recovers_without_a_new_charge(
     with read_only(meshes):
         failed = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
     assert failed.state == "failed" and failed.error["category"] == "invalid_input", failed.error
-    assert "cache folder" in failed.error["message"] and "without a new charge" in failed.error["fix"]
+    assert str(meshes) in failed.error["message"]
+    assert "writable cache folder" in failed.error["fix"] and "charge" in failed.error["fix"]
     assert list(meshes.iterdir()) == []
     runner.resume(failed.local_id)
     done = runner.wait(failed.local_id, timeout=60)
