@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelsLabError, redact
 from .jobs import JobRecord
@@ -28,6 +29,17 @@ def journal_error(directory: Path, action: str, exc: OSError) -> ModelsLabError:
     """The categorised error for a journal folder that cannot be written (read-only, disk full, missing)."""
     reason = exc.strerror or type(exc).__name__
     return ModelsLabError("invalid_input", f"Cannot {action} the job journal in {directory}: {reason}.", _JOURNAL_FIX)
+
+
+def _redacted(value: Any) -> Any:
+    """value with every registered secret removed from its text and any "key" field blanked (stays valid JSON)."""
+    if isinstance(value, dict):
+        return {redact(str(k)): ("***" if k == "key" and item else _redacted(item)) for k, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
 
 
 def _replace(source: str, target: Path, attempts: int = 5) -> None:
@@ -63,7 +75,7 @@ class JobJournal:
     def save(self, record: JobRecord) -> None:
         """Write the record atomically (temp file in the same folder, fsync, os.replace); secrets redacted."""
         target = self.path(record.local_id)
-        text = redact(json.dumps(record.to_dict(), indent=1, sort_keys=True, ensure_ascii=False))
+        text = json.dumps(_redacted(record.to_dict()), indent=1, sort_keys=True, ensure_ascii=False)
         tmp_name: str | None = None
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{record.local_id}.", suffix=".tmp", dir=self.directory)

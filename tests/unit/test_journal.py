@@ -100,7 +100,7 @@ def test_journal_never_contains_the_key(tmp_path: Path) -> None:
     record = make_record(
         source=f"https://example.com/img.png?key={SECRET}",
         error=ModelsLabError("auth", f"bad key {SECRET}").to_dict(),
-        extra={"note": f"pasted {SECRET}", "key": "unregistered-key-value"},
+        extra={"note": f"pasted {SECRET}", "key": 'unregistered-key-value "quoted"', SECRET: [SECRET]},
         meta={"echo": {"key": SECRET}},
     )
     journal.save(record)
