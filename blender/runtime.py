@@ -59,6 +59,7 @@ class _State:
         self.pending_imports: deque[str] = deque()
         self.active: set[str] = set()  # jobs not settled yet (from events)
         self.hidden: set[str] = set()  # cleared from the list by the user
+        self.submitted_here: set[str] = set()  # submitted in this session (their extra["auto_import"] applies)
         self.row_index: dict[str, int] = {}
         self.listeners: list[EventCallback] = []
         self.timer_on = False
@@ -203,6 +204,7 @@ def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
     _state.client_signature = None
     _state.active.clear()
     _state.pending_imports.clear()
+    _state.submitted_here.clear()
     _state.resumed = False
     if runner is not None:
         runner.shutdown(wait=wait, timeout=timeout)
@@ -363,6 +365,7 @@ def submit(
     job_extra.update({"auto_import": want_import, "origin": origin, "original_source": resolved.original})
     record = runner.submit(resolved.source, params, name=name or resolved.name, extra=job_extra)
     _state.hidden.discard(record.local_id)
+    _state.submitted_here.add(record.local_id)
     _state.active.add(record.local_id)
     pump(max_imports=0)
     ensure_timer()
@@ -508,15 +511,20 @@ def _apply_event(event: "JobEvent") -> None:
         _state.active.discard(record.local_id)
     else:
         _state.active.add(record.local_id)
-    if (
-        state == DOWNLOADED
-        and not bpy.app.background
-        and record.extra.get("auto_import", settings().auto_import)
-        and record.local_id not in _state.pending_imports
-    ):
+    if state == DOWNLOADED and not bpy.app.background and _wants_auto_import(record):
         _state.pending_imports.append(record.local_id)
     if record.local_id not in _state.hidden:
         _update_row(record, event.message)
+
+
+def _wants_auto_import(record: "JobRecord") -> bool:
+    """Jobs submitted in this session follow their own choice; resumed ones follow the preference."""
+    if record.local_id in _state.pending_imports:
+        return False
+    preference = settings().auto_import
+    if record.local_id in _state.submitted_here:
+        return bool(record.extra.get("auto_import", preference))
+    return preference
 
 
 # --- job rows on the WindowManager ---------------------------------------------------------------------------------
@@ -817,13 +825,8 @@ def _on_load_post(*_args: Any) -> None:
         if runner is None:
             _startup()
             return
-        auto = settings().auto_import
         for record in runner.records():
-            if (
-                str(record.state) == DOWNLOADED
-                and record.extra.get("auto_import", auto)
-                and record.local_id not in _state.pending_imports
-            ):
+            if str(record.state) == DOWNLOADED and _wants_auto_import(record):
                 _state.pending_imports.append(record.local_id)
         ensure_timer()
     except Exception:
