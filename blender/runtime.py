@@ -184,9 +184,11 @@ def get_runner() -> "JobRunner":
         _state.client_signature = signature
         _state.resumed = False
         if current.cache_retention_days > 0:
+            # prune_cache keeps the meshes of jobs not imported yet; older api versions only have cache.prune
+            prune = getattr(runner, "prune_cache", None) or cache.prune
             try:
-                cache.prune(current.cache_retention_days)
-            except OSError as exc:
+                prune(current.cache_retention_days)
+            except (OSError, ModelsLabError) as exc:
                 print(f"ModelsLab: could not prune the mesh cache: {exc}", file=sys.stderr)
     elif signature != _state.client_signature:
         old = runner.client

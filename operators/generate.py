@@ -4,12 +4,11 @@
 from typing import TYPE_CHECKING
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
 from ..api import ModelsLabError
 from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, RESOLUTION_RANGE
 from ..blender import runtime, scripting
-from ..blender.props import OUTPUT_FORMAT_ITEMS, SEED_MAX
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -51,27 +50,41 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
         description="Image file, //-relative path or http(s) URL (empty: the panel's image)",
         options={"SKIP_SAVE"},
     )
+    # Soft limits only: out-of-range values from scripts get a categorised invalid_input error from
+    # GenerationParams.validate() instead of being clamped silently by Blender.
     resolution: IntProperty(
-        name="Resolution", default=256, min=RESOLUTION_RANGE[0], max=RESOLUTION_RANGE[1], options={"SKIP_SAVE"}
+        name="Resolution",
+        default=256,
+        soft_min=RESOLUTION_RANGE[0],
+        soft_max=RESOLUTION_RANGE[1],
+        options={"SKIP_SAVE"},
     )
     foreground_ratio: FloatProperty(
         name="Foreground Ratio",
         default=0.85,
-        min=FOREGROUND_RATIO_RANGE[0],
-        max=FOREGROUND_RATIO_RANGE[1],
+        soft_min=FOREGROUND_RATIO_RANGE[0],
+        soft_max=FOREGROUND_RATIO_RANGE[1],
         options={"SKIP_SAVE"},
     )
     remove_bg: BoolProperty(name="Remove Background", default=False, options={"SKIP_SAVE"})
     chunk_size: IntProperty(
-        name="Chunk Size", default=8192, min=CHUNK_SIZE_RANGE[0], max=CHUNK_SIZE_RANGE[1], options={"SKIP_SAVE"}
+        name="Chunk Size",
+        default=8192,
+        soft_min=CHUNK_SIZE_RANGE[0],
+        soft_max=CHUNK_SIZE_RANGE[1],
+        options={"SKIP_SAVE"},
     )
-    seed: IntProperty(name="Seed", default=0, min=0, max=SEED_MAX, options={"SKIP_SAVE"})
-    output_format: EnumProperty(name="Format", items=OUTPUT_FORMAT_ITEMS, default="obj", options={"SKIP_SAVE"})
+    seed: IntProperty(name="Seed", description="0 = random", default=0, soft_min=0, options={"SKIP_SAVE"})
+    output_format: StringProperty(
+        name="Format", description="obj, glb, ply or stl (empty: the panel's choice)", options={"SKIP_SAVE"}
+    )
     webhook: StringProperty(name="Webhook", options={"SKIP_SAVE"})
     track_id: StringProperty(name="Track ID", options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
         values = {name: getattr(self, name) for name in PARAM_NAMES if self.properties.is_property_set(name)}
+        if "output_format" in values:
+            values["output_format"] = values["output_format"].strip().lower() or None
         image = self.image.strip() or scene_image(context)
         try:
             params = runtime.build_params(values, getattr(context.scene, "modelslab", None))
