@@ -116,9 +116,11 @@ def run_process(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
     what: str = "",
+    whole_env: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a helper process to completion; raise RuntimeError with its stderr tail when it fails."""
-    full_env = dict(os.environ)
+    """Run a helper process to completion (env added to os.environ, or all of it with whole_env); raise
+    RuntimeError with its stderr tail when it fails."""
+    full_env = {} if whole_env else dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(
         [str(a) for a in args],
