@@ -127,7 +127,7 @@ def run_blender(
     prefs: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     kwargs: dict[str, Any] | None = None,
-    timeout: float = 180.0,
+    timeout: float = 120.0,
 ) -> BlenderRun:
     """Run scenarios.<scenario> in a fresh Blender process and wait for it to exit."""
     spec_path = user_dir.write_spec(make_spec(zip_path, scenario, install=install, prefs=prefs, kwargs=kwargs))

@@ -10,7 +10,7 @@ from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, examp
 
 from tests.serverproc import ServerProcess, start_server
 
-# (id, server fault rules, expected category, submits the server should count)
+# (id, server fault rules, expected category, submits the server should count[, preferences])
 FAULTS = [
     ("credits_402", [{"fault": "http_error", "endpoint": "submit", "status": 402, "times": -1}], "credits", 0),
     (
@@ -24,6 +24,7 @@ FAULTS = [
         [{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": -1}],
         "rate_limited",
         0,
+        {"poll_timeout": 10},  # a refused submit is tried again until the poll timeout (never charged meanwhile)
     ),
     ("job_failed", [{"fault": "job_failed", "endpoint": "submit", "text": "GPU fell over"}], "server", 1),
     (
@@ -54,12 +55,16 @@ def assert_failed_cleanly(result: dict, category: str) -> None:
         assert record["error"]["category"] == category, record["error"]
 
 
-@pytest.mark.parametrize(("rules", "category", "submits"), [case[1:] for case in FAULTS], ids=[c[0] for c in FAULTS])
+@pytest.mark.parametrize(
+    ("rules", "category", "submits", "prefs"),
+    [(*case[1:4], case[4] if len(case) > 4 else {}) for case in FAULTS],
+    ids=[c[0] for c in FAULTS],
+)
 def test_fault_is_reported_with_its_category_and_creates_nothing(
-    blender: BlenderFn, fresh_server: ServerProcess, rules: list[dict], category: str, submits: int
+    blender: BlenderFn, fresh_server: ServerProcess, rules: list[dict], category: str, submits: int, prefs: dict
 ) -> None:
     fresh_server.set_faults(rules)
-    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("generate", prefs=prefs, kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
     assert_failed_cleanly(run.result, category)
     stats = fresh_server.stats()
     assert stats["faults_fired"]["total"] >= 1, "the fault never fired: the test proved nothing"
