@@ -676,7 +676,8 @@ class ModelsLabClient:
     def wallet_balance(self) -> dict:
         """The account's balance: {"balance": float, "currency": str}."""
         payload = self._post_json(WALLET_PATH, {}, idempotent=True)
-        data = payload.get("data") if isinstance(payload.get("data"), dict) else payload
+        inner = payload.get("data")
+        data: dict = inner if isinstance(inner, dict) else payload
         balance = _as_float(data.get("balance", data.get("wallet_balance")))
         if balance is None:
             raise ModelsLabError(Category.SERVER, "The wallet answer did not contain a balance.")

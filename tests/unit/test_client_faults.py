@@ -524,3 +524,13 @@ def test_concurrent_downloads_of_one_target(client: ModelsLabClient, done_job: J
         thread.join(30)
     assert results == [target] * 4
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.obj"] and b"\nf " in target.read_bytes()
+
+
+def test_the_key_is_in_no_log_line(
+    fresh_server: ServerProcess, client: ModelsLabClient, caplog: pytest.LogCaptureFixture, closed_port: int
+) -> None:
+    caplog.set_level(logging.DEBUG)  # urllib3's connection logs included
+    fresh_server.set_faults([{"fault": "http_error", "endpoint": "any", "status": 503, "times": 2}])
+    client.wallet_balance()
+    raises(Category.NETWORK, make_client(f"http://127.0.0.1:{closed_port}").wallet_balance)
+    assert "retrying" in caplog.text and KEY not in caplog.text
