@@ -39,6 +39,7 @@ def unregister() -> None:
     if sys.modules.get(SCRIPT_MODULE_ALIAS) is scripting:
         del sys.modules[SCRIPT_MODULE_ALIAS]
     runtime.unregister()
+    operators.connection.shutdown()
     panels.release_previews()
     props.unregister_properties()
     for cls in reversed(_CLASSES):

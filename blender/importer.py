@@ -295,10 +295,11 @@ def _colors_from_obj(mesh: bpy.types.Mesh, filepath: str) -> Any:
     rows = _OBJ_VERTEX_LINE.findall(data)
     if len(rows) != len(mesh.vertices):
         return None
-    try:
-        values = np.array(b" ".join(rows).split(), dtype=np.float32).reshape(len(rows), -1)
-    except ValueError:
+    text = b" ".join(rows).decode("ascii", "replace")
+    values = np.fromstring(text, dtype=np.float32, sep=" ")  # text mode: C parsing, much faster than split()
+    if values.size % len(rows):
         return None
+    values = values.reshape(len(rows), -1)
     if values.shape[1] < 6:
         return None
     srgb = np.clip(values[:, 3:6], 0.0, 1.0)

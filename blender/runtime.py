@@ -415,7 +415,10 @@ def forget_finished() -> int:
     """Hide finished jobs from the list and drop their journal files; returns how many."""
     runner = peek_runner()
     removed = 0
-    ids = [row.local_id for row in _rows() or []] if _rows() is not None else []
+    rows = _rows()
+    ids = [row.local_id for row in rows] if rows is not None else []
+    if runner is not None:
+        ids += [r.local_id for r in runner.records() if r.local_id not in ids]
     for local_id in ids:
         record = runner.get(local_id) if runner is not None else _journal_load(local_id)
         if record is None or record.state not in TERMINAL:
@@ -617,10 +620,13 @@ def tag_redraw() -> None:
         if screen is None:
             continue
         for area in screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
-                for region in area.regions:
-                    if region.type in ("UI", "WINDOW"):
-                        region.tag_redraw()
+            # only the sidebar (and the preferences, for the connection test): never the whole viewport
+            wanted = "UI" if area.type == "VIEW_3D" else "WINDOW" if area.type == "PREFERENCES" else None
+            if wanted is None:
+                continue
+            for region in area.regions:
+                if region.type == wanted:
+                    region.tag_redraw()
 
 
 # --- importing -----------------------------------------------------------------------------------------------------

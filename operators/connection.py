@@ -57,6 +57,16 @@ def _poll_result() -> float | None:
     return None
 
 
+def shutdown(timeout: float = 5.0) -> None:
+    """Stop watching a running connection test and wait (bounded) for its thread: nothing left behind."""
+    if bpy.app.timers.is_registered(_poll_result):
+        bpy.app.timers.unregister(_poll_result)
+    thread = _pending.get("thread")
+    if thread is not None and thread.is_alive():
+        thread.join(timeout)
+    _pending.clear()
+
+
 class MODELSLAB_OT_test_connection(bpy.types.Operator):
     """Check the API key and server: shows the wallet balance or what is wrong"""
 
