@@ -350,6 +350,9 @@ def _scaling(srv: ServerProcess, image_url: str, workdir: Path, quick: bool) -> 
             "time_to_mesh_median_s": rounded(median([r["time_to_mesh_s"] for r in rows])),
             "time_to_mesh_max_s": rounded(max(r["time_to_mesh_s"] for r in rows)),
             "wall_s": rounded(wall),
+            "server_job_late_median_s": rounded(
+                median([r["finished_at"] - r["created_at"] - JOB_SECONDS for r in rows])
+            ),
         }
         log(f"time-to-mesh scaling {count} jobs: {table[str(count)]}")
     return table
