@@ -510,6 +510,8 @@ class ModelsLabClient:
             return {}  # the local server is never reached through a proxy
         proxy = (self.config.proxy or "").strip()
         if proxy:
+            with contextlib.suppress(ValueError):
+                register_secret(urlsplit(proxy).password)  # http://user:password@proxy: keep it out of messages
             return {"http": proxy, "https": proxy}
         return requests.utils.get_environ_proxies(url)  # env HTTP(S)_PROXY / NO_PROXY, as curl would
 
@@ -726,6 +728,8 @@ class ModelsLabClient:
         temp file is removed on any failure. Each URL gets retries for transient failures (network, truncation,
         5xx, 429; bad content once), then the next URL is tried.
         """
+        if isinstance(urls, str):  # one URL given as a plain string
+            urls = [urls]
         fmt = (expected_format or "").lower().lstrip(".")
         if fmt not in MESH_FORMATS:
             raise invalid_input(f"Unknown mesh format {expected_format!r}: use one of {', '.join(MESH_FORMATS)}.")
