@@ -174,22 +174,51 @@ def _dedupe(urls: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+def _looks_like_url(source: str) -> bool:
+    try:
+        return is_url(source)
+    except ValueError:  # e.g. "http://[::1/x": unbalanced IPv6 brackets
+        return "://" in source
+
+
+def _check_image_url(url: str) -> None:
+    """invalid_input unless url is an http(s) URL with a host and a valid port."""
+    try:
+        check_http_url(url, "image URL")
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when out of range
+        if not parts.hostname or port == 0:
+            raise ValueError("no host")
+    except ValueError:
+        raise invalid_input(
+            f"image URL: not a valid http(s) URL: {url[:80]!r}.", "Check the address (host and port)."
+        ) from None
+
+
 def _name_from_source(source: str) -> str:
-    if is_url(source):
+    if _looks_like_url(source):
         stem = PurePosixPath(unquote(urlsplit(source).path)).stem or (urlsplit(source).hostname or "")
     else:
         stem = Path(source).stem
     return stem.strip()[:63] or "image"
 
 
-def _is_transient(error: ModelsLabError) -> bool:
-    """Errors while polling that say nothing about the job itself: keep polling until the poll timeout.
+MAX_ODD_ANSWERS = 3  # consecutive non-5xx `server` errors while polling (malformed JSON, status error) before giving up
 
-    A job the server reports as failed arrives as a `server` error with HTTP 200; that one is final.
+
+def _poll_error_is_final(error: ModelsLabError, odd_answers: int) -> bool:
+    """Whether an error while polling ends the job. Network trouble, 429 and 5xx never do (the poll timeout
+    leaves the job resumable); the server saying the job failed does; other odd answers do when they persist.
     """
     if error.category in (Category.NETWORK, Category.RATE_LIMITED):
+        return False
+    if error.category is not Category.SERVER:
+        return True  # expired, auth, credits, invalid id: asking again cannot help
+    if error.http_status is None or error.http_status >= 500:
+        return False
+    if "job failed" in error.message.lower():
         return True
-    return error.category is Category.SERVER and (error.http_status is None or error.http_status >= 500)
+    return odd_answers >= MAX_ODD_ANSWERS
 
 
 def _seconds(value: float) -> str:
@@ -277,8 +306,8 @@ class JobRunner:
         source = source.strip()
         params = GenerationParams.from_dict(params.to_dict())
         image_url: str | None
-        if is_url(source):
-            check_http_url(source, "image URL")
+        if _looks_like_url(source):
+            _check_image_url(source)
             params.init_image = source
             params.validate()
             image_url = source
@@ -768,7 +797,7 @@ class JobRunner:
             record = job.record.copy()
         client = self.client
         params = GenerationParams.from_dict(record.params)
-        if is_url(record.source):
+        if _looks_like_url(record.source):
             params.init_image = record.image_url or record.source
         else:
             self._update(job, JobState.UPLOADING, "Uploading the image", 0.02, save=True)
@@ -862,6 +891,7 @@ class JobRunner:
         next_probe = self._next_probe(start, predicted, submitted_eta, first=True)
         last_fetch = -float("inf")
         final_check = False
+        odd_answers = 0
         while True:
             self._check_stop(job)
             now = time.monotonic()
@@ -870,7 +900,9 @@ class JobRunner:
                 try:
                     status = client.fetch(record.remote_id, cancel=job.stop)
                 except ModelsLabError as exc:
-                    if not _is_transient(exc):
+                    odd = exc.category is Category.SERVER and (exc.http_status or 500) < 500
+                    odd_answers = odd_answers + 1 if odd else 0
+                    if _poll_error_is_final(exc, odd_answers):
                         raise
                     self._check_stop(job)
                     wait = max(fetch_interval, min(exc.retry_after or 0.0, self.ETA_WAIT_CAP))
@@ -878,6 +910,7 @@ class JobRunner:
                     next_fetch = time.monotonic() + wait
                     self._update(job, None, f"Still waiting; the last status check failed: {exc.message}", save=False)
                 else:
+                    odd_answers = 0
                     self._check_stop(job)
                     if status.status == "success":
                         return self._ready(job, status.output, status.proxy_links, status.meta)

@@ -110,7 +110,7 @@ class JobJournal:
             return None
         try:
             return self._read(path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
             problem = self._report(path, exc)
             with self._lock:
                 self.problems.append(problem)
@@ -127,7 +127,7 @@ class JobJournal:
         for path in paths:
             try:
                 records.append(self._read(path))
-            except (OSError, ValueError, TypeError, KeyError) as exc:
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
                 problems.append(self._report(path, exc))
         self._remove_stale_temp_files()
         with self._lock:

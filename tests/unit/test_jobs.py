@@ -348,6 +348,22 @@ def test_queue_full_beyond_the_clients_patience_waits_in_the_runner(
     assert [entry[0] for entry in done.history].count("submitting") == 3
 
 
+def test_odd_fetch_answers_are_survived(slow: ServerProcess, make_runner: MakeRunner) -> None:
+    """Malformed JSON and status-error answers (HTTP 200) while polling are retried, not taken as a failed job."""
+    slow.set_faults(
+        [
+            {"fault": "malformed_json", "endpoint": "fetch", "times": 2},
+            {"fault": "status_error", "endpoint": "fetch", "spelling": "messege", "text": "busy"},
+        ]
+    )
+    runner = make_runner(slow, poll_interval_min=0.2, poll_interval_max=0.5)
+    runner.HEAD_INTERVAL = 1000.0  # only fetch may tell: the odd answers must be met and survived
+    record = runner.submit(DUCK, SMALL)
+    done = runner.wait(record.local_id, timeout=60)
+    assert done.state == "downloaded", done.error
+    assert slow.stats()["faults_fired"]["total"] >= 3 and slow.stats()["submits"] == 1
+
+
 def test_job_failed_on_the_server(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     fresh_server.set_faults([{"fault": "job_failed", "endpoint": "submit", "text": "GPU fell over"}])
     runner = make_runner(fresh_server)
@@ -492,6 +508,9 @@ def test_bad_input_is_refused_before_anything_is_sent(
         (str(tmp_path / "missing.png"), SMALL),
         (str(not_an_image), SMALL),
         ("ftp://example.com/x.png", SMALL),
+        ("http://[::1/duck.png", SMALL),
+        ("http://127.0.0.1:99999/duck.png", SMALL),
+        ("https:///nohost.png", SMALL),
         ("", SMALL),
         (DUCK, GenerationParams(resolution=4096)),
         (DUCK, GenerationParams(output_format="fbx")),

@@ -122,6 +122,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path: Path) -> None:
     other_id = make_record("7" * 32).to_dict()  # file name and content disagree
     (tmp_path / ("6" * 32 + ".json")).write_text(json.dumps(other_id), encoding="utf-8")
     (tmp_path / "8.json").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "9.json").write_text("[" * 100_000, encoding="utf-8")  # nesting deeper than the recursion limit
     (tmp_path / ".leftover.tmp").write_text("{", encoding="utf-8")  # a temp file from a crash is not a record
     (tmp_path / ".old-crash.tmp").write_text("{", encoding="utf-8")
     os.utime(tmp_path / ".old-crash.tmp", (time.time() - 7200, time.time() - 7200))
@@ -130,7 +131,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path: Path) -> None:
     assert [r.local_id for r in records] == [good.local_id]
     reported = sorted(Path(path).name for path, _ in journal.problems)
     assert reported == sorted(["2" * 32 + ".json", "3" * 32 + ".json", "4" * 32 + ".json", "5" * 32 + ".json"]
-                              + ["6" * 32 + ".json", "8.json"])  # fmt: skip
+                              + ["6" * 32 + ".json", "8.json", "9.json"])  # fmt: skip
     assert all(reason for _, reason in journal.problems)
     assert journal.load("2" * 32) is None
     assert (tmp_path / ".leftover.tmp").exists() and not (tmp_path / ".old-crash.tmp").exists()  # stale ones go
