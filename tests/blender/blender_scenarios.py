@@ -182,10 +182,13 @@ def generate(
     save_blend: str | None = None,
     watch_network: bool = False,
     repeat: int = 1,
+    scene_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the operator (optionally several times), then report objects, journal, undo and saved file."""
     if watch_network:
         context.watch_network()
+    for name, value in (scene_settings or {}).items():
+        setattr(bpy.context.scene.modelslab, name, value)
     if cursor is not None:
         set_cursor(cursor)
     out: dict[str, Any] = {"objects_before": sorted(object_names())}
@@ -340,4 +343,21 @@ def disable_mid_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
     new = sorted(object_names() - names_before)
     out["new_objects"] = [describe_object(bpy.data.objects[name]) for name in new]
     out["journal_at_end"] = journal_records(context)
+    return out
+
+
+def script_api(context: Context, image: str, params: dict[str, Any], bad_params: dict[str, Any]) -> dict[str, Any]:
+    """`import modelslab`: generate() blocks and returns the object; bad input raises ModelsLabError."""
+    import modelslab
+
+    out: dict[str, Any] = {}
+    obj = modelslab.generate(image, **params)
+    out["returned_type"] = type(obj).__name__
+    out["object"] = describe_object(obj)
+    try:
+        modelslab.generate(image, **bad_params)
+        out["bad_error"] = None
+    except modelslab.ModelsLabError as exc:
+        out["bad_error"] = {"category": str(exc.category), "message": exc.message, "fix": exc.fix}
+    out["journal"] = journal_records(context)
     return out

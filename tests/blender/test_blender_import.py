@@ -174,3 +174,42 @@ def test_reimport_uses_the_cache_and_test_connection_reads_the_wallet(
     assert stats["submits"] == 1
     assert stats["requests"].get("download", 0) == 1, stats["requests"]
     assert stats["requests"].get("wallet", 0) == 1, stats["requests"]
+
+
+def test_unset_operator_properties_fall_back_to_the_scene_settings(
+    blender: BlenderFn, fresh_server: ServerProcess
+) -> None:
+    run = blender(
+        "generate",
+        kwargs={
+            "props": {},  # nothing given: image and parameters come from scene.modelslab (the panel)
+            "scene_settings": {
+                "image_source": "FILE",
+                "image_path": example_image("vase_plain.png"),
+                "resolution": 40,
+                "output_format": "ply",
+            },
+        },
+    )
+    attempt = run.result["runs"][0]
+    assert attempt["error"] is None, attempt["error"]
+    (obj,) = attempt["new_objects"]
+    job = single_job(fresh_server)
+    assert (job["resolution"], job["output_format"]) == (40, "ply")
+    assert obj["name"].startswith("vase_plain") and obj["vertices"] == job["vertices"]
+
+
+def test_script_api_generate_returns_the_object_and_raises_categorised_errors(
+    blender: BlenderFn, fresh_server: ServerProcess
+) -> None:
+    run = blender(
+        "script_api",
+        kwargs={"image": example_image(), "params": FAST_PARAMS, "bad_params": {"resolution": 9999}},
+    )
+    result = run.result
+    assert result["returned_type"] == "Object"
+    assert result["object"]["collections"] == ["ModelsLab"]
+    assert result["object"]["vertices"] == single_job(fresh_server)["vertices"]
+    assert result["bad_error"] is not None and result["bad_error"]["category"] == "invalid_input", result["bad_error"]
+    assert "resolution" in result["bad_error"]["message"]
+    assert fresh_server.stats()["submits"] == 1
