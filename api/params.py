@@ -18,19 +18,31 @@ MAX_URL_LENGTH = 2048
 MAX_TRACK_ID_LENGTH = 256
 
 
-def check_http_url(value: str, field: str) -> str:
+def check_http_url(value: object, field: str) -> str:
     """Return value if it is an http(s) URL of sane length, else raise invalid_input naming field."""
+    if not isinstance(value, str):
+        raise invalid_input(f"{field} must be a URL (text), got {type(value).__name__}.")
     if len(value) > MAX_URL_LENGTH:
         raise invalid_input(f"{field}: URL is longer than {MAX_URL_LENGTH} characters.")
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise invalid_input(f"{field}: only http:// and https:// URLs are accepted, got {value[:80]!r}.")
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise invalid_input(f"{field}: a URL cannot contain spaces or control characters; encode them (%20).")
+    try:
+        parsed = urlparse(value)
+        port_ok = parsed.port is None or 0 < parsed.port  # .port raises ValueError when out of range
+        host = parsed.hostname
+    except ValueError:
+        port_ok, host, parsed = False, None, None
+    if parsed is None or parsed.scheme not in ("http", "https") or not host or not port_ok:
+        raise invalid_input(f"{field}: only http:// and https:// URLs with a host are accepted, got {value[:80]!r}.")
     return value
 
 
 def is_url(value: str) -> bool:
     """True when value looks like a URL (has a scheme) rather than a local path."""
-    parsed = urlparse(value)
+    try:
+        parsed = urlparse(value)
+    except ValueError:  # e.g. "http://[" : URL-shaped, and check_http_url will refuse it clearly
+        return "://" in value
     return bool(parsed.scheme) and len(parsed.scheme) > 1 and (bool(parsed.netloc) or "://" in value)
 
 
@@ -56,18 +68,18 @@ class GenerationParams:
         _check_number("seed", self.seed, *SEED_RANGE, integer=True)
         if not isinstance(self.remove_bg, bool):
             raise invalid_input(f"remove_bg must be true or false, got {self.remove_bg!r}.")
-        if self.output_format not in OUTPUT_FORMATS:
+        if not isinstance(self.output_format, str) or self.output_format not in OUTPUT_FORMATS:
             raise invalid_input(
                 f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}."
             )
-        if self.webhook:
+        if self.webhook is not None and self.webhook != "":
             check_http_url(self.webhook, "webhook")
         if self.track_id is not None and (
             not isinstance(self.track_id, str) or len(self.track_id) > MAX_TRACK_ID_LENGTH
         ):
             raise invalid_input(f"track_id must be text of at most {MAX_TRACK_ID_LENGTH} characters.")
         if require_image:
-            if not self.init_image:
+            if self.init_image is None or self.init_image == "":
                 raise invalid_input("init_image: no image was given.", "Choose an image file or an image URL.")
             check_http_url(self.init_image, "init_image")
         return self
