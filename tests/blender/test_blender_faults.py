@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,14 @@ FAULTS = [
     ),
     ("html_mesh", [{"fault": "html_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
     ("corrupt_mesh", [{"fault": "corrupt_mesh", "endpoint": "download", "times": -1}], "bad_mesh", 1),
+    ("empty_mesh", [{"fault": "corrupt_mesh", "endpoint": "download", "bytes": 0, "times": -1}], "bad_mesh", 1),
+    (
+        # The server took (and charged) the job but the answer never came: sending it again could charge twice.
+        "submit_answer_lost",
+        [{"fault": "drop_connection", "endpoint": "submit"}],
+        "network",
+        1,
+    ),
 ]
 
 
@@ -92,6 +101,8 @@ def test_transient_server_errors_while_polling_do_not_lose_the_job(
         [
             {"fault": "http_error", "endpoint": "fetch", "status": 503, "body": "html", "times": 1},
             {"fault": "http_error", "endpoint": "download", "status": 502, "body": "html", "times": 1},
+            {"fault": "malformed_json", "endpoint": "fetch", "times": 1},
+            {"fault": "truncate", "endpoint": "download", "times": 1},
         ]
     )
     run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
@@ -172,3 +183,37 @@ def test_processing_forever_times_out_into_a_resumable_job(blender: BlenderFn, f
     assert record["state"] == "timed_out", record["state"]
     assert record["remote_id"]
     assert fresh_server.stats()["submits"] == 1
+
+
+def test_connection_refused_is_a_network_error(blender: BlenderFn, fresh_server: ServerProcess) -> None:
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    run = blender(
+        "generate",
+        prefs={"base_url": f"http://127.0.0.1:{closed_port}"},
+        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+    )
+    assert_failed_cleanly(run.result, "network")
+
+
+def test_hostile_server_names_stay_inside_the_cache(
+    blender: BlenderFn, fresh_server: ServerProcess, user_dir: UserDir
+) -> None:
+    outside = Path("/etc/modelslab")  # one of the names the server sends is /etc/modelslab/x<id>.obj
+    assert not outside.exists()
+    fresh_server.set_faults([{"fault": "hostile_names", "endpoint": "submit"}])
+    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    attempt = run.result["runs"][0]
+    assert fresh_server.stats()["faults_fired"]["total"] >= 1
+    assert not outside.exists(), "a server-supplied absolute path was written to"
+    assert attempt["error"] is None, attempt["error"]
+    (obj,) = attempt["new_objects"]
+    assert obj["name"].startswith("duck_512"), obj["name"]  # named after the input, not the server's names
+    (record,) = run.result["journal"]
+    cache = Path(record["file_path"]).resolve()
+    assert cache.is_relative_to(user_dir.home.resolve()), cache
+    assert cache.parent.name == "meshes", cache
+    assert "/" not in cache.name and ".." not in cache.name
+    stray = [p for p in user_dir.root.rglob("*") if p.is_file() and p.suffix == ".obj" and p.parent != cache.parent]
+    assert stray == [], f"mesh files outside the cache folder: {stray}"
