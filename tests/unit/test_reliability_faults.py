@@ -170,7 +170,7 @@ def test_refused_submit_fails_in_its_category(
 ) -> None:
     fresh_server.set_faults([rule])
     balance = fresh_server.stats()["wallet"]["balance"]
-    ws.open(fresh_server.url)
+    ws.open(fresh_server.url, runner={"poll_timeout": 3.0})  # how long a refused (429) submit is tried again
     record = ws.run(EXAMPLE_IMAGE)
     error = assert_failed(ws, record, category)
     if rule["fault"] == "status_error":
