@@ -136,6 +136,16 @@ def run(quick: bool = False) -> Outcome:
             begin_t = end_t - gap_ms / 1000.0
             covered = sum(max(0.0, min(end_t, start + ms / 1000.0) - max(begin_t, start)) for start, ms in window_draws)
             slow_gaps.append({"gap_ms": round(gap_ms, 1), "viewport_draw_ms_inside": round(covered * 1000.0, 1)})
+        sidebar_ends = [at for at, kind in ticks.get("sidebar_events") or [] if kind == 1]
+        for slow in slow_gaps:
+            slow["sidebar_redraws_inside"] = 0
+        slow_index = 0
+        for end_t, gap_ms, flag in gaps["timeline"]:
+            if int(flag) != 0 or gap_ms <= 50.0:
+                continue
+            begin_t = end_t - gap_ms / 1000.0
+            slow_gaps[slow_index]["sidebar_redraws_inside"] = sum(1 for at in sidebar_ends if begin_t <= at <= end_t)
+            slow_index += 1
         idle_draws = [d[1] for d in draws if d[0] < jobs_start]
         outcome.extra["ui_viewport_draws"] = {
             "draws_while_jobs_ran": len(window_draws),
@@ -143,6 +153,8 @@ def run(quick: bool = False) -> Outcome:
             "draw_ms_max_while_jobs_ran": rounded(max(d[1] for d in window_draws), 1) if window_draws else None,
             "draws_before_jobs": len(idle_draws),
             "plain_gaps_over_50ms": slow_gaps,
+            "plain_gaps_over_50ms_with_a_sidebar_redraw": sum(1 for g in slow_gaps if g["sidebar_redraws_inside"]),
+            "sidebar_redraws_while_jobs_ran": sum(1 for at in sidebar_ends if jobs_start <= at <= window[1]),
         }
         outcome.series["viewport_draws"] = [(d[0] - jobs_start, d[1]) for d in window_draws]
     epoch_t0 = ticks.get("epoch_at_driver_t0")

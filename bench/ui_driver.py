@@ -124,6 +124,31 @@ code = compile(DRIVER.read_text(encoding="utf-8"), str(DRIVER), "exec")
 exec(code, namespace)  # the gui layer's driver, unchanged: it registers its own timers and returns
 _write_result = namespace["write_result"]
 
+# Profiling aid for the sidebar: the add-on's panels' draw calls (layout) and the end of each sidebar (UI region)
+# draw, so that a gap can be attributed to redrawing the sidebar.
+SIDEBAR_EVENTS: list[list[float]] = []  # [perf_counter, 0 = an add-on panel drew, 1 = the UI region finished]
+
+
+def _panel_drew(_panel: Any, _context: Any) -> None:
+    SIDEBAR_EVENTS.append([time.perf_counter(), 0])
+
+
+def _sidebar_done() -> None:
+    SIDEBAR_EVENTS.append([time.perf_counter(), 1])
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
+for _cls in _all_subclasses(bpy.types.Panel):
+    if getattr(_cls, "bl_category", "") == namespace["CONFIG"].get("category", "ModelsLab") and "draw" in vars(_cls):
+        _cls.append(_panel_drew)
+bpy.types.SpaceView3D.draw_handler_add(_sidebar_done, (), "UI", "POST_PIXEL")
+
 
 def write_result_with_ticks() -> None:
     """The driver's write_result, with the tick meter's data added to its RESULT."""
@@ -135,6 +160,7 @@ def write_result_with_ticks() -> None:
         "rows": [[round(start - driver_t0, 4), *rest] for start, *rest in TICKS],
         "memory": MEMORY,
         "viewport_draws": [[round(a - driver_t0, 4), round((b - a) * 1000.0, 2)] for a, b in VIEWPORT_DRAWS],
+        "sidebar_events": [[round(at - driver_t0, 4), kind] for at, kind in SIDEBAR_EVENTS],
         "epoch_at_driver_t0": time.time() - (time.perf_counter() - driver_t0),
     }
     _write_result()
