@@ -1,6 +1,5 @@
 """Small shims over Blender APIs that differ between 3.4 and 5.x."""
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,6 +22,8 @@ def online_access_allowed() -> bool:
 
 def is_loopback_url(url: str) -> bool:
     """True for http(s) URLs whose host is localhost, 127.0.0.0/8 or ::1 (not online access)."""
+    import ipaddress  # only when a URL is checked: keeps enabling the add-on cheap
+
     host = (urlparse(url).hostname or "").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True

@@ -2,7 +2,7 @@
 
 # mypy: disable-error-code="valid-type"
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
@@ -22,27 +22,68 @@ AXIS_ITEMS = [
 ]
 
 
-class Settings(NamedTuple):
+_SETTING_DEFAULTS: dict[str, Any] = {
+    "api_key": "",
+    "base_url": DEFAULT_BASE_URL,
+    "flavor": "enterprise",
+    "ca_bundle": "",
+    "proxy": "",
+    "max_concurrent_jobs": 4,
+    "poll_timeout": 600.0,
+    "cache_dir": "",
+    "cache_retention_days": 30,
+    "auto_import": True,
+    "import_scale": 1.0,
+    "forward_axis": "AUTO",
+    "up_axis": "AUTO",
+    "shade_smooth": True,
+    "decimate_ratio": 1.0,
+}
+
+
+class Settings:
     """Effective settings: preferences when registered, else defaults; env fills an empty key / base URL.
 
-    A NamedTuple rather than a dataclass: it is defined at add-on enable time, which must stay cheap.
+    A plain slotted class (not a dataclass/NamedTuple): it is defined while the add-on is enabled, which must
+    stay cheap.
     """
 
-    api_key: str = ""
-    base_url: str = DEFAULT_BASE_URL
-    flavor: str = "enterprise"
-    ca_bundle: str = ""
-    proxy: str = ""
-    max_concurrent_jobs: int = 4
-    poll_timeout: float = 600.0
-    cache_dir: str = ""
-    cache_retention_days: int = 30
-    auto_import: bool = True
-    import_scale: float = 1.0
-    forward_axis: str = "AUTO"
-    up_axis: str = "AUTO"
-    shade_smooth: bool = True
-    decimate_ratio: float = 1.0
+    FIELDS: tuple[str, ...] = tuple(_SETTING_DEFAULTS)
+    __slots__ = FIELDS
+
+    api_key: str
+    base_url: str
+    flavor: str
+    ca_bundle: str
+    proxy: str
+    max_concurrent_jobs: int
+    poll_timeout: float
+    cache_dir: str
+    cache_retention_days: int
+    auto_import: bool
+    import_scale: float
+    forward_axis: str
+    up_axis: str
+    shade_smooth: bool
+    decimate_ratio: float
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for name, default in _SETTING_DEFAULTS.items():
+            setattr(self, name, values.get(name, default))
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed."""
+        values = {name: getattr(self, name) for name in self.FIELDS}
+        values.update(changes)
+        return Settings(**values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:  # never show the key
         key = "set" if self.api_key else "unset"
@@ -83,7 +124,7 @@ def get_settings(context: bpy.types.Context | None = None) -> Settings:
     api_key = settings.api_key or os.environ.get("MODELSLAB_API_KEY", "").strip()
     base_url = settings.base_url if prefs is not None else ""
     base_url = (base_url or os.environ.get("MODELSLAB_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/")
-    return settings._replace(api_key=api_key, base_url=base_url)
+    return settings.replace(api_key=api_key, base_url=base_url)
 
 
 # The result of the last connection test, shown under the button (never saved).

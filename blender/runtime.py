@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
@@ -75,7 +75,7 @@ _state = _State()
 def settings() -> Settings:
     """Effective settings: preferences (or defaults + env) with configure() overrides applied."""
     base = get_settings()
-    return base._replace(**_state.overrides) if _state.overrides else base
+    return base.replace(**_state.overrides) if _state.overrides else base
 
 
 def configure(**overrides: Any) -> None:
@@ -84,7 +84,7 @@ def configure(**overrides: Any) -> None:
 
     Changing max_concurrent_jobs or cache_dir rebuilds an idle runner; the client is rebuilt on next use.
     """
-    names = set(Settings._fields)
+    names = set(Settings.FIELDS)
     unknown = set(overrides) - names
     if unknown:
         raise invalid_input(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
@@ -217,13 +217,16 @@ def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
 
 
 # --- input ---------------------------------------------------------------------------------------------------------
-class ImageInput(NamedTuple):
+class ImageInput:
     """A resolved image: `source` is what the runner gets (URL or local file), `original` what the user gave."""
 
-    source: str
-    name: str
-    original: str
-    is_url: bool
+    __slots__ = ("source", "name", "original", "is_url")
+
+    def __init__(self, source: str, name: str, original: str, is_url: bool) -> None:
+        self.source = source
+        self.name = name
+        self.original = original
+        self.is_url = is_url
 
 
 def resolve_image(image: str) -> ImageInput:
