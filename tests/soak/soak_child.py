@@ -4,7 +4,8 @@
 
 The baseline is taken once Blender (bpy) is loaded and before the batch loads the extension; the end state after
 main() returned (the extension unregistered, its runner shut down). A sampler thread (present in both counts)
-records the resident memory and the number of finished results every SAMPLE_S seconds.
+records the resident memory, the Python heap (tracemalloc: our code's objects, not Blender's mesh data) and the
+number of finished results every SAMPLE_S seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 SAMPLE_S = 0.25
@@ -66,7 +68,8 @@ def main() -> int:
                 done = len(results.read_text(encoding="utf-8").splitlines())
             except OSError:
                 done = 0
-            samples.append([round(time.monotonic() - start, 2), done, rss_kib()])
+            python_heap = tracemalloc.get_traced_memory()[0] // 1024 if tracemalloc.is_tracing() else 0
+            samples.append([round(time.monotonic() - start, 2), done, rss_kib(), python_heap])
 
     sampler = threading.Thread(target=sample, name="soak-sampler", daemon=True)
     sampler.start()
@@ -77,11 +80,15 @@ def main() -> int:
     sys.modules["batch"] = batch
     spec.loader.exec_module(batch)
     before = snapshot()
+    # Python-level allocations (our runner, client, journal; not Blender's mesh data) are traced separately.
+    tracemalloc.start()
     started = time.monotonic()
     code = batch.main(["batch.py", *batch_args])
     seconds = time.monotonic() - started
     time.sleep(0.5)  # let threads that were told to stop finish exiting
     after = snapshot()
+    after["python_heap_kib"] = tracemalloc.get_traced_memory()[0] // 1024
+    tracemalloc.stop()
     stop.set()
     sampler.join(5)
     stats = {

@@ -113,11 +113,17 @@ def _limit_file_size(limit: int):
 
 
 def run_operator(
-    home: Home, base_url: str, *, prefs: dict | None = None, online: bool = False, fsize: int | None = None
+    home: Home,
+    base_url: str,
+    *,
+    prefs: dict | None = None,
+    online: bool = False,
+    fsize: int | None = None,
+    image: str | Path = EXAMPLE_IMAGE,
 ) -> dict:
     spec = home.root / "spec.json"
     result = home.root / "result.json"
-    values = {"image": str(EXAMPLE_IMAGE), "props": {"resolution": 32}, "prefs": prefs or {}, "online_access": online}
+    values = {"image": str(image), "props": {"resolution": 32}, "prefs": prefs or {}, "online_access": online}
     spec.write_text(json.dumps(values))
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "soak" / "sweep_child.py"), str(spec), str(result)],
@@ -134,9 +140,11 @@ def run_operator(
     return data
 
 
-def run_batch(home: Home, base_url: str, *, env: dict | None = None, fsize=None) -> dict:
+def run_batch(
+    home: Home, base_url: str, *, env: dict | None = None, fsize: int | None = None, image: str | Path = EXAMPLE_IMAGE
+) -> dict:
     command = [sys.executable, str(REPO_ROOT / "scripts" / "batch.py"), "--base-url", base_url]
-    command += ["--out", str(home.out), "--resolution", "32", str(EXAMPLE_IMAGE)]
+    command += ["--out", str(home.out), "--resolution", "32", str(image)]
     done = subprocess.run(
         command,
         cwd=home.root,
@@ -317,3 +325,66 @@ def test_hostile_names_stay_in_the_cache(mode: str, tmp_path: Path, http_server:
     for outside in (tmp_path / "etc", home.user_dir / "etc", Path("/etc/modelslab"), home.root / "C:\\Windows"):
         assert not outside.exists(), outside
     assert {p.name for p in tmp_path.iterdir()} <= {"home", "user dir", "out", "spec.json", "result.json"}
+
+
+def _noise_png(path: Path, side: int, *, valid: bool = True) -> Path:
+    """A PNG of random pixels (incompressible: about 3 bytes a pixel), or a file that only starts like one."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    if not valid:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(side * side * 3))
+        return path
+    rows = b"".join(b"\x00" + os.urandom(side * 3) for _ in range(side))
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_blend_relative_path_in_an_unsaved_file(mode: str, tmp_path: Path, http_server: ServerProcess) -> None:
+    http_server.reset()
+    home = Home(tmp_path)
+    image = "//duck_512.png"
+    run = (
+        run_operator(home, http_server.url, image=image)
+        if mode == "operator"
+        else run_batch(home, http_server.url, image=image)
+    )
+    check_failed(mode, home, run, "invalid_input", "saved")
+    assert http_server.stats()["requests"] == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_oversize_image_is_shrunk_and_works(mode: str, tmp_path: Path, http_server: ServerProcess) -> None:
+    """Over the 5 MB upload limit but readable: Blender re-encodes it smaller and the job goes through."""
+    http_server.reset()
+    home = Home(tmp_path)
+    image = _noise_png(tmp_path / "big photo.png", 1400)
+    assert image.stat().st_size > 5 * 1024 * 1024
+    run = (
+        run_operator(home, http_server.url, image=image)
+        if mode == "operator"
+        else run_batch(home, http_server.url, image=image)
+    )
+    check_imported(mode, home, run)
+    assert http_server.stats()["submits"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_oversize_image_that_cannot_be_shrunk(mode: str, tmp_path: Path, http_server: ServerProcess) -> None:
+    http_server.reset()
+    home = Home(tmp_path)
+    image = _noise_png(tmp_path / "broken big.png", 1400, valid=False)
+    assert image.stat().st_size > 5 * 1024 * 1024
+    run = (
+        run_operator(home, http_server.url, image=image)
+        if mode == "operator"
+        else run_batch(home, http_server.url, image=image)
+    )
+    check_failed(mode, home, run, "invalid_input")
+    assert http_server.stats()["requests"] == {}

@@ -225,6 +225,14 @@ def test_report_figures(soak: dict, capsys: pytest.CaptureFixture) -> None:
             "after": round(stats["after"]["rss_kib"] / 1024, 1),
             "peak": round(stats["max_rss_kib"] / 1024, 1),
         },
+        "python_heap_mib": {
+            f"at {quarter[1]} results": round(quarter[3] / 1024, 2),
+            f"at {end[1]} results": round(end[3] / 1024, 2),
+            "after": round(stats["after"]["python_heap_kib"] / 1024, 2),
+        },
+        "python_heap_growth_mib_per_100_jobs": round(
+            (end[3] - quarter[3]) / 1024 / max(1, end[1] - quarter[1]) * 100, 2
+        ),
         "rss_growth_mib_per_100_jobs": round((end[2] - quarter[2]) / 1024 / max(1, end[1] - quarter[1]) * 100, 2),
     }
     report = Path(os.environ.get("SOAK_REPORT", REPO_ROOT / "bench" / "out" / "soak.json"))
