@@ -1,8 +1,8 @@
 """Entry point of one fresh Blender process (the bpy module) for the blender test layer.
 
-Started by helpers.run_blender() as `<bpy venv python> blender_child.py SPEC.json` with HOME and
+Started by blender_helpers.run_blender() as `<bpy venv python> blender_child.py SPEC.json` with HOME and
 XDG_CONFIG_HOME pointing at a temporary user directory. It installs (or just enables) the built
-extension, applies preferences, runs one function of scenarios.py and prints its JSON result on a
+extension, applies preferences, runs one function of blender_scenarios.py and prints its JSON result on a
 single marker line. The spec file lives outside HOME: it may hold the API key.
 """
 
@@ -66,8 +66,7 @@ def main() -> int:
     started = time.monotonic()
     payload: dict = {"ok": False}
     try:
-        import blender_scenarios as scenarios
-        import bpy  # noqa: F401  (Blender first: the scenario module imports it too)
+        import blender_scenarios as scenarios  # imports bpy: Blender starts here
 
         payload["threads_before_enable"] = sorted(t.name for t in threading.enumerate())
         module = ensure_enabled(spec["zip"], spec.get("install", "extension"))
@@ -85,6 +84,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # Keep HOME honest: the user directory must be the temporary one the test gave us.
-    assert os.environ.get("MODELSLAB_TEST_HOME") == os.environ.get("HOME"), "HOME is not the test's user dir"
+    # Never run against a real user's Blender configuration: HOME must be the test's temporary one.
+    if not os.environ.get("MODELSLAB_TEST_HOME") or os.environ.get("MODELSLAB_TEST_HOME") != os.environ.get("HOME"):
+        sys.exit("blender_child.py: HOME is not the test's temporary user dir; refusing to run")
     sys.exit(main())
