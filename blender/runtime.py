@@ -11,6 +11,7 @@ same code. Worker threads (api.jobs) never touch bpy; everything here runs on Bl
 import hashlib
 import os
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -30,6 +31,7 @@ from .preferences import Settings, get_settings
 if TYPE_CHECKING:
     from ..api.jobs import JobEvent, JobRecord, JobRunner
 
+_API_PACKAGE = (__package__ or "modelslab_3d.blender").rpartition(".")[0] + ".api"
 MAX_EVENTS_PER_TICK = 32
 ACTIVE_INTERVAL = 0.1  # seconds between ticks while jobs run
 IDLE_INTERVAL = 1.0
@@ -66,6 +68,7 @@ class _State:
         self.resumed = False
         self.last_redraw = 0.0
         self.registered = False
+        self.prewarm: threading.Thread | None = None
 
 
 _state = _State()
@@ -807,10 +810,28 @@ def ensure_timer() -> None:
     _state.timer_on = True
 
 
+def _prewarm_imports() -> None:
+    """Import the HTTP client and job modules (requests, urllib3 ...) off the main thread, so the first
+    Generate click does not stall the UI on them. Pure imports: no bpy, no network."""
+    try:
+        from ..api import cache, client, jobs, journal  # noqa: F401
+    except Exception as exc:  # the first real use reports any problem properly
+        print(f"ModelsLab: preloading the client failed: {exc}", file=sys.stderr)
+
+
+def _start_prewarm() -> None:
+    if f"{_API_PACKAGE}.client" in sys.modules:
+        return
+    thread = threading.Thread(target=_prewarm_imports, name="modelslab-preload", daemon=True)
+    _state.prewarm = thread
+    thread.start()
+
+
 def _startup() -> None:
-    """First tick after enabling (interactive): show journaled jobs and resume unfinished ones."""
+    """First tick after enabling (interactive): preload the client, show journaled jobs, resume unfinished ones."""
     if not _state.registered:
         return None
+    _start_prewarm()
     try:
         sync_rows()
         if _journal_has_files():
@@ -863,6 +884,9 @@ def unregister() -> None:
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
     shutdown_runner(wait=True)
+    if _state.prewarm is not None:
+        _state.prewarm.join(10.0)  # imports only: finishes quickly; no thread is left behind
+        _state.prewarm = None
     _state.listeners.clear()
     _state.hidden.clear()
     _state.row_index = {}
