@@ -851,7 +851,11 @@ class JobRunner:
                     wait = min(wait, self.ETA_WAIT_CAP)
                     if time.monotonic() + wait < give_up:
                         # A 429 is a refusal: the server did not take (or charge for) the job, so waiting is safe.
-                        self._update(job, JobState.QUEUED, f"The server is busy; trying again in {_seconds(wait)}")
+                        self._update(
+                            job,
+                            JobState.QUEUED,
+                            f"The server rate limited the submit (nothing was charged); retrying in {_seconds(wait)}",
+                        )
                         if job.stop.wait(wait):
                             raise _Stopped from None
                         continue

@@ -344,7 +344,7 @@ def test_queue_full_beyond_the_clients_patience_waits_in_the_runner(
     assert done.state == "downloaded", done.error
     stats = fresh_server.stats()
     assert stats["submits"] == 1 and stats["requests"]["submit"] == 3
-    assert any("server is busy" in e.message for e in events.pump())
+    assert any("rate limited" in e.message and "nothing was charged" in e.message for e in events.pump())
     assert [entry[0] for entry in done.history].count("submitting") == 3
 
 
