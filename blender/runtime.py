@@ -85,7 +85,8 @@ def configure(**overrides: Any) -> None:
     """Override settings for this session (scripts/batch): base_url, flavor, max_concurrent_jobs, poll_timeout,
     cache_dir, auto_import, ... (any preferences.Settings field; None removes an override).
 
-    Changing max_concurrent_jobs or cache_dir rebuilds an idle runner; the client is rebuilt on next use.
+    A running runner takes the new concurrency, poll timeout and cache folder at once (for work it starts
+    from now on); the client follows the new base URL/flavour/key on next use.
     """
     names = set(Settings.FIELDS)
     unknown = set(overrides) - names
@@ -95,11 +96,17 @@ def configure(**overrides: Any) -> None:
         if value is None:
             _state.overrides.pop(key, None)
         else:
-            _state.overrides[key] = value
-    runner = _state.runner
-    if runner is not None and ({"max_concurrent_jobs", "cache_dir", "poll_timeout"} & set(overrides)):
-        if not _state.active:
-            shutdown_runner()
+            _state.overrides[key] = value.strip().rstrip("/") if key == "base_url" else value
+    runner = peek_runner()
+    if runner is not None:
+        current = settings()
+        runner.max_workers = int(current.max_concurrent_jobs)
+        runner.poll_timeout = float(current.poll_timeout)
+        wanted = cache_dir(current).expanduser().absolute()
+        if Path(getattr(runner.cache, "directory", wanted)) != wanted:
+            from ..api import MeshCache
+
+            runner.cache = MeshCache(wanted)
 
 
 def configure_batch(
