@@ -86,11 +86,11 @@ def main() -> int:
     code = batch.main(["batch.py", *batch_args])
     seconds = time.monotonic() - started
     time.sleep(0.5)  # let threads that were told to stop finish exiting
-    after = snapshot()
-    after["python_heap_kib"] = tracemalloc.get_traced_memory()[0] // 1024
-    tracemalloc.stop()
+    after = snapshot()  # the sampler is alive here as it was in the baseline
     stop.set()
     sampler.join(5)
+    after["python_heap_kib"] = tracemalloc.get_traced_memory()[0] // 1024
+    tracemalloc.stop()
     stats = {
         "exit_code": code,
         "seconds": round(seconds, 2),
