@@ -827,7 +827,7 @@ def _prewarm_imports() -> None:
 
 
 def _start_prewarm() -> None:
-    if f"{_API_PACKAGE}.client" in sys.modules:
+    if f"{_API_PACKAGE}.client" in sys.modules or (_state.prewarm is not None and _state.prewarm.is_alive()):
         return
     thread = threading.Thread(target=_prewarm_imports, name="modelslab-preload", daemon=True)
     _state.prewarm = thread
