@@ -118,7 +118,8 @@ def write_report(
         lines += ["", f"### {SECTION_TITLES.get(name, name)} (`{name}`, {outcome.seconds:.0f} s)", ""]
         if outcome.error:
             lines += [f"Section result: {outcome.error}", ""]
-        lines += [*outcome.notes, ""]
+        for note in outcome.notes:
+            lines += [note, ""]
         lines += _extra_lines(outcome.extra)
         for plot, caption in plots.get(name, []):
             lines += ["", f"![{caption}]({plot})", ""]
