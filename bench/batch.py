@@ -69,7 +69,13 @@ def _run_batch(srv: ServerProcess, images: list[Path], concurrency: int, resolut
     started_at = time.time()
     started = time.perf_counter()
     proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=600, env=env, cwd=str(root), stdin=subprocess.DEVNULL
+        args,
+        capture_output=True,
+        text=True,
+        timeout=max(180, 12 * len(images)),
+        env=env,
+        cwd=str(root),
+        stdin=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - started
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip().startswith("{")]
