@@ -279,18 +279,22 @@ def prepare_local_image(path: str) -> str:
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
         head = handle.read(64)
-    if size <= MAX_UPLOAD_BYTES and sniff_image_type(head) is not None:
+    known_type = sniff_image_type(head) is not None
+    if size <= MAX_UPLOAD_BYTES and known_type:
         check_image_file(path)
         return path
     try:
+        check_image_file(path)
+        api_error = None
+    except ModelsLabError as error:
+        api_error = error  # what is wrong with the file as it is, in the api's words
+    try:
         return _reencode_png(path, size)
-    except ModelsLabError:
-        raise
     except Exception as exc:
-        try:
-            check_image_file(path)  # the api's own words for what is wrong with the file
-        except ModelsLabError as error:
-            raise error from exc
+        if known_type and isinstance(exc, ModelsLabError):
+            raise  # a picture that stays too big even downscaled: our message is the precise one
+        if api_error is not None:
+            raise api_error from exc
         raise invalid_input(f"Blender could not read the image {path}: {exc}") from exc
 
 
