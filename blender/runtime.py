@@ -530,6 +530,8 @@ def _apply_event(event: "JobEvent") -> None:
     record = event.record
     state = str(record.state)
     if state in SETTLED:
+        if record.local_id in _state.active and state in (FAILED, TIMED_OUT) and not bpy.app.background:
+            print(f"ModelsLab: {record.name}: {state}: {event.message}", file=sys.stderr)  # the panel shows the fix
         _state.active.discard(record.local_id)
     else:
         _state.active.add(record.local_id)

@@ -216,7 +216,8 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
         if state in RUNNING_STATES:
             row.operator("modelslab.cancel_job", icon="X").job_id = item.local_id
         if item.file_path or state in ("downloaded", "imported"):
-            row.operator("modelslab.reimport_job", icon="IMPORT").job_id = item.local_id
+            label = "Import" if state == "downloaded" else "Re-import"
+            row.operator("modelslab.reimport_job", text=label, icon="IMPORT").job_id = item.local_id
         row = box.row(align=True)
         row.operator("modelslab.open_job_folder", icon="FILE_FOLDER").job_id = item.local_id
         if item.result_url:
