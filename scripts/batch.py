@@ -6,7 +6,8 @@
 It drives the same code as the `modelslab.image_to_3d` operator (the extension's job runner and importer):
 the installed extension when Blender has it enabled, else the package in the checkout this script sits in.
 Progress goes to stderr, one JSON object per input to stdout and to OUT/results.jsonl. Exit codes: 0 every
-input imported, 1 any input not imported, 2 usage error, 130 interrupted (Ctrl-C; the rest stays resumable).
+input imported, 1 any input not imported, 2 usage error, 130/143 interrupted (Ctrl-C/SIGTERM; the rest stays
+resumable).
 The API key comes only from MODELSLAB_API_KEY or the add-on preferences, never from the command line.
 """
 
@@ -75,7 +76,8 @@ def build_parser() -> BatchArgumentParser:
         allow_abbrev=False,
         description="Generate 3D meshes from images with ModelsLab, headless. "
         "The API key is read from MODELSLAB_API_KEY or the add-on preferences.",
-        epilog="Exit codes: 0 all imported, 1 any failed, 2 usage error, 130 interrupted (resume with --resume).",
+        epilog="Exit codes: 0 all imported, 1 any failed, 2 usage error, "
+        "130/143 interrupted by Ctrl-C/SIGTERM (finish with --resume).",
     )
     parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_URL", help="image files or http(s) image URLs")
     parser.add_argument("--base-url", metavar="URL", help="API base URL (default: preferences / MODELSLAB_BASE_URL)")
@@ -344,9 +346,17 @@ class Batch:
         state = str(event.state)
         if item is None or self.last_state.get(event.local_id) == state:
             return
+        previous = self.last_state.get(event.local_id)
         self.last_state[event.local_id] = state
         detail = f" - {event.message}" if event.message else ""
         self._say(item, f"{state}{detail}")
+        if state == "queued" and previous == "submitting":
+            # The server refused the submit (429; not charged, the runner submits it again after retry_after):
+            # keep fewer jobs in flight until results come back.
+            narrower = max(1, len(self.active) - 1)
+            if narrower < self.window:
+                self.window = narrower
+                self._say(item, f"server busy (rate limited): at most {self.window} job(s) in flight for now")
 
     # planning -----------------------------------------------------------------------------------------------
     def plan(self) -> None:
@@ -376,8 +386,8 @@ class Batch:
     def _resumable_records(self) -> list[Any]:
         """The newest journal job per input that an earlier batch with this --out left unfinished.
 
-        Jobs the earlier run imported count too when its results file does not report them (it was killed
-        before saving): they are imported again from the cache, never submitted again.
+        Jobs the earlier run imported count too when its results file does not report them, or when this run
+        saves a .blend (the killed run's scene is gone): they are imported again from the cache, no request.
         """
         latest: dict[str, Any] = {}
         for record in self.ext.journal_records():
@@ -392,8 +402,10 @@ class Batch:
             state = str(record.state)
             if state in ("failed", "cancelled") and not record.remote_id:
                 continue  # never accepted by the server: an input given again is simply submitted again
-            if state == "imported" and (record.local_id in reported or not record.file_path):
+            if state == "imported" and not (record.file_path and os.path.isfile(record.file_path)):
                 continue
+            if state == "imported" and record.local_id in reported and not self.args.save_blend:
+                continue  # reported before; with --save-blend it is re-imported from the cache for a complete file
             chosen.append(record)
         return sorted(chosen, key=lambda r: r.created_at)
 
@@ -657,17 +669,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     stop = threading.Event()
+    received: list[int] = []
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_stop_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
         stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)  # 2nd: now
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {signum: signal.signal(signum, on_stop_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     json_stream = split_stdout()
     output = Output(Path(args.out).absolute(), json_stream, keep_previous=args.resume)
     package = find_enabled_extension()
     ext = Extension(package, loaded_here=False) if package else Extension(load_checkout_extension(), loaded_here=True)
     batch = Batch(ext, args, output, stop)
+    code = EXIT_FAILED
     try:
         try:
             ext.check_params(job_params(args))
@@ -680,8 +695,11 @@ def main(argv: list[str] | None = None) -> int:
             output.progress(f"saved {save_blend(args.save_blend)}")
     finally:
         ext.close()
-        # None: Blender's own C-level handler, which Python cannot put back.
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for signum, handler in previous.items():
+            # None: Blender's own C-level handler, which Python cannot put back.
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if code == EXIT_INTERRUPTED and received:
+            code = 128 + received[0]  # 130 after Ctrl-C, 143 after SIGTERM
     output.progress(
         f"finished: {batch.imported} imported, {batch.failed} failed of {len(batch.items)}; "
         f"results in {output.results_path}"

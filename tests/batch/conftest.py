@@ -14,7 +14,7 @@ for path in (str(HERE.parents[1]), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from batchtools import EXAMPLES, SLOW_JOB_SECONDS, BatchHome  # noqa: E402
+from batchtools import EXAMPLES, EXPIRE_SECONDS, SLOW_JOB_SECONDS, BatchHome  # noqa: E402
 
 from tests.serverproc import ServerProcess, start_server  # noqa: E402
 
@@ -38,6 +38,21 @@ def fresh_server(server: ServerProcess) -> Iterator[ServerProcess]:
 def batch_home(tmp_path: Path, fresh_server: ServerProcess) -> BatchHome:
     """A private HOME and --out folder pointed at the fresh server."""
     return BatchHome(tmp_path, fresh_server.url)
+
+
+@pytest.fixture(scope="session")
+def expiring_server_session() -> Iterator[ServerProcess]:
+    """A server whose outputs expire EXPIRE_SECONDS after a job finished (a late download meets a 404)."""
+    with start_server("--workers", "2", "--expire-seconds", str(EXPIRE_SECONDS)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def expiring_home(tmp_path: Path, expiring_server_session: ServerProcess) -> Iterator[BatchHome]:
+    """A private HOME and --out folder pointed at the (reset) expiring server."""
+    expiring_server_session.reset()
+    yield BatchHome(tmp_path, expiring_server_session.url)
+    expiring_server_session.clear_faults()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-from batchtools import EXAMPLES, TEST_API_KEY, BatchHome, BatchRun, blend_summary
+from batchtools import EXAMPLES, EXPIRE_SECONDS, TEST_API_KEY, BatchHome, blend_summary
 
 from tests.serverproc import ServerProcess, wait_until
 
@@ -95,40 +95,39 @@ def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, 
 
 
 def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
-    batch_home: BatchHome, fresh_server: ServerProcess, images: list[Path]
+    expiring_home: BatchHome, expiring_server_session: ServerProcess, images: list[Path]
 ) -> None:
-    fresh_server.set_faults(
+    server = expiring_server_session
+    server.set_faults(
         [
             {"fault": "job_failed", "endpoint": "submit", "times": 1, "text": "GPU fell over"},
             {"fault": "rate_limit", "endpoint": "submit", "times": 3, "retry_after": 1},
             {"fault": "processing_polls", "endpoint": "submit", "times": 2, "polls": 3},
+            # The first download is told to come back later than the output lives: that output has expired.
+            {"fault": "rate_limit", "endpoint": "download", "times": 1, "retry_after": EXPIRE_SECONDS + 2},
         ]
     )
-    proc = batch_home.start([*FAST, "--concurrency", "3", *map(str, images)])
-    # The expired answer must go to another job than the failing one (a fetch fault hits the next fetch of any
-    # job): add it once the batch has seen the failure (journaled).
-    wait_until(lambda: any(r["state"] == "failed" for r in batch_home.journal()), timeout=60, message="failure")
-    fresh_server.add_faults([{"fault": "expired", "endpoint": "fetch", "times": 1}])
-    stdout, stderr = proc.communicate(timeout=150)
-    run = BatchRun(proc.returncode, stdout, stderr)
+    run = expiring_home.run([*FAST, "--concurrency", "3", *map(str, images)])
+    assert run.returncode == 1, run.describe()
     rows = run.rows
     assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images), "one row per input"
     outcome = Counter(r["status"] if r["status"] == "imported" else r["error"]["category"] for r in rows)
     assert outcome == Counter({"imported": 4, "server": 1, "expired": 1}), run.describe()
-    stats = fresh_server.stats()
-    assert stats["faults_fired"]["by_kind"].get("rate_limit") == 3
+    stats = server.stats()
+    assert stats["faults_fired"]["by_kind"]["rate_limit"] == 4
     # Every input was accepted exactly once (429s are never charged, nothing was sent twice).
     assert stats["submits"] == len(images)
-    remote_ids = [str(r["remote_id"]) for r in rows]
-    assert len(set(remote_ids)) == len(images)
+    assert len({str(r["remote_id"]) for r in rows}) == len(images)
     failed_on_server = {str(job["id"]) for job in stats["jobs"] if job["status"] == "failed"}
     failed_row = next(r for r in rows if r["status"] == "failed" and r["error"]["category"] == "server")
     assert failed_on_server == {str(failed_row["remote_id"])}
+    assert "GPU fell over" in failed_row["error"]["message"]
     for row in rows:
         if row["status"] == "failed":
             assert row["error"]["message"] and row["error"]["fix"]
+            assert "file" not in row
     assert TEST_API_KEY not in run.stdout + run.stderr
-    assert batch_home.files_containing(TEST_API_KEY) == []
+    assert expiring_home.files_containing(TEST_API_KEY) == []
 
 
 def test_429_beyond_the_clients_retries_slows_down_instead_of_failing(
@@ -142,7 +141,7 @@ def test_429_beyond_the_clients_retries_slows_down_instead_of_failing(
     stats = fresh_server.stats()
     assert stats["faults_fired"]["by_kind"]["rate_limit"] == 12
     assert stats["submits"] == 2
-    assert "rate limited" in run.stderr
+    assert "server busy (rate limited): at most 1 job(s) in flight" in run.stderr
     assert {r["state"] for r in batch_home.journal()} == {"imported"}, "refused submits leave no journal entry"
 
 
