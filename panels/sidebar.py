@@ -68,7 +68,17 @@ def _elapsed(item: Any) -> str:
     return _duration(end - item.created)
 
 
-def _wrapped(layout: Any, text: str, width: int = 48, icon: str = "NONE") -> None:
+def _wrap_width(context: bpy.types.Context | None) -> int:
+    """About how many characters fit on one line of the sidebar as wide as it is now."""
+    region = getattr(context, "region", None)
+    if region is None or not region.width:
+        return 40
+    scale = getattr(getattr(context, "preferences", None), "system", None)
+    pixels = region.width / max(0.5, getattr(scale, "ui_scale", 1.0) or 1.0)
+    return max(16, int(pixels / 7.0) - 6)
+
+
+def _wrapped(layout: Any, text: str, width: int = 40, icon: str = "NONE") -> None:
     for index, line in enumerate(textwrap.wrap(text, width) or [""]):
         layout.label(text=line, icon=icon if index == 0 else "BLANK1")
 
@@ -91,8 +101,9 @@ class MODELSLAB_UL_jobs(bpy.types.UIList):
         flt_flag: int | None = 0,
     ) -> None:
         state = item.state
-        row = layout.row(align=True)
-        row.label(text=item.name, icon=STATE_ICONS.get(state, "DOT"))
+        split = layout.split(factor=0.4, align=True)
+        split.label(text=item.name, icon=STATE_ICONS.get(state, "DOT"))
+        row = split.row(align=True)
         if state in RUNNING_STATES:
             label = state if item.eta < 0 else f"{state} ~{_duration(item.eta)}"
             compat.draw_progress(row, item.progress, label)
@@ -146,7 +157,7 @@ class MODELSLAB_PT_generate(_SidebarPanel):
         row.enabled = blocker is None
         row.operator("modelslab.image_to_3d", text="Generate", icon="MESH_MONKEY")
         if blocker:
-            _wrapped(layout.column(align=True), blocker, icon="INFO")
+            _wrapped(layout.column(align=True), blocker, _wrap_width(context), icon="INFO")
 
 
 class MODELSLAB_PT_advanced(_SidebarPanel):
@@ -185,18 +196,18 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
             )
             index = wm.modelslab_jobs_index
             if 0 <= index < len(rows):
-                self._draw_details(layout, rows[index])
+                self._draw_details(layout, rows[index], _wrap_width(context))
         row = layout.row(align=True)
         row.operator("modelslab.clear_finished_jobs", icon="TRASH")
         row.operator("modelslab.resume_jobs", text="Resume", icon="FILE_REFRESH")
 
     @staticmethod
-    def _draw_details(layout: Any, item: Any) -> None:
+    def _draw_details(layout: Any, item: Any, width: int) -> None:
         box = layout.box()
         state = item.state
         box.label(text=f"{item.name}: {STATE_LABELS.get(state, state)}", icon=STATE_ICONS.get(state, "DOT"))
         if state in RUNNING_STATES:
-            compat.draw_progress(box, item.progress, f"{int(item.progress * 100)}%")
+            compat.draw_progress(box, item.progress, STATE_LABELS.get(state, state))
             timing = f"Elapsed {_elapsed(item)}"
             if item.eta >= 0:
                 timing += f", server eta ~{_duration(item.eta)}"
@@ -204,12 +215,12 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
         else:
             box.label(text=f"Took {_elapsed(item)}")
         if item.message and state not in ("failed",):
-            _wrapped(box.column(align=True), item.message)
+            _wrapped(box.column(align=True), item.message, width)
         if state == "failed":
             col = box.column(align=True)
-            _wrapped(col, f"[{item.category}] {item.message}" if item.category else item.message, icon="ERROR")
+            _wrapped(col, f"[{item.category}] {item.message}" if item.category else item.message, width, icon="ERROR")
             if item.fix:
-                _wrapped(col, item.fix, icon="QUESTION")
+                _wrapped(col, item.fix, width, icon="QUESTION")
         if state == "timed_out":
             box.label(text="Still processing on the server: Resume to keep waiting", icon="INFO")
         row = box.row(align=True)
@@ -223,4 +234,4 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
         if item.result_url:
             row.operator("modelslab.copy_result_url", text="Copy URL", icon="COPYDOWN").job_id = item.local_id
         if state in RUNNING_STATES and item.was_submitted:
-            _wrapped(box.column(align=True), "Cancel stops waiting; the server may still charge for this job.")
+            _wrapped(box.column(align=True), "Cancel stops waiting; the server may still charge for this job.", width)
