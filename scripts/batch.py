@@ -708,5 +708,20 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run_script() -> int:
+    """main() with a non-zero exit for anything unexpected (`blender -b` would otherwise exit 0 after a traceback)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        sys.stderr.write("batch.py: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.write("batch.py: stopped by an unexpected error (a bug: please report it); run with --resume\n")
+        return EXIT_FAILED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script())

@@ -107,17 +107,19 @@ def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
             {"fault": "rate_limit", "endpoint": "download", "times": 1, "retry_after": EXPIRE_SECONDS + 2},
         ]
     )
-    run = expiring_home.run([*FAST, "--concurrency", "3", *map(str, images)])
+    missing = images[0].parent / "not there.png"  # bad input: refused before any request
+    run = expiring_home.run([*FAST, "--concurrency", "3", *map(str, images), str(missing)])
     assert run.returncode == 1, run.describe()
     rows = run.rows
-    assert sorted(Path(r["image"]).name for r in rows) == sorted(p.name for p in images), "one row per input"
+    expected = sorted(p.name for p in [*images, missing])
+    assert sorted(Path(r["image"]).name for r in rows) == expected, "one row per input"
     outcome = Counter(r["status"] if r["status"] == "imported" else r["error"]["category"] for r in rows)
-    assert outcome == Counter({"imported": 4, "server": 1, "expired": 1}), run.describe()
+    assert outcome == Counter({"imported": 4, "server": 1, "expired": 1, "invalid_input": 1}), run.describe()
     stats = server.stats()
     assert stats["faults_fired"]["by_kind"]["rate_limit"] == 4
     # Every input was accepted exactly once (429s are never charged, nothing was sent twice).
     assert stats["submits"] == len(images)
-    assert len({str(r["remote_id"]) for r in rows}) == len(images)
+    assert len({str(r["remote_id"]) for r in rows if r.get("remote_id")}) == len(images)
     failed_on_server = {str(job["id"]) for job in stats["jobs"] if job["status"] == "failed"}
     failed_row = next(r for r in rows if r["status"] == "failed" and r["error"]["category"] == "server")
     assert failed_on_server == {str(failed_row["remote_id"])}
