@@ -194,6 +194,14 @@ def split_stdout() -> TextIO:
     return json_stream
 
 
+def restore_stdout(json_stream: TextIO) -> None:
+    """Undo split_stdout(): fd 1 is the real stdout again and the extra descriptor is closed (in-process callers)."""
+    sys.stdout.flush()
+    json_stream.flush()
+    os.dup2(json_stream.fileno(), 1)
+    json_stream.close()
+
+
 # --- the extension ------------------------------------------------------------------------------------------
 
 
@@ -700,11 +708,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         if code == EXIT_INTERRUPTED and received:
             code = 128 + received[0]  # 130 after Ctrl-C, 143 after SIGTERM
-    output.progress(
-        f"finished: {batch.imported} imported, {batch.failed} failed of {len(batch.items)}; "
-        f"results in {output.results_path}"
-    )
-    json_stream.flush()
+        if batch.items:
+            output.progress(
+                f"finished: {batch.imported} imported, {batch.failed} failed of {len(batch.items)}; "
+                f"results in {output.results_path}"
+            )
+        restore_stdout(json_stream)
     return code
 
 
