@@ -859,7 +859,9 @@ class ModelsLabClient:
             try:
                 with out:
                     write = out.write
-                    read = response.raw.read1
+                    # read1 returns what arrived without waiting to fill the chunk; urllib3 1.26 (Debian's, used by
+                    # Blender 3.4) lacks it, and its read() has the same signature for this use.
+                    read = getattr(response.raw, "read1", None) or response.raw.read
                     while True:
                         if cancel is not None and cancel.is_set():
                             raise _DownloadFailure(_cancelled("Download cancelled."), retry=False, final=True)
