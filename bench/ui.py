@@ -146,6 +146,14 @@ def run(quick: bool = False) -> Outcome:
             begin_t = end_t - gap_ms / 1000.0
             slow_gaps[slow_index]["sidebar_redraws_inside"] = sum(1 for at in sidebar_ends if begin_t <= at <= end_t)
             slow_index += 1
+        spans, layout_start = [], None
+        for at, kind in ticks.get("sidebar_events") or []:
+            if kind == 0 and layout_start is None:
+                layout_start = at
+            elif kind == 1:
+                if layout_start is not None and jobs_start <= layout_start <= window[1]:
+                    spans.append((at - layout_start) * 1000.0)
+                layout_start = None
         idle_draws = [d[1] for d in draws if d[0] < jobs_start]
         outcome.extra["ui_viewport_draws"] = {
             "draws_while_jobs_ran": len(window_draws),
@@ -155,6 +163,9 @@ def run(quick: bool = False) -> Outcome:
             "plain_gaps_over_50ms": slow_gaps,
             "plain_gaps_over_50ms_with_a_sidebar_redraw": sum(1 for g in slow_gaps if g["sidebar_redraws_inside"]),
             "sidebar_redraws_while_jobs_ran": sum(1 for at in sidebar_ends if jobs_start <= at <= window[1]),
+            # from the first add-on panel's draw() to the end of the sidebar region's drawing
+            "sidebar_layout_to_region_end_ms_median": rounded(median(spans), 1) if spans else None,
+            "sidebar_layout_to_region_end_ms_max": rounded(max(spans), 1) if spans else None,
         }
         outcome.series["viewport_draws"] = [(d[0] - jobs_start, d[1]) for d in window_draws]
     epoch_t0 = ticks.get("epoch_at_driver_t0")
