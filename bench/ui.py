@@ -200,6 +200,9 @@ def run(quick: bool = False) -> Outcome:
         "`import_ticks_ms`), measured by wrapping `bpy.app.timers.register` before the add-on is enabled "
         "(bench/ui_driver.py). Blender's memory: VmRSS/VmHWM of the Blender process. `gui_in_scene_overhead_s`: "
         "per job, the moment the driver (polling every 50 ms) first saw the object in the scene − the server's "
-        "`finished_at` of that job (matched by the object's `modelslab_remote_id`), for all 8 concurrent jobs."
+        "`finished_at` of that job (matched by the object's `modelslab_remote_id`), for all 8 concurrent jobs. "
+        "`ui_viewport_draws` is the profile of the stall figure: 3D-viewport draws (PRE_VIEW..POST_PIXEL handlers) "
+        "and sidebar redraws (the add-on panels' draw() .. the UI region's POST_PIXEL handler) inside each plain "
+        "gap over 50 ms."
     )
     return outcome
