@@ -117,6 +117,12 @@ def run(quick: bool = False) -> Outcome:
             "p50_ms": rounded(median(normal), 3) if normal else None,
             "max_ms": rounded(max(normal), 3) if normal else None,
             "import_ticks_ms": [rounded(r[1], 1) for r in import_rows],
+            # wall vs the main thread's CPU time of the slowest plain ticks: a gap between them is time the tick
+            # spent not running (waiting for the GIL held by a worker thread, for the OS, or for I/O)
+            "slowest_ticks_wall_cpu_ms": [
+                [rounded(r[1], 3), rounded(r[4], 3) if len(r) > 4 else None]
+                for r in sorted((r for r in during if r[2] == 0), key=lambda r: r[1])[-5:]
+            ],
         }
         outcome.extra["blender_memory_8_jobs"] = {
             "rss_before_first_tick_mb": memory.get("before_first_tick_mb"),
@@ -203,6 +209,7 @@ def run(quick: bool = False) -> Outcome:
         "`finished_at` of that job (matched by the object's `modelslab_remote_id`), for all 8 concurrent jobs. "
         "`ui_viewport_draws` is the profile of the stall figure: 3D-viewport draws (PRE_VIEW..POST_PIXEL handlers) "
         "and sidebar redraws (the add-on panels' draw() .. the UI region's POST_PIXEL handler) inside each plain "
-        "gap over 50 ms."
+        "gap over 50 ms. `slowest_ticks_wall_cpu_ms`: wall vs main-thread CPU time of the slowest plain ticks (CPU "
+        "well below wall = the tick was waiting: for the GIL held by a worker thread, the OS or I/O)."
     )
     return outcome

@@ -22,7 +22,7 @@ import bpy
 CONFIG = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
 ADDON_MODULE = CONFIG.get("ticks_module", "modelslab_3d")
 DRIVER = Path(CONFIG.get("jobs_driver") or Path(__file__).resolve().parents[1] / "tests" / "gui" / "driver_jobs.py")
-TICKS: list[list[float]] = []  # [start (perf_counter), duration ms, objects created, rss MB]
+TICKS: list[list[float]] = []  # [start (perf_counter), wall ms, objects created, rss MB, main-thread CPU ms]
 WRAPPED: dict[Any, Any] = {}
 TIMER_NAMES: set[str] = set()
 MEMORY: dict[str, float] = {}
@@ -54,17 +54,20 @@ _is_registered = bpy.app.timers.is_registered
 def _wrap(function: Any) -> Any:
     def timed(*args: Any, **kwargs: Any) -> Any:
         objects_before = len(bpy.data.objects)
+        cpu_started = time.thread_time()
         started = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
             ended = time.perf_counter()
+            cpu_ms = (time.thread_time() - cpu_started) * 1000.0
             TICKS.append(
                 [
                     started,
                     round((ended - started) * 1000.0, 4),
                     len(bpy.data.objects) - objects_before,
                     round(rss_mb(), 1),
+                    round(cpu_ms, 4),
                 ]
             )
 
