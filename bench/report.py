@@ -160,7 +160,7 @@ def _plots(docs_dir: Path, outcomes: dict[str, Outcome]) -> dict[str, list[tuple
     ui = outcomes.get("ui")
     timeline = ui.series.get("stall_timeline") if ui else None
     if timeline:
-        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         kinds = (
             (0, ".", "20 ms timer gap"),
             (1, "x", "gap spanning a mesh import (excluded)"),
@@ -171,12 +171,15 @@ def _plots(docs_dir: Path, outcomes: dict[str, Outcome]) -> dict[str, list[tuple
             if points:
                 ax.plot([t for t, _ in points], [g for _, g in points], marker, markersize=4, label=label)
         ax.axhline(50, color="tab:red", linestyle="--", linewidth=1, label="goal (50 ms)")
+        redraws = ui.series.get("sidebar_redraws") or []
+        if redraws:
+            ax.plot(redraws, [12] * len(redraws), "|", color="tab:purple", markersize=10, label="sidebar redraw ended")
         ax.set_xlabel("seconds since the first job was submitted")
         ax.set_ylabel("gap (ms)")
         ax.set_yscale("log")
-        ax.set_title("Blender UI timer gaps while 8 jobs run")
+        ax.set_title("Blender UI timer gaps while 8 jobs run (Blender 3.4, Xvfb)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
         fig.tight_layout()
         fig.savefig(docs_dir / "bench_ui_stall.png")
         plt.close(fig)

@@ -174,6 +174,7 @@ def run(quick: bool = False) -> Outcome:
             "sidebar_layout_to_region_end_ms_max": rounded(max(spans), 1) if spans else None,
         }
         outcome.series["viewport_draws"] = [(d[0] - jobs_start, d[1]) for d in window_draws]
+        outcome.series["sidebar_redraws"] = [at - jobs_start for at in sidebar_ends if jobs_start <= at <= window[1]]
     epoch_t0 = ticks.get("epoch_at_driver_t0")
     jobs_window = result.get("jobs_window")
     finished = {str(j["id"]): j["finished_at"] for j in server_jobs if j.get("finished_at")}
