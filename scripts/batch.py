@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "modelslab_3d"
+SCRIPT_ALIAS = "modelslab"  # sys.modules alias of blender/scripting.py that register() installs
 FORMATS = ("obj", "glb", "ply", "stl")
 
 EXIT_OK = 0
@@ -206,9 +207,19 @@ def restore_stdout(json_stream: TextIO) -> None:
 
 
 def find_enabled_extension() -> ModuleType | None:
-    """The modelslab_3d package Blender already has enabled (extension or legacy add-on), if any."""
+    """The modelslab_3d package already registered in this Blender (extension or legacy add-on), if any.
+
+    `blender -b` enables the add-ons of the user's preferences; the bpy module does not load preferences, so
+    there it is found only when the calling script enabled it (its register() sets the `modelslab` alias).
+    """
     import bpy
 
+    alias = sys.modules.get(SCRIPT_ALIAS)
+    suffix = ".blender.scripting"
+    if alias is not None and alias.__name__.endswith(suffix):
+        registered = sys.modules.get(alias.__name__[: -len(suffix)])
+        if registered is not None:
+            return registered
     for addon in bpy.context.preferences.addons:
         module = addon.module
         if module == PACKAGE or module.endswith("." + PACKAGE):

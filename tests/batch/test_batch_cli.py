@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
-from batchtools import EXAMPLES, EXPIRE_SECONDS, TEST_API_KEY, BatchHome, blend_summary
+from batchtools import BATCH, EXAMPLES, EXPIRE_SECONDS, REPO_ROOT, TEST_API_KEY, BatchHome, BatchRun, blend_summary
 
 from tests.serverproc import ServerProcess, wait_until
 
@@ -203,3 +205,47 @@ def test_ctrl_c_stops_waiting_writes_rows_and_stays_resumable(
     assert sorted(r["status"] for r in run.rows) == ["imported"] * 3
     assert sum(1 for r in run.rows if r.get("resumed")) == 2
     assert slow_server.stats()["submits"] == 3  # the two resumed + the one never submitted before
+
+
+INSTALL = """
+import sys, bpy
+bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default", enable_on_install=True)
+"""
+# A pipeline script that enables the installed extension, then runs the batch in the same process.
+ENABLE_THEN_BATCH = """
+import runpy, sys, bpy, addon_utils
+addon_utils.enable("bl_ext.user_default.modelslab_3d")
+sys.argv = ["batch.py", *sys.argv[1:]]
+runpy.run_path(sys.argv.pop(1), run_name="__main__")
+"""
+
+
+def test_uses_the_installed_extension_when_it_is_enabled(
+    batch_home: BatchHome, fresh_server: ServerProcess, tmp_path: Path
+) -> None:
+    build = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "build_extension.py"), "--output-dir", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    env = batch_home.env()
+    install = subprocess.run(
+        [sys.executable, "-c", INSTALL, str(tmp_path / "dist" / "modelslab_3d-0.1.0.zip")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    command = [sys.executable, "-c", ENABLE_THEN_BATCH, str(BATCH), *batch_home.command([*FAST, str(EXAMPLES[0])])[2:]]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=batch_home.root)
+    run = BatchRun(done.returncode, done.stdout, done.stderr)
+    assert run.returncode == 0, run.describe()
+    assert "extension bl_ext.user_default.modelslab_3d (installed:" in run.stderr
+    assert [r["status"] for r in run.rows] == ["imported"]
+    # The installed extension keeps its journal in its own user directory (extension_path_user).
+    journal = [p for p in batch_home.journal_files() if "extensions" in p.parts]
+    assert len(journal) == 1 and ".user" in journal[0].parts, batch_home.journal_files()
+    assert fresh_server.stats()["submits"] == 1
