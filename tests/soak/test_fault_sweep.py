@@ -252,26 +252,73 @@ def test_tls_with_the_ca_bundle(
     assert https_server.stats()["submits"] == 1
 
 
+def _case(rule: dict, category: str, submits: int, modes: tuple[str, ...] = ("operator", "batch")) -> list:
+    name = f"{rule['fault']}-{rule.get('status', rule['endpoint'])}"
+    return [pytest.param(rule, category, submits, mode, id=f"{name}-{mode}") for mode in modes]
+
+
+# (rule, category, jobs the server charges, modes). Operator-level cases tests/blender already has
+# (402, 500 on submit, failed job, expired fetch, HTML/corrupt mesh) run here for the batch only. A server that
+# answers 429 forever is waited on (never charged) up to the poll timeout, then the batch slows down and re-sends:
+# minutes by design, so that case is proven at the api level (test_reliability_faults.py, short timeouts).
 FAULT_CASES = [
-    pytest.param({"fault": "truncate", "endpoint": "download", "times": -1}, "network", id="truncated-download"),
-    pytest.param(
-        {"fault": "corrupt_mesh", "endpoint": "download", "bytes": 0, "times": -1}, "bad_mesh", id="empty-obj"
-    ),
-    pytest.param({"fault": "expired", "endpoint": "download", "times": -1}, "expired", id="expired-output"),
-    pytest.param({"fault": "malformed_json", "endpoint": "submit"}, "server", id="malformed-json"),
-    pytest.param({"fault": "status_error", "endpoint": "submit", "spelling": "messege"}, "server", id="status-error"),
+    *_case({"fault": "truncate", "endpoint": "download", "times": -1}, "network", 1),
+    *_case({"fault": "corrupt_mesh", "endpoint": "download", "bytes": 0, "times": -1}, "bad_mesh", 1),
+    *_case({"fault": "corrupt_mesh", "endpoint": "download", "times": -1}, "bad_mesh", 1, ("batch",)),
+    *_case({"fault": "html_mesh", "endpoint": "download", "times": -1}, "bad_mesh", 1, ("batch",)),
+    *_case({"fault": "expired", "endpoint": "download", "times": -1}, "expired", 1),
+    *_case({"fault": "malformed_json", "endpoint": "submit"}, "server", 0),
+    *_case({"fault": "status_error", "endpoint": "submit", "spelling": "messege"}, "server", 0),
+    *_case({"fault": "http_error", "endpoint": "submit", "status": 401}, "auth", 0, ("batch",)),
+    *_case({"fault": "http_error", "endpoint": "submit", "status": 402}, "credits", 0, ("batch",)),
+    *_case({"fault": "http_error", "endpoint": "submit", "status": 403}, "auth", 0),
+    *_case({"fault": "http_error", "endpoint": "submit", "status": 502, "body": "html"}, "server", 0),
+    *_case({"fault": "http_error", "endpoint": "submit", "status": 503, "body": "html"}, "server", 0, ("batch",)),
 ]
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("rule", "category"), FAULT_CASES)
-def test_server_fault(mode: str, rule: dict, category: str, tmp_path: Path, http_server: ServerProcess) -> None:
+@pytest.mark.parametrize(("rule", "category", "submits", "mode"), FAULT_CASES)
+def test_server_fault(
+    mode: str, rule: dict, category: str, submits: int, tmp_path: Path, http_server: ServerProcess
+) -> None:
     http_server.reset()
     http_server.set_faults([rule])
     home = Home(tmp_path)
     run = run_operator(home, http_server.url) if mode == "operator" else run_batch(home, http_server.url)
     check_failed(mode, home, run, category)
-    assert http_server.stats()["submits"] == (0 if rule["endpoint"] == "submit" else 1)
+    assert http_server.stats()["submits"] == submits
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lost_submit_answer_is_never_sent_again(mode: str, tmp_path: Path, http_server: ServerProcess) -> None:
+    """The server takes (and charges) the job but the answer is lost: one charge, never a second, and the user is
+    told the job may have been charged."""
+    http_server.reset()
+    http_server.set_faults([{"fault": "drop_connection", "endpoint": "submit"}])
+    home = Home(tmp_path)
+    run = run_operator(home, http_server.url) if mode == "operator" else run_batch(home, http_server.url)
+    check_failed(mode, home, run, "network", "charged")
+    stats = http_server.stats()
+    assert stats["submits"] == 1 and stats["requests"]["submit"] == 1
+
+
+def test_processing_forever_through_the_batch_is_resumable(tmp_path: Path, http_server: ServerProcess) -> None:
+    """(The operator's case is tests/blender's.) --timeout gives up waiting, never the job: a resumable row."""
+    http_server.reset()
+    http_server.set_faults([{"fault": "processing_forever", "endpoint": "submit"}])
+    home = Home(tmp_path)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "batch.py"), "--base-url", http_server.url]
+    command += ["--out", str(home.out), "--resolution", "32", "--timeout", "2", str(EXAMPLE_IMAGE)]
+    done = subprocess.run(
+        command, cwd=home.root, env=home.env(http_server.url, {}), capture_output=True, text=True, timeout=180
+    )
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(rows) == 1, done.stderr[-3000:]
+    row = rows[0]
+    assert row["status"] == "timed_out" and row.get("resumable") is True and row.get("remote_id"), row
+    assert [r["state"] for r in home.journal()] == ["timed_out"]
+    assert http_server.stats()["submits"] == 1
+    check_clean(home, {"printed": done.stdout + done.stderr})
 
 
 @pytest.mark.parametrize("mode", MODES)
