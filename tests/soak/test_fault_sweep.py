@@ -252,8 +252,10 @@ def test_tls_with_the_ca_bundle(
     assert https_server.stats()["submits"] == 1
 
 
-def _case(rule: dict, category: str, submits: int, modes: tuple[str, ...] = ("operator", "batch")) -> list:
-    name = f"{rule['fault']}-{rule.get('status', rule['endpoint'])}"
+def _case(
+    rule: dict, category: str, submits: int, modes: tuple[str, ...] = ("operator", "batch"), name: str = ""
+) -> list:
+    name = name or f"{rule['fault']}-{rule.get('status', rule['endpoint'])}"
     return [pytest.param(rule, category, submits, mode, id=f"{name}-{mode}") for mode in modes]
 
 
@@ -263,8 +265,8 @@ def _case(rule: dict, category: str, submits: int, modes: tuple[str, ...] = ("op
 # minutes by design, so that case is proven at the api level (test_reliability_faults.py, short timeouts).
 FAULT_CASES = [
     *_case({"fault": "truncate", "endpoint": "download", "times": -1}, "network", 1),
-    *_case({"fault": "corrupt_mesh", "endpoint": "download", "bytes": 0, "times": -1}, "bad_mesh", 1),
-    *_case({"fault": "corrupt_mesh", "endpoint": "download", "times": -1}, "bad_mesh", 1, ("batch",)),
+    *_case({"fault": "corrupt_mesh", "endpoint": "download", "bytes": 0, "times": -1}, "bad_mesh", 1, name="empty"),
+    *_case({"fault": "corrupt_mesh", "endpoint": "download", "times": -1}, "bad_mesh", 1, ("batch",), "corrupt"),
     *_case({"fault": "html_mesh", "endpoint": "download", "times": -1}, "bad_mesh", 1, ("batch",)),
     *_case({"fault": "expired", "endpoint": "download", "times": -1}, "expired", 1),
     *_case({"fault": "malformed_json", "endpoint": "submit"}, "server", 0),
