@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
 BATCH = REPO_ROOT / "scripts" / "batch.py"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.png"))
 TEST_API_KEY = f"mlk-batch-{secrets.token_hex(12)}"
-EXPIRE_SECONDS = 3.0  # the expiring server's output lifetime (the real service: 24 h)
+EXPIRE_SECONDS = 4.0  # the expiring server's output lifetime (the real service: 24 h)
 SLOW_JOB_SECONDS = 5.0  # the slow server's job length: long enough to kill a batch while it polls
 # Environment that would leak the developer's own setup into a batch under test.
 _SCRUBBED_ENV = (
