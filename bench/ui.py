@@ -160,6 +160,9 @@ def run(quick: bool = False) -> Outcome:
                 if layout_start is not None and jobs_start <= layout_start <= window[1]:
                     spans.append((at - layout_start) * 1000.0)
                 layout_start = None
+        panel_ms: dict[str, list[float]] = {}
+        for name, ms in ticks.get("panel_draw_ms") or []:
+            panel_ms.setdefault(name, []).append(ms)
         idle_draws = [d[1] for d in draws if d[0] < jobs_start]
         outcome.extra["ui_viewport_draws"] = {
             "draws_while_jobs_ran": len(window_draws),
@@ -172,6 +175,11 @@ def run(quick: bool = False) -> Outcome:
             # from the first add-on panel's draw() to the end of the sidebar region's drawing
             "sidebar_layout_to_region_end_ms_median": rounded(median(spans), 1) if spans else None,
             "sidebar_layout_to_region_end_ms_max": rounded(max(spans), 1) if spans else None,
+            # Python time of the add-on's own draw code per class (panels' draw(), the job list's draw_item())
+            "addon_python_draw_ms": {
+                name: {"calls": len(values), "median": rounded(median(values), 3), "max": rounded(max(values), 3)}
+                for name, values in sorted(panel_ms.items())
+            },
         }
         outcome.series["viewport_draws"] = [(d[0] - jobs_start, d[1]) for d in window_draws]
         outcome.series["sidebar_redraws"] = [at - jobs_start for at in sidebar_ends if jobs_start <= at <= window[1]]
@@ -210,7 +218,8 @@ def run(quick: bool = False) -> Outcome:
         "`finished_at` of that job (matched by the object's `modelslab_remote_id`), for all 8 concurrent jobs. "
         "`ui_viewport_draws` is the profile of the stall figure: 3D-viewport draws (PRE_VIEW..POST_PIXEL handlers) "
         "and sidebar redraws (the add-on panels' draw() .. the UI region's POST_PIXEL handler) inside each plain "
-        "gap over 50 ms. `slowest_ticks_wall_cpu_ms`: wall vs main-thread CPU time of the slowest plain ticks (CPU "
+        "gap over 50 ms; `addon_python_draw_ms` = the Python time of the add-on's own draw code per class "
+        "(panels' draw(), the job list's draw_item()). `slowest_ticks_wall_cpu_ms`: wall vs main-thread CPU time of the slowest plain ticks (CPU "
         "well below wall = the tick was waiting: for the GIL held by a worker thread, the OS or I/O)."
     )
     return outcome

@@ -127,13 +127,10 @@ code = compile(DRIVER.read_text(encoding="utf-8"), str(DRIVER), "exec")
 exec(code, namespace)  # the gui layer's driver, unchanged: it registers its own timers and returns
 _write_result = namespace["write_result"]
 
-# Profiling aid for the sidebar: the add-on's panels' draw calls (layout) and the end of each sidebar (UI region)
-# draw, so that a gap can be attributed to redrawing the sidebar.
-SIDEBAR_EVENTS: list[list[float]] = []  # [perf_counter, 0 = an add-on panel drew, 1 = the UI region finished]
-
-
-def _panel_drew(_panel: Any, _context: Any) -> None:
-    SIDEBAR_EVENTS.append([time.perf_counter(), 0])
+# Profiling aid for the sidebar: when the add-on's panels draw and how long their Python draw() code takes, and
+# the end of each sidebar (UI region) draw, so that a gap can be attributed to redrawing the sidebar.
+SIDEBAR_EVENTS: list[list[float]] = []  # [perf_counter, 0 = an add-on panel's draw() began, 1 = UI region done]
+PANEL_DRAW_MS: list[list[Any]] = []  # [class name, Python ms] of each add-on panel draw() / UIList draw_item()
 
 
 def _sidebar_done() -> None:
@@ -147,9 +144,26 @@ def _all_subclasses(cls: type) -> list[type]:
     return found
 
 
+def _timed_draw(method: Any, is_panel: bool, name: str) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        if is_panel:
+            SIDEBAR_EVENTS.append([started, 0])
+        try:
+            return method(*args, **kwargs)
+        finally:
+            PANEL_DRAW_MS.append([name, (time.perf_counter() - started) * 1000.0])
+
+    return timed
+
+
+_CATEGORY = namespace["CONFIG"].get("category", "ModelsLab")
 for _cls in _all_subclasses(bpy.types.Panel):
-    if getattr(_cls, "bl_category", "") == namespace["CONFIG"].get("category", "ModelsLab") and "draw" in vars(_cls):
-        _cls.append(_panel_drew)
+    if getattr(_cls, "bl_category", "") == _CATEGORY and "draw" in vars(_cls):
+        _cls.draw = _timed_draw(vars(_cls)["draw"], True, _cls.__name__)
+for _cls in _all_subclasses(bpy.types.UIList):
+    if _module_of(_cls).split(".")[0] == ADDON_MODULE and "draw_item" in vars(_cls):
+        _cls.draw_item = _timed_draw(vars(_cls)["draw_item"], False, _cls.__name__)
 bpy.types.SpaceView3D.draw_handler_add(_sidebar_done, (), "UI", "POST_PIXEL")
 
 
@@ -164,6 +178,7 @@ def write_result_with_ticks() -> None:
         "memory": MEMORY,
         "viewport_draws": [[round(a - driver_t0, 4), round((b - a) * 1000.0, 2)] for a, b in VIEWPORT_DRAWS],
         "sidebar_events": [[round(at - driver_t0, 4), kind] for at, kind in SIDEBAR_EVENTS],
+        "panel_draw_ms": [[name, round(ms, 3)] for name, ms in PANEL_DRAW_MS],
         "epoch_at_driver_t0": time.time() - (time.perf_counter() - driver_t0),
     }
     _write_result()
