@@ -219,7 +219,8 @@ def run(quick: bool = False) -> Outcome:
         "`ui_viewport_draws` is the profile of the stall figure: 3D-viewport draws (PRE_VIEW..POST_PIXEL handlers) "
         "and sidebar redraws (the add-on panels' draw() .. the UI region's POST_PIXEL handler) inside each plain "
         "gap over 50 ms; `addon_python_draw_ms` = the Python time of the add-on's own draw code per class "
-        "(panels' draw(), the job list's draw_item()). `slowest_ticks_wall_cpu_ms`: wall vs main-thread CPU time of the slowest plain ticks (CPU "
-        "well below wall = the tick was waiting: for the GIL held by a worker thread, the OS or I/O)."
+        "(panels' draw(), the job list's draw_item()). `slowest_ticks_wall_cpu_ms`: wall vs main-thread CPU "
+        "time of the slowest plain ticks (CPU well below wall = the tick was waiting: for the GIL held by "
+        "a worker thread, the OS or I/O)."
     )
     return outcome
