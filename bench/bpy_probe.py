@@ -20,8 +20,12 @@ RESULT_MARKER = "@@BENCH_RESULT@@ "
 WARM_UP_PAIRS = 2
 
 
-def _raise(exc: BaseException) -> None:
-    raise exc
+def _addons() -> Any:
+    """The enabled add-ons collection (typed loosely: the stubs allow no preferences)."""
+    import bpy
+
+    preferences: Any = bpy.context.preferences
+    return preferences.addons
 
 
 def install(zips: list[str]) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def _enable_ms(module: str, cpu: list[float] | None = None) -> float:
     elapsed = (time.perf_counter() - start) * 1000.0
     if cpu is not None:
         cpu.append((time.thread_time() - cpu_start) * 1000.0)
-    if result != {"FINISHED"} or module not in bpy.context.preferences.addons:
+    if result != {"FINISHED"} or module not in _addons():
         raise RuntimeError(f"addon_enable({module}) returned {result}")
     return elapsed
 
@@ -63,7 +67,7 @@ def register(module: str, cycles: int, warm_up: str | None) -> dict[str, Any]:
     extension enabled just before, takes Blender's own one-time extension costs. Then warm disable/enable cycles."""
     import bpy
 
-    if module in bpy.context.preferences.addons:
+    if module in _addons():
         raise RuntimeError(f"{module} is already enabled at startup: the cold figure would be meaningless")
     if warm_up:
         # Blender's own extension machinery, which it loads lazily around the first extension enable of a process
@@ -112,7 +116,7 @@ def import_compare(module: str, obj_path: str, rounds: int) -> dict[str, Any]:
 
     import bpy
 
-    if module not in bpy.context.preferences.addons:
+    if module not in _addons():
         _enable_ms(module)
     importer = importlib.import_module(f"{module}.blender.importer")
 
@@ -159,16 +163,17 @@ def import_compare(module: str, obj_path: str, rounds: int) -> dict[str, Any]:
             _clear_scene()
             bare_s.append(bare())
         _clear_scene()
-    obj = None
     addon(rounds)
-    obj = bpy.context.view_layer.objects.active
+    view_layer: Any = bpy.context.view_layer
+    obj: Any = view_layer.objects.active
+    undo_push: Any = bpy.ops.ed.undo_push
     check = {
         "collection": [c.name for c in obj.users_collection],
         "material": [m.name for m in obj.data.materials if m],
         "color_attributes": [a.name for a in obj.data.color_attributes],
         "vertices": len(obj.data.vertices),
         "custom_props": sorted(k for k in obj.keys() if k.startswith("modelslab_")),
-        "undo_push_poll": bool(bpy.ops.ed.undo_push.poll()),
+        "undo_push_poll": bool(undo_push.poll()),
     }
     return {"first": first, "bare_s": bare_s, "addon_s": addon_s, "check": check}
 

@@ -159,7 +159,7 @@ def _plots(docs_dir: Path, outcomes: dict[str, Outcome]) -> dict[str, list[tuple
         made.setdefault("time_to_mesh", []).append(("bench_time_to_mesh.png", "time-to-mesh overhead per client"))
     ui = outcomes.get("ui")
     timeline = ui.series.get("stall_timeline") if ui else None
-    if timeline:
+    if ui is not None and timeline:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         kinds = (
             (0, ".", "20 ms timer gap"),

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from server.process import start_server
+from collections.abc import Callable
+
+from server.process import ServerProcess, start_server
 
 from .common import API_KEY, EXAMPLE_IMAGE, Outcome, log, median, rounded, wait_for
 
 RESOLUTIONS = (64, 128, 256, 512)
 REPEATS = {64: 3, 128: 3, 256: 5, 512: 3}
+
+
+def _finished(srv: ServerProcess, job_id: int) -> Callable[[], dict | None]:
+    """A condition for wait_for: the job's stats entry once the server has finished it."""
+
+    def condition() -> dict | None:
+        job = srv.job(job_id)
+        return job if job and job["finished_at"] else None
+
+    return condition
 
 
 def run(quick: bool = False) -> Outcome:
@@ -25,12 +37,7 @@ def run(quick: bool = False) -> Outcome:
                 )
                 response.raise_for_status()
                 job_id = response.json()["id"]
-                job = wait_for(
-                    lambda job_id=job_id: (j := srv.job(job_id)) and j["finished_at"] and j,
-                    timeout=120,
-                    interval=0.05,
-                    what=f"server job {job_id}",
-                )
+                job = wait_for(_finished(srv, job_id), timeout=120, interval=0.05, what=f"server job {job_id}")
                 if job["status"] != "success":
                     raise RuntimeError(f"server job at resolution {resolution} failed: {job.get('error')}")
                 samples.setdefault(resolution, []).append(job["finished_at"] - job["started_at"])

@@ -138,7 +138,8 @@ def _sidebar_done() -> None:
 
 
 def _all_subclasses(cls: type) -> list[type]:
-    found = []
+    found: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         found += [sub, *_all_subclasses(sub)]
     return found
@@ -160,10 +161,10 @@ def _timed_draw(method: Any, is_panel: bool, name: str) -> Any:
 _CATEGORY = namespace["CONFIG"].get("category", "ModelsLab")
 for _cls in _all_subclasses(bpy.types.Panel):
     if getattr(_cls, "bl_category", "") == _CATEGORY and "draw" in vars(_cls):
-        _cls.draw = _timed_draw(vars(_cls)["draw"], True, _cls.__name__)
+        setattr(_cls, "draw", _timed_draw(vars(_cls)["draw"], True, _cls.__name__))  # noqa: B010
 for _cls in _all_subclasses(bpy.types.UIList):
     if _module_of(_cls).split(".")[0] == ADDON_MODULE and "draw_item" in vars(_cls):
-        _cls.draw_item = _timed_draw(vars(_cls)["draw_item"], False, _cls.__name__)
+        setattr(_cls, "draw_item", _timed_draw(vars(_cls)["draw_item"], False, _cls.__name__))  # noqa: B010
 bpy.types.SpaceView3D.draw_handler_add(_sidebar_done, (), "UI", "POST_PIXEL")
 
 
