@@ -56,7 +56,6 @@ OPERATOR_PARAMS = (
     "webhook",
     "track_id",
 )
-SETTLED_STATES = {"downloaded", "imported", "timed_out", "failed", "cancelled"}
 
 
 class UsageError(Exception):
@@ -258,7 +257,7 @@ class Extension:
     @property
     def where(self) -> str:
         """Where the package came from, for the progress log."""
-        how = "from the checkout" if self.loaded_here else "installed"
+        how = "loaded from the checkout" if self.loaded_here else "already enabled"
         return f"{self.package.__name__} ({how}: {Path(self.package.__file__ or '').parent})"
 
     def check_params(self, params: dict[str, Any]) -> None:
@@ -389,12 +388,19 @@ class Batch:
                 self.active[record.local_id] = item
                 self.last_state[record.local_id] = str(record.state)
                 self._say(item, f"resuming job {record.local_id} ({record.state}; not submitted again)")
-                if str(record.state) not in ("downloaded", "imported"):
-                    try:
-                        self.ext.resume(record.local_id)
-                    except self.ext.api.ModelsLabError as error:
-                        self.active.pop(record.local_id)
-                        self._fail(item, error.to_dict(), record=record)
+                state = str(record.state)
+                if state in ("downloaded", "imported"):
+                    continue  # imported from the cache when the loop meets it
+                if state in ("failed", "cancelled") and not record.remote_id:
+                    # It may have reached the server (no id to follow it by): report it, never send it again.
+                    self.active.pop(record.local_id)
+                    self._fail_row(item, self.ext.result(record.local_id, None, item.image))
+                    continue
+                try:
+                    self.ext.resume(record.local_id)
+                except self.ext.api.ModelsLabError as error:
+                    self.active.pop(record.local_id)
+                    self._fail(item, error.to_dict(), record=record)
         for image in self.args.inputs:
             if _source_key(image) in covered:
                 continue
@@ -419,8 +425,8 @@ class Batch:
         chosen = []
         for record in latest.values():
             state = str(record.state)
-            if state in ("failed", "cancelled") and not record.remote_id:
-                continue  # never accepted by the server: an input given again is simply submitted again
+            if state in ("failed", "cancelled") and not _may_have_been_charged(record):
+                continue  # the server never took it: an input given again is simply submitted again
             if state == "imported" and not (record.file_path and os.path.isfile(record.file_path)):
                 continue
             if state == "imported" and record.local_id in reported and not self.args.save_blend:
@@ -583,6 +589,16 @@ def _error_fields(error: dict) -> dict:
         "message": str(error.get("message") or ""),
         "fix": str(error.get("fix") or ""),
     }
+
+
+def _may_have_been_charged(record: Any) -> bool:
+    """Whether a job may have reached the server: it has a remote id, or a submit was cut off unanswered."""
+    if record.remote_id:
+        return True
+    category = (record.error or {}).get("category")
+    if category in ("rate_limited", "invalid_input", "auth", "credits", "offline"):
+        return False  # refused by the server, or stopped before anything was sent
+    return bool(record.was_submitted)
 
 
 def _display_name(image: str) -> str:

@@ -182,6 +182,31 @@ def test_resume_after_kill_finishes_without_resubmitting(
     assert slow_home.files_containing(TEST_API_KEY) == []
 
 
+def test_resume_never_resubmits_a_submit_that_was_cut_off(
+    batch_home: BatchHome, fresh_server: ServerProcess, images: list[Path]
+) -> None:
+    # The server takes (and charges for) the job but answers late; the batch is killed before the answer.
+    fresh_server.set_faults([{"fault": "delay", "endpoint": "submit", "times": 1, "seconds": 30}])
+    proc = batch_home.start([*FAST, str(images[0])])
+    try:
+        wait_until(lambda: fresh_server.stats()["submits"] == 1, timeout=60, message="the submit arrived")
+        wait_until(lambda: [r["state"] for r in batch_home.journal()] == ["submitting"], timeout=30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    fresh_server.clear_faults()
+
+    run = batch_home.run(["--resume", *FAST, str(images[0])])
+    assert run.returncode == 1, run.describe()
+    [row] = run.rows
+    assert row["status"] == "failed" and row["error"]["category"] == "network", row
+    assert "not sent again" in row["error"]["fix"] or "double charge" in row["error"]["fix"], row
+    assert fresh_server.stats()["submits"] == 1, "a submit that may have been charged is never sent again"
+    again = batch_home.run(["--resume", *FAST, str(images[0])])
+    assert [r["error"]["category"] for r in again.rows] == ["network"]
+    assert fresh_server.stats()["submits"] == 1
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_waiting_writes_rows_and_stays_resumable(
     slow_home: BatchHome, slow_server: ServerProcess, images: list[Path], stop_signal: int
@@ -243,7 +268,7 @@ def test_uses_the_installed_extension_when_it_is_enabled(
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=batch_home.root)
     run = BatchRun(done.returncode, done.stdout, done.stderr)
     assert run.returncode == 0, run.describe()
-    assert "extension bl_ext.user_default.modelslab_3d (installed:" in run.stderr
+    assert "extension bl_ext.user_default.modelslab_3d (already enabled:" in run.stderr
     assert [r["status"] for r in run.rows] == ["imported"]
     # The installed extension keeps its journal in its own user directory (extension_path_user).
     journal = [p for p in batch_home.journal_files() if "extensions" in p.parts]
