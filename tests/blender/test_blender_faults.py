@@ -54,7 +54,7 @@ def assert_failed_cleanly(result: dict, category: str) -> None:
     """An ERROR report naming the category, no new object, and a journal that tells the truth."""
     attempt = result["runs"][0]
     assert attempt["error"] is not None, f"no error report (operator returned {attempt['result']})"
-    assert category in attempt["error"], f"report does not name {category!r}: {attempt['error']}"
+    assert f"[{category}]" in attempt["error"], f"report does not name [{category}]: {attempt['error']}"
     assert "Traceback" not in attempt["error"]
     assert attempt["new_objects"] == [], [o["name"] for o in attempt["new_objects"]]
     assert result["objects_after"] == len(result["objects_before"])
@@ -62,6 +62,7 @@ def assert_failed_cleanly(result: dict, category: str) -> None:
     for record in result["journal"]:
         assert record["state"] == "failed", record["state"]
         assert record["error"]["category"] == category, record["error"]
+        assert record["error"]["fix"] and record["error"]["fix"] in attempt["error"], "the report lacks the fix"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_invalid_input_is_refused_before_any_request(
     result = run.result
     attempt = result["runs"][0]
     assert attempt["error"] is not None, f"bad input was accepted: {props} -> {attempt['result']}"
-    assert "invalid_input" in attempt["error"], attempt["error"]
+    assert "[invalid_input]" in attempt["error"], attempt["error"]
     assert attempt["new_objects"] == []
     stats = fresh_server.stats()
     assert sum(stats["requests"].values()) == 0, f"requests were sent for invalid input: {stats['requests']}"
