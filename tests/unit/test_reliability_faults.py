@@ -509,14 +509,13 @@ def test_hostile_names_never_escape_the_cache(
     fresh_server: ServerProcess, fresh_slow: ServerProcess, ws: Workspace, tmp_path: Path, endpoint: str
 ) -> None:
     srv = fresh_server if endpoint == "submit" else fresh_slow  # the slow server's jobs are fetched before ready
-    fresh_server = srv
-    fresh_server.set_faults([{"fault": "hostile_names", "endpoint": endpoint}])
-    ws.open(fresh_server.url)
+    srv.set_faults([{"fault": "hostile_names", "endpoint": endpoint}])
+    ws.open(srv.url)
     before = {p for p in tmp_path.rglob("*")}
     cwd_before = set(os.listdir(os.getcwd()))
     record = ws.run(EXAMPLE_IMAGE)
     path = assert_downloaded(ws, record)
-    assert _fired(fresh_server) == 1
+    assert _fired(srv) == 1
     assert record.meta.get("file_prefix", "").startswith("../"), "the server did not send hostile names"
     assert ".." not in path.name and "/" not in path.name and "\\" not in path.name
     created = {p for p in tmp_path.rglob("*")} - before
