@@ -81,6 +81,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # key -> why it is null
     series: dict[str, Any] = field(default_factory=dict)  # raw data for the plots
+    findings: list[str] = field(default_factory=list)  # what today's data says (written from the numbers)
     seconds: float = 0.0
     error: str | None = None
 

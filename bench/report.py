@@ -104,6 +104,10 @@ def write_report(
         lines += ["", "Null figures and why:", ""]
         lines += [f"- `{key}`: {_short_reason(reason)}" for key, reason in missing]
         lines += ["", "(Full messages in `bench/extra.json`.)"]
+    findings = [line for outcome in outcomes.values() for line in outcome.findings]
+    if findings:
+        lines += ["", "## What today's data says", ""]
+        lines += [f"- {line}" for line in findings]
     lines += [
         "",
         "## Machine",

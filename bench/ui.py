@@ -198,6 +198,7 @@ def run(quick: bool = False) -> Outcome:
             "max": rounded(max(in_scene), 3),
             "all": sorted(rounded(v, 3) for v in in_scene),
         }
+    _findings(outcome)
     log(
         f"ui: stall max {gaps['max_excl_import_ms']} ms (excl. imports), tick p99 {outcome.values['ui_tick_p99_ms']}"
         f" ms, {len(rows)} ticks"
@@ -224,3 +225,37 @@ def run(quick: bool = False) -> Outcome:
         "a worker thread, the OS or I/O)."
     )
     return outcome
+
+
+def _findings(outcome: Outcome) -> None:
+    """Plain-language reading of the UI figures, from this run's numbers only."""
+    stall = outcome.values.get("ui_stall_max_ms")
+    ticks = outcome.extra.get("ui_ticks") or {}
+    draws = outcome.extra.get("ui_viewport_draws") or {}
+    baseline = (outcome.extra.get("ui_stall") or {}).get("idle_baseline") or {}
+    if stall is None:
+        return
+    slow = draws.get("plain_gaps_over_50ms") or []
+    with_redraw = draws.get("plain_gaps_over_50ms_with_a_sidebar_redraw")
+    python_draw = draws.get("addon_python_draw_ms") or {}
+    slowest_panel = max((v["median"] for v in python_draw.values()), default=None)
+    text = (
+        f"UI: the add-on's timer callback took at most {ticks.get('max_ms')} ms per tick (p99 "
+        f"{outcome.values.get('ui_tick_p99_ms')} ms) while the 8 jobs ran; the largest plain 20 ms-timer gap was "
+        f"{stall} ms. {len(slow)} plain gaps exceeded 50 ms"
+    )
+    if slow:
+        text += (
+            f"; {with_redraw} of them contain a sidebar redraw (the sidebar redrew "
+            f"{draws.get('sidebar_redraws_while_jobs_ran')} times; its draw took "
+            f"{draws.get('sidebar_layout_to_region_end_ms_median')} ms median from the first panel's draw() to the "
+            "region's end, of which the add-on's own Python draw code is at most "
+            f"{slowest_panel} ms median per panel) and none a 3D-viewport draw outside the imports"
+            if not any(g["viewport_draw_ms_inside"] for g in slow)
+            else f"; {with_redraw} of them contain a sidebar redraw"
+        )
+    if baseline.get("max_ms") is not None:
+        text += f". Before any job, the same timer's largest gap was {rounded(baseline['max_ms'], 1)} ms."
+    else:
+        text += "."
+    outcome.findings.append(text)
