@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -437,3 +438,60 @@ def test_oversize_image_that_cannot_be_shrunk(mode: str, tmp_path: Path, http_se
     )
     check_failed(mode, home, run, "invalid_input")
     assert http_server.stats()["requests"] == {}
+
+
+# --- legacy Blender: Debian's 3.4 with the system's Python packages (urllib3 1.26, requests 2.28) -------------------
+# Blender 3.4-4.1 users install the legacy zip; their Python brings older requests/urllib3 than the dev venv, so the
+# client's error handling must work with those too.
+LEGACY_BLENDER = shutil.which("blender")
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[ServerProcess]:
+    """Jobs take 1.5 s, so the runner polls (fetch) before the result exists."""
+    with start_server("--workers", "2", "--job-seconds", "1.5") as srv:
+        yield srv
+
+
+def run_legacy_batch(home: Home, base_url: str) -> dict:
+    if LEGACY_BLENDER is None:
+        pytest.skip("Debian's Blender (`blender` on PATH) is not installed; `make setup-gui` installs it")
+    command = [LEGACY_BLENDER, "-b", "--factory-startup", "--python", str(REPO_ROOT / "scripts" / "batch.py"), "--"]
+    command += ["--base-url", base_url, "--out", str(home.out), "--resolution", "32", str(EXAMPLE_IMAGE)]
+    done = subprocess.run(
+        command, cwd=home.root, env=home.env(base_url, {}), capture_output=True, text=True, timeout=180
+    )
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1, f"expected one row (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return {"row": rows[0], "exit": done.returncode, "printed": done.stdout + done.stderr}
+
+
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [("refused", ("refused",)), ("dns", ("nonexistent.invalid",))],
+    ids=["refused", "dns"],
+)
+def test_legacy_blender_network_failures(where: str, words: tuple[str, ...], tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    url = f"http://127.0.0.1:{_closed_port()}" if where == "refused" else "http://nonexistent.invalid"
+    check_failed("batch", home, run_legacy_batch(home, url), "network", *words)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"fault": "drop_connection", "endpoint": "fetch", "times": 2},
+        {"fault": "drop_connection", "endpoint": "download", "times": 1},
+        {"fault": "http_error", "endpoint": "fetch", "status": 502, "body": "html", "times": 2},
+    ],
+    ids=["fetch-dropped", "download-dropped", "fetch-502"],
+)
+def test_legacy_blender_survives_transient_errors(rule: dict, tmp_path: Path, slow_server: ServerProcess) -> None:
+    slow_server.reset()
+    slow_server.set_faults([rule])
+    home = Home(tmp_path)
+    run = run_legacy_batch(home, slow_server.url)
+    assert run["exit"] == 0 and run["row"]["status"] == "imported", run["row"]
+    stats = slow_server.stats()
+    assert stats["faults_fired"]["total"] >= 1 and stats["submits"] == 1
+    check_clean(home, run)
