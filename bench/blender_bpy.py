@@ -65,8 +65,8 @@ class UserDir:
         self.home = root / "home"
         self.home.mkdir(parents=True)
 
-    def env(self) -> dict[str, str]:
-        """The probe's environment: this HOME, no ModelsLab or proxy variables from outside."""
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The probe's environment: this HOME, no ModelsLab or proxy variables from outside (plus extra)."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -82,12 +82,17 @@ class UserDir:
                 "NO_PROXY": "127.0.0.1,localhost",
             }
         )
+        env.update(extra or {})
         return env
 
-    def probe(self, *args: str, timeout: float = 180) -> dict[str, Any]:
+    def probe(self, *args: str, timeout: float = 180, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run bpy_probe.py with args in a fresh bpy process and return its result."""
         proc = run_process(
-            [BPY50_PYTHON, PROBE, *args], timeout=timeout, env=self.env(), what=f"bpy probe {args[0]}", whole_env=True
+            [BPY50_PYTHON, PROBE, *args],
+            timeout=timeout,
+            env=self.env(env),
+            what=f"bpy probe {args[0]}",
+            whole_env=True,
         )
         for line in reversed(proc.stdout.splitlines()):
             if line.startswith(RESULT_MARKER):

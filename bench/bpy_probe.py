@@ -4,6 +4,7 @@
     python bench/bpy_probe.py register MODULE CYCLES [WARM_UP_MODULE]
                                                        first (cold) enable in this fresh process, then warm cycles
     python bench/bpy_probe.py import MODULE OBJ ROUNDS add-on import vs bare wm.obj_import, alternating
+    python bench/bpy_probe.py generate MODULE IMAGE_URL N  the operator N times, one after the other (blocking)
 
 Prints one JSON line prefixed with RESULT_MARKER. Only stdlib + bpy (and the installed extension).
 """
@@ -178,6 +179,27 @@ def import_compare(module: str, obj_path: str, rounds: int) -> dict[str, Any]:
     return {"first": first, "bare_s": bare_s, "addon_s": addon_s, "check": check}
 
 
+def generate(module: str, image_url: str, count: int) -> dict[str, Any]:
+    """Run the add-on's operator `count` times one after the other (background mode: it returns with the object in
+    the scene); the moment each returned and the object's remote job id. Server and key come from the env."""
+    import bpy
+
+    if module not in _addons():
+        _enable_ms(module)
+    rows = []
+    for _ in range(count):
+        started = time.time()
+        ops: Any = bpy.ops
+        result = ops.modelslab.image_to_3d(image=image_url)
+        in_scene = time.time()
+        if result != {"FINISHED"}:
+            raise RuntimeError(f"modelslab.image_to_3d returned {result}")
+        view_layer: Any = bpy.context.view_layer
+        obj: Any = view_layer.objects.active
+        rows.append({"submitted_at": started, "in_scene_at": in_scene, "remote_id": str(obj["modelslab_remote_id"])})
+    return {"jobs": rows}
+
+
 def main(argv: list[str]) -> int:
     """Dispatch the command and print its JSON result on one marked line."""
     payload: dict[str, Any] = {"ok": False}
@@ -189,6 +211,8 @@ def main(argv: list[str]) -> int:
             payload["result"] = install(argv[1:])
         elif command == "register":
             payload["result"] = register(argv[1], int(argv[2]), argv[3] if len(argv) > 3 else None)
+        elif command == "generate":
+            payload["result"] = generate(argv[1], argv[2], int(argv[3]))
         elif command == "import":
             payload["result"] = import_compare(argv[1], argv[2], int(argv[3]))
         else:

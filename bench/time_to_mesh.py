@@ -30,6 +30,7 @@ JOB_SECONDS = 3.0
 STAGGER = 0.6
 NAIVE_SLEEP = 10.0
 SCALING_COUNTS = (1, 4, 8, 16)
+IN_SCENE_JOBS = 5
 CLI = REPO_ROOT / ".venv" / "bin" / "modelslab"
 
 
@@ -312,6 +313,11 @@ def run(quick: bool = False) -> Outcome:
                 }
                 log(f"time-to-mesh burst {name}: {burst[name]}")
             outcome.extra["burst_overhead_s"] = burst
+            try:
+                outcome.extra["project_in_scene_bpy_s"] = _in_scene_bpy(srv, image_url, 3 if quick else IN_SCENE_JOBS)
+            except Exception as exc:  # reported, not gated: its absence must not void the section
+                outcome.extra["project_in_scene_bpy_s"] = f"failed: {type(exc).__name__}: {exc}"[:800]
+                log(f"time-to-mesh in scene (bpy): FAILED: {exc}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     outcome.series["time_to_mesh_rows"] = rows_by_client
@@ -332,9 +338,34 @@ def run(quick: bool = False) -> Outcome:
         "project: the JobRunner's DOWNLOADED time (file verified and renamed into the cache). "
         "`burst_overhead_s` (reported, not gated): the CLI and the project again with all jobs submitted at "
         "once, so the server's reconstructions contend for the CPU and its `eta` turns out optimistic "
-        "(`server_job_late_vs_job_seconds_median_s`), as a real service's estimate can be."
+        "(`server_job_late_vs_job_seconds_median_s`), as a real service's estimate can be. "
+        f"`project_in_scene_bpy_s` (reported): the add-on's own operator in bpy 5.0, {IN_SCENE_JOBS} jobs one after "
+        "the other (background mode returns with the object in the scene): object in the scene − server "
+        "`finished_at`."
     )
     return outcome
+
+
+def _in_scene_bpy(srv: ServerProcess, image_url: str, count: int) -> dict[str, Any]:
+    """The add-on itself in bpy 5.0 (background mode: the operator returns with the object in the scene), jobs one
+    after the other: object in the scene − the server's finished_at."""
+    from .blender_bpy import EXTENSION_MODULE, UserDir
+    from .common import BPY50_PYTHON, EXTENSION_ZIP, require_file
+
+    require_file(BPY50_PYTHON, "make setup-bpy")
+    require_file(EXTENSION_ZIP, "make build")
+    root = Path(tempfile.mkdtemp(prefix="bench-inscene-"))
+    try:
+        user = UserDir(root)
+        user.probe("install", str(EXTENSION_ZIP))
+        env = {"MODELSLAB_API_KEY": API_KEY, "MODELSLAB_BASE_URL": srv.url}
+        result = user.probe("generate", EXTENSION_MODULE, image_url, str(count), timeout=300, env=env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    finished = {str(j["id"]): j["finished_at"] for j in srv.stats()["jobs"] if j.get("finished_at")}
+    values = [row["in_scene_at"] - finished[row["remote_id"]] for row in result["jobs"]]
+    log(f"time-to-mesh in scene (bpy, one at a time): {', '.join(f'{v:.2f}' for v in values)} s")
+    return {"median": rounded(median(values)), "max": rounded(max(values)), "samples": [rounded(v) for v in values]}
 
 
 def _scaling(srv: ServerProcess, image_url: str, workdir: Path, quick: bool) -> dict[str, dict[str, float | None]]:
@@ -388,4 +419,10 @@ def _findings(outcome: Outcome) -> None:
                 "; with an exact eta the CLI's single fetch at the eta wins, ours pays the HEAD probe interval "
                 "(0.25 s) plus the verified download"
             )
+    in_scene = outcome.extra.get("project_in_scene_bpy_s")
+    if isinstance(in_scene, dict):
+        text += (
+            f". The add-on's operator in bpy 5.0 had the object in the scene {in_scene['median']} s (median) after "
+            "the server finished (download, verification and import included)"
+        )
     outcome.findings.append(text + ".")

@@ -51,6 +51,24 @@ _unregister = bpy.app.timers.unregister
 _is_registered = bpy.app.timers.is_registered
 
 
+WAITING_TICKS: list[dict[str, Any]] = []  # ticks that waited > 1 ms: what the other threads were doing right after
+
+
+def _note_waiting_tick(started: float, wall_ms: float, cpu_ms: float) -> None:
+    import threading
+    import traceback
+
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    main = threading.main_thread().ident
+    stacks = {}
+    for ident, frame in sys._current_frames().items():
+        if ident == main:
+            continue
+        summary = traceback.extract_stack(frame)[-4:]
+        stacks[names.get(ident, str(ident))] = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in summary]
+    WAITING_TICKS.append({"at": started, "wall_ms": round(wall_ms, 3), "cpu_ms": round(cpu_ms, 3), "threads": stacks})
+
+
 def _wrap(function: Any) -> Any:
     def timed(*args: Any, **kwargs: Any) -> Any:
         objects_before = len(bpy.data.objects)
@@ -61,6 +79,8 @@ def _wrap(function: Any) -> Any:
         finally:
             ended = time.perf_counter()
             cpu_ms = (time.thread_time() - cpu_started) * 1000.0
+            if (ended - started) * 1000.0 - cpu_ms > 1.0:
+                _note_waiting_tick(started, (ended - started) * 1000.0, cpu_ms)
             TICKS.append(
                 [
                     started,
@@ -177,6 +197,7 @@ def write_result_with_ticks() -> None:
         "timers": sorted(TIMER_NAMES),
         "rows": [[round(start - driver_t0, 4), *rest] for start, *rest in TICKS],
         "memory": MEMORY,
+        "waiting_ticks": [{**tick, "at": round(tick["at"] - driver_t0, 4)} for tick in WAITING_TICKS],
         "viewport_draws": [[round(a - driver_t0, 4), round((b - a) * 1000.0, 2)] for a, b in VIEWPORT_DRAWS],
         "sidebar_events": [[round(at - driver_t0, 4), kind] for at, kind in SIDEBAR_EVENTS],
         "panel_draw_ms": [[name, round(ms, 3)] for name, ms in PANEL_DRAW_MS],
