@@ -57,6 +57,7 @@ def run(quick: bool = False) -> Outcome:
                 api_key=API_KEY,
                 workdir=workdir,
                 jobs=JOBS,
+                prefs={"max_concurrent_jobs": JOBS},  # all 8 in flight at once (the preference's default is 4)
                 settle_seconds=0.2,
                 arrange=False,
                 job_timeout=180.0,
@@ -213,7 +214,8 @@ def run(quick: bool = False) -> Outcome:
     outcome.notes.append(
         f"{JOBS} jobs (the example images, default resolution 256) started through "
         "`bpy.ops.modelslab.image_to_3d('INVOKE_DEFAULT')` from the sidebar in Debian's Blender 3.4.1 under "
-        f"Xvfb (legacy add-on zip), local server with {JOBS} workers and `--job-seconds {JOB_SECONDS:g}`. "
+        f"Xvfb (legacy add-on zip; preference `max_concurrent_jobs` = {JOBS}, so all of them are in flight at once), "
+        f"local server with {JOBS} workers and `--job-seconds {JOB_SECONDS:g}`. "
         "`ui_stall_max_ms`: the largest gap between firings of a 20 ms timer from the first operator call to "
         "the last import (tests/gui/harness.py + driver_jobs.py), excluding gaps during which an object was "
         "imported (`import_gaps_ms`) and the gaps that contain the driver's own back-to-back operator calls "
