@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -317,6 +318,13 @@ def _reason_chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+# urllib3 2 has NameResolutionError; 1.26 (Debian's, under Blender 3.4) reports DNS failures as a plain
+# socket.gaierror in the chain, which the message test below also catches.
+_NAME_RESOLUTION_ERRORS: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(urllib3.exceptions, "NameResolutionError", None), socket.gaierror) if cls is not None
+)
+
+
 def _never_sent(exc: BaseException) -> bool:
     """True when the request surely did not reach the server: the connection itself was never made."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -346,7 +354,7 @@ def _network_error(exc: BaseException, url: str, config: ClientConfig, *, maybe_
             f"Could not go through the proxy to reach {host}.",
             "Check the proxy setting in the add-on preferences (or HTTPS_PROXY).",
         )
-    if any(isinstance(item, urllib3.exceptions.NameResolutionError) for item in chain) or any(
+    if any(isinstance(item, _NAME_RESOLUTION_ERRORS) for item in chain) or any(
         "Name or service not known" in str(item) or "getaddrinfo failed" in str(item) for item in chain
     ):
         return ModelsLabError(
