@@ -185,6 +185,8 @@ def _category_for(http_status: int, message: str) -> Category:
         return Category.CREDITS
     if http_status == 429:
         return Category.RATE_LIMITED
+    if http_status == 404:  # before the word tests: a 404 page naming e.g. /api/wallet_balance is not "credits"
+        return Category.EXPIRED
     if any(word in lowered for word in _AUTH_WORDS):
         return Category.AUTH
     if any(word in lowered for word in _CREDIT_WORDS):
@@ -570,6 +572,28 @@ class ModelsLabClient:
     # the header) and must be capped by max_retry_after, and submit needs "retry only if surely not sent", which
     # depends on why the connection failed. The adapters keep requests' default of no retries at all.
     def _post_json(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        idempotent: bool,
+        cancel: threading.Event | None = None,
+        missing_means_expired: bool = False,
+    ) -> dict:
+        try:
+            return self._post_json_attempts(path, body, idempotent=idempotent, cancel=cancel)
+        except ModelsLabError as error:
+            # A 404 from fetch is an expired job; from any other endpoint it means the URL is wrong.
+            if missing_means_expired or error.category is not Category.EXPIRED or error.http_status != 404:
+                raise
+            raise ModelsLabError(
+                Category.SERVER,
+                f"{self._base()} has no {path} endpoint (HTTP 404).",
+                "Check the base URL and the API flavour (enterprise or standard) in the add-on preferences.",
+                http_status=404,
+            ) from None
+
+    def _post_json_attempts(
         self, path: str, body: dict[str, Any], *, idempotent: bool, cancel: threading.Event | None = None
     ) -> dict:
         self._require_key()
@@ -666,7 +690,7 @@ class ModelsLabClient:
         if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
             raise invalid_input(f"Not a valid job id: {text[:40]!r}.")
         path = f"{self._flavor_path()}/fetch/{quote(text, safe='')}"
-        payload = self._post_json(path, {}, idempotent=True, cancel=cancel)
+        payload = self._post_json(path, {}, idempotent=True, cancel=cancel, missing_means_expired=True)
         return JobStatus.from_payload(payload)
 
     def upload_image(self, path: str | os.PathLike, *, cancel: threading.Event | None = None) -> str:

@@ -200,6 +200,21 @@ def test_standard_flavour_ids_and_unknown_ids(fresh_server: ServerProcess) -> No
     raises(Category.EXPIRED, lambda: standard.fetch("999999"))  # unknown id: 404
 
 
+def test_a_base_url_without_the_api_is_a_setup_error_not_expired(fresh_server: ServerProcess) -> None:
+    """A 404 from submit/upload/wallet means the URL is wrong; only fetch's 404 means an expired job."""
+    wrong = make_client(fresh_server.url + "/not-the-api")
+    for call in (
+        wrong.wallet_balance,
+        wrong.system_details,
+        lambda: wrong.submit(GenerationParams(init_image=fresh_server.url + "/uploads/x.png")),
+        lambda: wrong.upload_image(EXAMPLE),
+    ):
+        error = raises(Category.SERVER, call)
+        assert "flavour" in error.fix and "404" in error.message
+    assert fresh_server.stats()["submits"] == 0
+    raises(Category.EXPIRED, lambda: wrong.fetch("1000"))
+
+
 def test_wrong_key_is_auth(tmp_path: Path) -> None:
     with start_server("--workers", "1", "--keys", "the-right-key") as srv:
         error = raises(Category.AUTH, make_client(srv.url).wallet_balance)
