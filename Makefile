@@ -1,6 +1,6 @@
 # ModelsLab Image-to-3D for Blender — every target sets up what it needs.
 #   make demo   local server + the add-on headless on examples/ -> demo-output/
-#   make test   lint, type check, unit, blender (bpy 5.0.1 and 4.2 LTS) and gui layers
+#   make test   lint, type check, unit, blender (bpy 5.0.1 and 4.2 LTS), gui layers and the soak
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -18,7 +18,7 @@ PYTEST_FLAGS ?= -q
 
 help:
 	@echo "make demo   - run the add-on headless on the example images (local server, no key, no network)"
-	@echo "make test   - every test layer (lint, types, unit, blender 5.0 + 4.2, gui)"
+	@echo "make test   - every test layer (lint, types, unit, blender 5.0 + 4.2, gui, soak)"
 	@echo "make build  - dist/modelslab_3d-<version>.zip (extension) and the legacy zip"
 	@echo "make bench  - benchmarks -> bench/results.json, docs/BENCHMARKS.md"
 	@echo "make server - the local ModelsLab-compatible server on 127.0.0.1:8765"
@@ -87,7 +87,7 @@ test-blender: test-blender50 test-blender42
 test-gui: setup setup-bpy setup-gui build
 	$(PYTEST_RUN) $(VENV)/bin/python $(PYTEST_FLAGS) tests/gui
 
-test: lint typecheck test-unit test-blender test-gui
+test: lint typecheck test-unit test-blender test-gui soak
 	@echo "== all test layers passed"
 
 # --- running it -------------------------------------------------------------------------------
