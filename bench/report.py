@@ -85,7 +85,8 @@ def write_report(
         "",
         "Everything runs against the project's local ModelsLab-compatible server on 127.0.0.1, all in one run; "
         "where machines differ (they are noisy and small) the figures are ratios or differences measured side by "
-        "side in that run.",
+        "side in that run. Development runs: `.venv/bin/python -m bench --only time_to_mesh,ui [--quick]` "
+        "(sections: server, time_to_mesh, download, blender, batch, ui) write to `bench/out/` instead.",
         "",
         "## Today's figures",
         "",
