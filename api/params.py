@@ -120,3 +120,7 @@ def _check_number(name: str, value: Any, low: float, high: float, *, integer: bo
         ok = False
     if not ok or not (low <= value <= high):
         raise invalid_input(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}.")
+
+
+# The endpoint's parameters other than the image, in declaration order (operator and script keyword names).
+PARAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GenerationParams) if f.name != "init_image")

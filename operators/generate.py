@@ -7,22 +7,11 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
 from ..api import ModelsLabError
-from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, RESOLUTION_RANGE
+from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, PARAM_FIELDS, RESOLUTION_RANGE
 from ..blender import runtime, scripting
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
-
-PARAM_NAMES = (
-    "resolution",
-    "foreground_ratio",
-    "remove_bg",
-    "chunk_size",
-    "seed",
-    "output_format",
-    "webhook",
-    "track_id",
-)
 
 
 def report_error(operator: bpy.types.Operator, error: ModelsLabError) -> None:
@@ -82,7 +71,7 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     track_id: StringProperty(name="Track ID", options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
-        values = {name: getattr(self, name) for name in PARAM_NAMES if self.properties.is_property_set(name)}
+        values = {name: getattr(self, name) for name in PARAM_FIELDS if self.properties.is_property_set(name)}
         if "output_format" in values:
             values["output_format"] = values["output_format"].strip().lower() or None
         image = self.image.strip() or scene_image(context)
