@@ -19,21 +19,6 @@ from batchtools import EXAMPLES, EXPIRE_SECONDS, SLOW_JOB_SECONDS, BatchHome  # 
 from tests.serverproc import ServerProcess, start_server  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[ServerProcess]:
-    """One local server for the batch layer (2 reconstruction workers)."""
-    with start_server("--workers", "2") as srv:
-        yield srv
-
-
-@pytest.fixture
-def fresh_server(server: ServerProcess) -> Iterator[ServerProcess]:
-    """The session server with no jobs, faults or counters."""
-    server.reset()
-    yield server
-    server.clear_faults()
-
-
 @pytest.fixture
 def batch_home(tmp_path: Path, fresh_server: ServerProcess) -> BatchHome:
     """A private HOME and --out folder pointed at the fresh server."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ for path in (str(REPO_ROOT), str(HERE)):
 
 from blender_helpers import TEST_API_KEY, BlenderFn, UserDir, run_blender  # noqa: E402
 
-from tests.serverproc import ServerProcess, start_server  # noqa: E402
+from tests.serverproc import ServerProcess  # noqa: E402
 
 # Paths that never ship (mirror of blender_manifest.toml's [build] excludes) - for the freshness check.
 NOT_SHIPPED = {"server", "tests", "bench", "docs", "examples", "scripts", "requirements", "dist", "demo-output"}
@@ -58,21 +57,6 @@ def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert build.returncode == 0, f"building the extension failed:\n{build.stdout}\n{build.stderr}"
     return output_dir / name
-
-
-@pytest.fixture(scope="session")
-def server() -> Iterator[ServerProcess]:
-    """One local ModelsLab-compatible server for the whole blender session."""
-    with start_server("--workers", "2") as srv:
-        yield srv
-
-
-@pytest.fixture
-def fresh_server(server: ServerProcess) -> Iterator[ServerProcess]:
-    """The session server with no jobs, uploads, faults or counters, and a full wallet."""
-    server.reset()
-    yield server
-    server.clear_faults()
 
 
 @pytest.fixture

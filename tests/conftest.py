@@ -1,4 +1,7 @@
-"""Shared fixtures of the unit layer (dev venv): the local server as a real subprocess on a loopback port."""
+"""Fixtures every layer shares: the local server as a real subprocess on a loopback port.
+
+Layers that need other server options (the gui layer, slow-job modules) define their own server fixtures.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
