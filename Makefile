@@ -100,7 +100,7 @@ demo: setup setup-bpy
 bench: setup setup-bpy setup-gui build
 	$(VENV)/bin/python -m bench
 
-soak: setup setup-bpy
+soak: setup setup-bpy setup-gui
 	$(PYTEST_RUN) $(VENV_BPY50)/bin/python $(PYTEST_FLAGS) tests/soak
 
 clean:
