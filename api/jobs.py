@@ -282,7 +282,6 @@ class JobRunner:
         self._pending = 0  # ids in the work queue
         self._idle = 0  # workers waiting for work
         self._closed = False
-        self._local = threading.local()  # per-thread HTTP session for HEAD probes
 
     # --- public API ------------------------------------------------------------------------------------------
     def submit(
@@ -717,25 +716,20 @@ class JobRunner:
 
     # --- the worker ---------------------------------------------------------------------------------------------
     def _worker(self) -> None:
-        try:
-            while True:
-                local_id = self._work.get()
-                with self._changed:
-                    self._idle -= 1
-                    if local_id is None:
-                        return
-                    self._pending -= 1
-                    job = self._jobs.get(local_id)
-                    closed = self._closed
-                try:
-                    if job is not None and not closed:
-                        self._drive(job)
-                finally:
-                    self._release(job)
-        finally:
-            session = getattr(self._local, "session", None)
-            if session is not None:
-                session.close()
+        while True:
+            local_id = self._work.get()
+            with self._changed:
+                self._idle -= 1
+                if local_id is None:
+                    return
+                self._pending -= 1
+                job = self._jobs.get(local_id)
+                closed = self._closed
+            try:
+                if job is not None and not closed:
+                    self._drive(job)
+            finally:
+                self._release(job)
 
     def _release(self, job: _Job | None) -> None:
         """The worker is done with job; waits for a change in flight (e.g. a cancel being journaled) to publish."""
@@ -1052,25 +1046,4 @@ class JobRunner:
 
     def _probe(self, client: Any, url: str) -> bool | None:
         """HEAD the URL: True when the file is there, False when not (yet), None when HEAD is not supported."""
-        import requests
-
-        try:
-            # The client's own per-thread session and transport settings (CA bundle, proxy, no env overrides).
-            session = client._session()
-            transport = client._transport(url)
-        except ModelsLabError:
-            return False
-        except AttributeError:
-            session = getattr(self._local, "session", None)
-            if session is None:
-                session = self._local.session = requests.Session()
-            transport = {}
-        transport["timeout"] = self.PROBE_TIMEOUT
-        try:
-            response = session.head(url, allow_redirects=True, **transport)
-        except requests.RequestException:
-            return False
-        response.close()
-        if response.status_code in (405, 501):
-            return None
-        return response.status_code == 200
+        return client.probe(url, timeout=self.PROBE_TIMEOUT)
