@@ -67,7 +67,7 @@ class SessionLock:
         self.directory = Path(directory).expanduser().absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.session_id = uuid.uuid4().hex
-        self._handle: IO[bytes] | None = open(self._path(self.session_id), "a+b")  # noqa: SIM115 - held for life
+        self._handle: IO[bytes] | None = open(self._path(self.session_id), "a+b")
         if not _try_lock(self._handle):  # a fresh uuid is never locked; this guards against a broken filesystem
             self._handle.close()
             self._handle = None
@@ -91,7 +91,7 @@ class SessionLock:
             return False
         path = self._path(session_id)
         try:
-            handle = open(path, "rb+")  # noqa: SIM115 - closed below
+            handle = open(path, "rb+")
         except FileNotFoundError:
             return False
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,7 +135,7 @@ def test_two_survivors_adopt_an_orphaned_job_exactly_once(lock_dir: Path, tmp_pa
     holder = start(HOLDER, str(lock_dir), "hold")
     owner = holder.stdout.readline().strip()  # type: ignore[union-attr]
     record = tmp_path / "job.json"
-    record.write_text('{"owner": "%s"}' % owner)
+    record.write_text(json.dumps({"owner": owner}))
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     adopters = [start(ADOPTER, str(lock_dir), str(record)) for _ in range(4)]
