@@ -15,16 +15,16 @@ from .params import GenerationParams
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
-    "ClientConfig": "client",
+    "ClientConfig": "transport",
     "ModelsLabClient": "client",
-    "JobStatus": "client",
-    "parse_response": "client",
+    "JobStatus": "responses",
+    "parse_response": "responses",
     "check_image_file": "images",
     "JobJournal": "journal",
     "MeshCache": "cache",
-    "JobState": "jobs",
-    "JobRecord": "jobs",
-    "JobEvent": "jobs",
+    "JobState": "records",
+    "JobRecord": "records",
+    "JobEvent": "records",
     "JobRunner": "jobs",
 }
 

@@ -8,14 +8,11 @@ import time
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from .errors import ModelsLabError, invalid_input
 from .params import OUTPUT_FORMATS
-
-if TYPE_CHECKING:
-    from .jobs import JobRecord
+from .records import JobRecord
 
 MAX_STEM_LENGTH = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

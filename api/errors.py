@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from enum import StrEnum
+
+from .textenum import TextEnum
 
 
-class Category(StrEnum):
+class Category(TextEnum):
     """The error taxonomy from design.md; the value is what scripts and the batch JSON see."""
 
     AUTH = "auth"

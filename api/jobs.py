@@ -1,14 +1,15 @@
-"""Jobs: the record the journal stores, the events the caller drains, and the runner that drives them.
+"""The job runner: a bounded pool of worker threads that takes jobs from an image to a mesh in the cache.
 
-The runner owns a small pool of worker threads. A worker takes one job through upload -> submit -> poll ->
-download and journals every state change. Workers never block on anything but the network and a per-job
-threading.Event, so cancel() and shutdown() take effect at once. The caller (Blender's main thread, a
-batch script) drains `events` and imports downloaded meshes itself, then calls mark_imported().
+A worker takes one job through upload -> submit -> poll -> download (the steps live in api.worker) and every
+state change is journaled before it is announced. Workers never block on anything but the network and a per-job
+threading.Event, so cancel() and shutdown() take effect at once. The caller (Blender's main thread, a batch
+script) drains `events` and imports downloaded meshes itself, then calls mark_imported().
+
+The record model lives in api.records and the poll timetable in api.polling; their names stay importable here.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import queue
@@ -16,235 +17,58 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import Category, ModelsLabError, invalid_input
 from .params import GenerationParams, check_http_url, is_url
+from .polling import MAX_ODD_ANSWERS
+from .records import SETTLED_STATES, TERMINAL_STATES, JobEvent, JobRecord, JobState
+from .worker import SUBMIT_UNKNOWN_FIX, TIMED_OUT_MESSAGE, WorkerSteps, _Job
 
 if TYPE_CHECKING:
     from .cache import MeshCache
-    from .client import JobStatus, ModelsLabClient
+    from .client import ModelsLabClient
     from .journal import JobJournal
+
+__all__ = [
+    "MAX_ODD_ANSWERS",
+    "SETTLED_STATES",
+    "SUBMIT_UNKNOWN_FIX",
+    "TERMINAL_STATES",
+    "TIMED_OUT_MESSAGE",
+    "JobEvent",
+    "JobRecord",
+    "JobRunner",
+    "JobState",
+]
 
 log = logging.getLogger(__name__)
 
-
-class JobState(StrEnum):
-    """Where a job is in its life; the value is what the journal and events carry."""
-
-    QUEUED = "queued"
-    UPLOADING = "uploading"
-    SUBMITTING = "submitting"
-    SUBMITTED = "submitted"
-    PROCESSING = "processing"
-    DOWNLOADING = "downloading"
-    DOWNLOADED = "downloaded"
-    IMPORTED = "imported"
-    TIMED_OUT = "timed_out"  # still processing on the server: resumable
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATES = frozenset({JobState.IMPORTED, JobState.FAILED, JobState.CANCELLED})
-SETTLED_STATES = TERMINAL_STATES | {JobState.DOWNLOADED, JobState.TIMED_OUT}
-
-TIMED_OUT_MESSAGE = "Still processing on the server — resume later."
 _FACT_FIELDS = frozenset({"remote_id", "submitted_at", "eta", "future_links", "meta", "image_url", "params"})
-SUBMIT_UNKNOWN_FIX = (
-    "The submit was interrupted, so the server may have accepted (and charged for) the job. It is not sent "
-    "again automatically to avoid a double charge; check your ModelsLab account before generating again."
-)
-
-
-@dataclass
-class JobRecord:
-    """Everything known about one job; exactly what the journal stores (JSON). Never holds the API key."""
-
-    local_id: str
-    name: str
-    source: str
-    params: dict[str, Any]
-    base_url: str
-    flavor: str
-    state: str = JobState.QUEUED.value
-    image_url: str | None = None
-    remote_id: str | None = None
-    eta: float | None = None
-    future_links: list[str] = field(default_factory=list)
-    output_urls: list[str] = field(default_factory=list)
-    proxy_links: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    file_path: str | None = None
-    file_bytes: int | None = None
-    object_name: str | None = None
-    error: dict[str, str] | None = None
-    message: str = ""  # the latest human-readable status line (survives restarts, unlike events)
-    progress: float = 0.0
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    submitted_at: float | None = None
-    downloaded_at: float | None = None
-    history: list[list[Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe deep copy of the fields."""
-        data = asdict(self)
-        data["state"] = str(self.state)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        """Rebuild a record; unknown keys are ignored, wrong types raise ValueError/TypeError."""
-        if not isinstance(data, dict):
-            raise TypeError("a job record must be a JSON object")
-        for name in ("local_id", "name", "source", "base_url", "flavor"):
-            if not isinstance(data.get(name), str):
-                raise ValueError(f"job record field {name!r} is missing or not text")
-        state = JobState(data.get("state", JobState.QUEUED.value)).value
-        known = {f.name for f in fields(cls)}
-        values = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
-        values["state"] = state
-        for name in ("params", "meta", "extra"):
-            if not isinstance(values.get(name, {}), dict):
-                raise ValueError(f"job record field {name!r} is not an object")
-        values.setdefault("params", {})
-        for name in ("future_links", "output_urls", "proxy_links", "history"):
-            if not isinstance(values.get(name, []), list):
-                raise ValueError(f"job record field {name!r} is not a list")
-        if values.get("remote_id") is not None:
-            values["remote_id"] = str(values["remote_id"])
-        return cls(**values)
-
-    def copy(self) -> JobRecord:
-        """An independent deep copy (events and callers get these, never the runner's own record)."""
-        return copy.deepcopy(self)
-
-    @property
-    def is_terminal(self) -> bool:
-        """Imported, failed or cancelled: nothing more will happen."""
-        return self.state in TERMINAL_STATES
-
-    @property
-    def is_settled(self) -> bool:
-        """The runner has nothing more to do (terminal, downloaded, or timed out)."""
-        return self.state in SETTLED_STATES
-
-    @property
-    def was_submitted(self) -> bool:
-        """True when a submit may have reached the server (so credits may have been spent)."""
-        return self.remote_id is not None or any(entry and entry[0] == JobState.SUBMITTING for entry in self.history)
-
-
-@dataclass
-class JobEvent:
-    """One change of a job, with a copy of its record taken when the event was made."""
-
-    local_id: str
-    state: str
-    progress: float
-    message: str
-    record: JobRecord
-
-
-class _Stopped(Exception):
-    """Raised inside a worker when its job was cancelled or the runner is shutting down."""
-
-
-class _Job:
-    """The runner's private bookkeeping around one record."""
-
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record  # the working copy, changed under the runner's lock
-        self.public = record.copy()  # the last change that was journaled and announced: what callers see
-        self.stop = threading.Event()  # set by cancel() and shutdown(): every wait of this job ends at once
-        self.scheduled = False  # in the work queue or on a worker
-        self.update_lock = threading.Lock()  # one change at a time per job, journal write included
-
-
-def _dedupe(urls: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for url in urls:
-        if isinstance(url, str) and url:
-            seen.setdefault(url, None)
-    return list(seen)
-
-
-def _looks_like_url(source: str) -> bool:
-    try:
-        return is_url(source)
-    except ValueError:  # e.g. "http://[::1/x": unbalanced IPv6 brackets
-        return "://" in source
-
-
-def _check_image_url(url: str) -> None:
-    """invalid_input unless url is an http(s) URL with a host and a valid port."""
-    try:
-        check_http_url(url, "image URL")
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError when out of range
-        if not parts.hostname or port == 0:
-            raise ValueError("no host")
-    except ValueError:
-        raise invalid_input(
-            f"image URL: not a valid http(s) URL: {url[:80]!r}.", "Check the address (host and port)."
-        ) from None
 
 
 def _name_from_source(source: str) -> str:
-    if _looks_like_url(source):
+    if is_url(source):
         stem = PurePosixPath(unquote(urlsplit(source).path)).stem or (urlsplit(source).hostname or "")
     else:
         stem = Path(source).stem
     return stem.strip()[:63] or "image"
 
 
-MAX_ODD_ANSWERS = 3  # consecutive non-5xx `server` errors while polling (malformed JSON, status error) before giving up
-
-
-def _poll_error_is_final(error: ModelsLabError, odd_answers: int) -> bool:
-    """Whether an error while polling ends the job. Network trouble, 429 and 5xx never do (the poll timeout
-    leaves the job resumable); the server saying the job failed does; other odd answers do when they persist.
-    """
-    if error.category in (Category.NETWORK, Category.RATE_LIMITED):
-        return False
-    if error.category is not Category.SERVER:
-        return True  # expired, auth, credits, invalid id: asking again cannot help
-    if error.http_status is None or error.http_status >= 500:
-        return False
-    if "job failed" in error.message.lower():
-        return True
-    return odd_answers >= MAX_ODD_ANSWERS
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
-
-
 def _normalise_base(url: str) -> str:
     return (url or "").strip().rstrip("/").lower()
 
 
-class JobRunner:
+class JobRunner(WorkerSteps):
     """A bounded pool of workers that takes jobs from an image to a mesh file in the cache.
 
-    Polling policy: the first wait after submit is the server's `eta` (capped), then fetches back off from
-    poll_interval_min to poll_interval_max. Around the predicted finish the runner also sends cheap HEAD
-    requests to the first `future_links` URL every HEAD_INTERVAL seconds and downloads as soon as it answers 200.
+    Polling follows api.polling: the first fetch waits for the server's `eta`, later ones back off from
+    poll_interval_min to poll_interval_max, and around the predicted finish cheap HEAD probes of the first
+    `future_links` URL run every HEAD_INTERVAL seconds; the download starts as soon as one answers 200.
+    The timetable's constants (HEAD_INTERVAL, ETA_WAIT_CAP, ...) are class attributes from WorkerSteps.
     """
-
-    HEAD_INTERVAL = 0.25  # seconds between HEAD probes near the predicted finish
-    HEAD_WINDOW = 5.0  # how long after the predicted finish the probes stay that tight
-    HEAD_LEAD = 1.0  # probes start this long (at most 20 % of the eta) before the predicted finish
-    ETA_WAIT_CAP = 30.0  # never wait longer than this between two fetches
-    FETCH_LEAD = 0.3  # fetch slightly before the predicted finish
-    PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
-    PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
-    PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second
 
     def __init__(
         self,
@@ -305,8 +129,8 @@ class JobRunner:
         source = source.strip()
         params = GenerationParams.from_dict(params.to_dict())
         image_url: str | None
-        if _looks_like_url(source):
-            _check_image_url(source)
+        if is_url(source):
+            check_http_url(source, "image URL")
             params.init_image = source
             params.validate()
             image_url = source
@@ -741,309 +565,3 @@ class JobRunner:
             job.scheduled = False
             self._idle += 1
             self._changed.notify_all()
-
-    def _drive(self, job: _Job) -> None:
-        """Take one job as far as it goes: never raises (errors become FAILED, stops leave the state as is)."""
-        try:
-            submitted_eta: float | None = None
-            while True:
-                self._check_stop(job)
-                with self._lock:
-                    state = JobState(job.record.state)
-                if state in (JobState.QUEUED, JobState.UPLOADING):
-                    submitted_eta = self._step_submit(job)
-                elif state in (JobState.SUBMITTED, JobState.PROCESSING, JobState.TIMED_OUT):
-                    if not self._step_poll(job, submitted_eta):
-                        return
-                    submitted_eta = None
-                elif state == JobState.DOWNLOADING:
-                    self._step_download(job)
-                else:
-                    return
-        except _Stopped:
-            return
-        except ModelsLabError as exc:
-            if not job.stop.is_set():
-                self._fail(job, exc)
-        except Exception as exc:
-            log.exception("Unexpected error in ModelsLab job %s", job.record.local_id)
-            if not job.stop.is_set():
-                self._fail(
-                    job,
-                    ModelsLabError(
-                        Category.SERVER,
-                        f"Unexpected error: {type(exc).__name__}: {exc}",
-                        "This looks like a bug in the add-on; please report it. A submitted job can be resumed.",
-                    ),
-                )
-
-    def _fail(self, job: _Job, error: ModelsLabError) -> None:
-        self._update(job, JobState.FAILED, error.message, None, error=error.to_dict())
-
-    @staticmethod
-    def _check_stop(job: _Job) -> None:
-        if job.stop.is_set():
-            raise _Stopped
-
-    def _step_submit(self, job: _Job) -> float | None:
-        """Upload a local image, then submit once; returns the server's eta."""
-        with self._lock:
-            record = job.record.copy()
-        client = self.client
-        params = GenerationParams.from_dict(record.params)
-        if _looks_like_url(record.source):
-            params.init_image = record.image_url or record.source
-        else:
-            self._update(job, JobState.UPLOADING, "Uploading the image", 0.02, save=True)
-            image_url = client.upload_image(record.source, cancel=job.stop)
-            self._check_stop(job)
-            params.init_image = image_url
-            self._update(job, None, "Image uploaded", 0.04, image_url=image_url, params=params.to_dict())
-        params.validate()
-        self._check_stop(job)  # the last moment where stopping costs nothing
-        status = self._submit_once(job, client, params)
-        # Recorded even when cancelled or shutting down meanwhile: the server has the job now.
-        changes: dict[str, Any] = {
-            "remote_id": status.job_id,
-            "eta": status.eta,
-            "future_links": list(status.future_links),
-            "submitted_at": time.time(),
-        }
-        if status.meta:
-            changes["meta"] = dict(status.meta)
-        if status.status == "success" and status.output:
-            changes.update(output_urls=list(status.output), proxy_links=list(status.proxy_links))
-            self._update(job, JobState.SUBMITTED, "Submitted", 0.08, **changes)
-            self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8)
-            return None
-        if status.job_id is None and not status.future_links:
-            self._update(job, JobState.SUBMITTED, "Submitted", 0.08, **changes)
-            raise ModelsLabError(
-                Category.SERVER,
-                "The server accepted the job but returned no id and no output links, so it cannot be followed.",
-                "Check your ModelsLab account for the result.",
-            )
-        eta_text = f" (about {_seconds(status.eta)})" if status.eta else ""
-        self._update(job, JobState.SUBMITTED, f"Submitted{eta_text}", 0.08, **changes)
-        return status.eta
-
-    def _submit_once(self, job: _Job, client: Any, params: GenerationParams) -> JobStatus:
-        """Send the job; sent again only after a refusal (429) the client gave up waiting on, never otherwise."""
-        give_up = time.monotonic() + self.poll_timeout
-        while True:
-            # Journal SUBMITTING before the request: after a crash it tells us never to send this job again.
-            self._update(job, JobState.SUBMITTING, "Submitting", 0.05, strict=True)
-            try:
-                return client.submit(params, cancel=job.stop)
-            except Exception as exc:
-                if isinstance(exc, ModelsLabError) and exc.category is Category.CANCELLED:
-                    # The client only stops this way between attempts the server refused (429) or never received.
-                    self._update(job, JobState.QUEUED, "Interrupted before the server took the job; not charged.")
-                    raise _Stopped from None
-                if isinstance(exc, ModelsLabError) and exc.category is Category.RATE_LIMITED:
-                    wait = max(exc.retry_after or self.poll_interval_max, self.poll_interval_min)
-                    wait = min(wait, self.ETA_WAIT_CAP)
-                    if time.monotonic() + wait < give_up:
-                        # A 429 is a refusal: the server did not take (or charge for) the job, so waiting is safe.
-                        self._update(
-                            job,
-                            JobState.QUEUED,
-                            f"The server rate limited the submit (nothing was charged); retrying in {_seconds(wait)}",
-                        )
-                        if job.stop.wait(wait):
-                            raise _Stopped from None
-                        continue
-                # Recorded even while shutting down, so a resume does not mistake it for an interrupted submit.
-                if not isinstance(exc, ModelsLabError):
-                    log.exception("Unexpected error while submitting ModelsLab job %s", job.record.local_id)
-                    exc = ModelsLabError(
-                        Category.NETWORK, f"The submit failed unexpectedly ({type(exc).__name__}).", SUBMIT_UNKNOWN_FIX
-                    )
-                self._fail(job, exc)
-                raise _Stopped from None
-
-    def _processing_progress(self, record: JobRecord, eta: float | None) -> float:
-        if not record.submitted_at or eta is None:
-            return max(record.progress, 0.1)
-        elapsed = max(0.0, time.time() - record.submitted_at)
-        total = elapsed + max(0.0, eta)
-        return 0.1 + 0.7 * (elapsed / total if total > 0 else 1.0)
-
-    def _step_poll(self, job: _Job, submitted_eta: float | None) -> bool:
-        """Wait for the server's result; True when it is ready to download, False after the poll timeout."""
-        with self._lock:
-            record = job.record.copy()
-        client = self.client
-        future = _dedupe(record.future_links)
-        start = time.monotonic()
-        deadline = start + self.poll_timeout
-        fetch_interval = self.poll_interval_min
-        predicted: float | None = None
-        next_fetch = start
-        if submitted_eta is not None:  # fresh submit: the first wait is the server's eta
-            predicted = start + max(0.0, submitted_eta)
-            next_fetch = start + min(max(submitted_eta - self.FETCH_LEAD, 0.25), self.ETA_WAIT_CAP)
-        if record.remote_id is None:
-            next_fetch = float("inf")  # only the future links can tell (submit returned no id)
-        probing = bool(future)
-        next_probe = self._next_probe(start, predicted, submitted_eta, first=True)
-        last_fetch = -float("inf")
-        final_check = False
-        odd_answers = 0
-        while True:
-            self._check_stop(job)
-            now = time.monotonic()
-            if now >= next_fetch and record.remote_id is not None:
-                last_fetch = now
-                try:
-                    status = client.fetch(record.remote_id, cancel=job.stop)
-                except ModelsLabError as exc:
-                    odd = exc.category is Category.SERVER and (exc.http_status or 500) < 500
-                    odd_answers = odd_answers + 1 if odd else 0
-                    if _poll_error_is_final(exc, odd_answers):
-                        raise
-                    self._check_stop(job)
-                    wait = max(fetch_interval, min(exc.retry_after or 0.0, self.ETA_WAIT_CAP))
-                    fetch_interval = min(fetch_interval * 2, self.poll_interval_max)
-                    next_fetch = time.monotonic() + wait
-                    self._update(job, None, f"Still waiting; the last status check failed: {exc.message}", save=False)
-                else:
-                    odd_answers = 0
-                    self._check_stop(job)
-                    if status.status == "success":
-                        return self._ready(job, status.output, status.proxy_links, status.meta)
-                    now = time.monotonic()
-                    if status.future_links:
-                        future = _dedupe(status.future_links)
-                        probing = probing or bool(future)
-                    predicted = now + status.eta if status.eta is not None else predicted
-                    if status.eta is not None and status.eta > fetch_interval:
-                        wait = min(status.eta - self.FETCH_LEAD, self.ETA_WAIT_CAP)
-                    else:
-                        wait = fetch_interval
-                        fetch_interval = min(fetch_interval * 1.5, self.poll_interval_max)
-                    next_fetch = now + wait
-                    self._note_processing(job, status, future)
-            if probing and now >= next_probe:
-                found = self._probe(client, future[0])
-                self._check_stop(job)
-                if found:
-                    return self._ready(job, future, [], None)
-                if found is None:
-                    probing = False
-                now = time.monotonic()
-                next_probe = self._next_probe(now, predicted, None, first=False)
-            now = time.monotonic()
-            if now >= deadline:
-                if record.remote_id is not None and not final_check and now - last_fetch > self.HEAD_INTERVAL:
-                    final_check = True  # one last look before giving up (the eta may have been past the deadline)
-                    next_fetch = now
-                    continue
-                self._update(job, JobState.TIMED_OUT, TIMED_OUT_MESSAGE)
-                return False
-            wake = min(next_fetch, next_probe if probing else float("inf"), deadline)
-            if job.stop.wait(max(0.0, wake - now)):
-                raise _Stopped
-
-    def _next_probe(self, now: float, predicted: float | None, eta: float | None, *, first: bool) -> float:
-        """When to send the next HEAD: tight around the predicted finish, slower when far from it."""
-        if predicted is None:
-            return now + (0.0 if first else self.poll_interval_min / 2)
-        lead = min(self.HEAD_LEAD, 0.2 * eta) if eta is not None else self.HEAD_LEAD
-        if now < predicted - lead:
-            return predicted - lead
-        late = now - predicted - self.HEAD_WINDOW
-        if late <= 0:
-            return now + self.HEAD_INTERVAL
-        return now + min(self.poll_interval_min, self.HEAD_INTERVAL * (1.0 + late / self.HEAD_WINDOW))
-
-    def _note_processing(self, job: _Job, status: JobStatus, future: list[str]) -> None:
-        with self._lock:
-            record = job.record
-            new_state = record.state != JobState.PROCESSING
-            new_links = future != record.future_links
-            progress = self._processing_progress(record, status.eta)
-        eta_text = f" (about {_seconds(status.eta)} left)" if status.eta else ""
-        changes: dict[str, Any] = {"eta": status.eta, "future_links": future}
-        if status.meta:
-            changes["meta"] = dict(status.meta)
-        self._update(
-            job,
-            JobState.PROCESSING,
-            f"Processing on the server{eta_text}",
-            progress,
-            save=new_state or new_links,
-            **changes,
-        )
-
-    def _ready(self, job: _Job, output: list[str], proxy_links: list[str], meta: dict | None) -> bool:
-        urls = _dedupe(output)
-        if not urls:
-            raise ModelsLabError(Category.SERVER, "The server reported success but gave no output URL.")
-        changes: dict[str, Any] = {"output_urls": urls, "proxy_links": _dedupe(proxy_links)}
-        if meta:
-            changes["meta"] = dict(meta)
-        self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8, **changes)
-        return True
-
-    def _step_download(self, job: _Job) -> None:
-        with self._lock:
-            record = job.record.copy()
-        urls = _dedupe([*record.output_urls, *record.proxy_links])
-        if not urls:
-            if record.remote_id is None:
-                raise ModelsLabError(Category.SERVER, "No output URL is known for this job.")
-            self._update(job, JobState.PROCESSING, "Asking the server for the output links")
-            return
-        if record.file_path and Path(record.file_path).is_file():
-            target = Path(record.file_path)
-        else:
-            target = self.cache.path_for(record, urls[0])
-        if not (target.is_file() and target.stat().st_size > 0):
-            self._update(job, None, "Downloading", 0.8, file_path=str(target))
-            fmt = str(record.params.get("output_format") or "obj")
-            try:
-                target = self.client.download(
-                    urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
-                )
-            except OSError as exc:  # the cache folder, not the network: read-only, disk full, removed
-                raise ModelsLabError(
-                    Category.INVALID_INPUT,
-                    f"Cannot write the mesh into the cache folder {target.parent}: {exc.strerror or exc}.",
-                    "Free some disk space or choose a writable cache folder, then resume the job "
-                    "(it is downloaded again without a new charge).",
-                ) from None
-            self._check_stop(job)
-        size = Path(target).stat().st_size
-        self._update(
-            job,
-            JobState.DOWNLOADED,
-            f"Downloaded ({size / 1e6:.1f} MB)" if size >= 1e5 else f"Downloaded ({size} bytes)",
-            1.0,
-            file_path=str(target),
-            file_bytes=size,
-            downloaded_at=time.time(),
-            error=None,
-        )
-
-    def _progress_callback(self, job: _Job):
-        last = {"fraction": -1.0, "at": 0.0}
-
-        def report(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            fraction = done / total if total else 0.0
-            if (
-                fraction - last["fraction"] < self.PROGRESS_EVENT_STEP
-                and now - last["at"] < self.PROGRESS_EVENT_SECONDS
-            ):
-                return
-            last.update(fraction=fraction, at=now)
-            mb = done / 1e6
-            text = f"Downloading {mb:.1f} of {total / 1e6:.1f} MB" if total else f"Downloading {mb:.1f} MB"
-            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=False)
-
-        return report
-
-    def _probe(self, client: Any, url: str) -> bool | None:
-        """HEAD the URL: True when the file is there, False when not (yet), None when HEAD is not supported."""
-        return client.probe(url, timeout=self.PROBE_TIMEOUT)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelsLabError, redact
-from .jobs import JobRecord
+from .records import JobRecord
 
 log = logging.getLogger(__name__)
 

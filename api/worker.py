@@ -1,0 +1,375 @@
+"""The steps a worker thread takes one job through: upload, submit, poll, download.
+
+Mixed into JobRunner (api.jobs), which owns the threads, the lock and the journal: a step reads the working
+record under the runner's lock and reports every change through _update(), which journals and publishes it.
+Steps wait only on the network and on the job's stop event, so cancel() and shutdown() take effect at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import polling
+from .errors import Category, ModelsLabError
+from .params import GenerationParams, is_url
+from .polling import PollSchedule, PollTiming
+from .records import JobRecord, JobState
+from .responses import JobStatus
+
+if TYPE_CHECKING:
+    from .cache import MeshCache
+    from .client import ModelsLabClient
+
+log = logging.getLogger(__name__)
+
+TIMED_OUT_MESSAGE = "Still processing on the server — resume later."
+SUBMIT_UNKNOWN_FIX = (
+    "The submit was interrupted, so the server may have accepted (and charged for) the job. It is not sent "
+    "again automatically to avoid a double charge; check your ModelsLab account before generating again."
+)
+
+
+class _Stopped(Exception):
+    """Raised inside a worker when its job was cancelled or the runner is shutting down."""
+
+
+class _Job:
+    """The runner's private bookkeeping around one record."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record  # the working copy, changed under the runner's lock
+        self.public = record.copy()  # the last change that was journaled and announced: what callers see
+        self.stop = threading.Event()  # set by cancel() and shutdown(): every wait of this job ends at once
+        self.scheduled = False  # in the work queue or on a worker
+        self.update_lock = threading.Lock()  # one change at a time per job, journal write included
+
+
+def _dedupe(urls: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for url in urls:
+        if isinstance(url, str) and url:
+            seen.setdefault(url, None)
+    return list(seen)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+class WorkerSteps:
+    """What a worker does with one job; JobRunner provides the state, the lock and _update()."""
+
+    HEAD_INTERVAL = polling.HEAD_INTERVAL
+    HEAD_WINDOW = polling.HEAD_WINDOW
+    HEAD_LEAD = polling.HEAD_LEAD
+    ETA_WAIT_CAP = polling.ETA_WAIT_CAP
+    FETCH_LEAD = polling.FETCH_LEAD
+    PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
+    PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
+    PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second
+
+    # Provided by JobRunner.
+    client: ModelsLabClient
+    cache: MeshCache
+    poll_timeout: float
+    poll_interval_min: float
+    poll_interval_max: float
+    _lock: threading.Lock
+
+    def _update(
+        self,
+        job: _Job,
+        state: JobState | None = None,
+        message: str | None = None,
+        progress: float | None = None,
+        *,
+        save: bool = True,
+        strict: bool = False,
+        force: bool = False,
+        **changes: Any,
+    ) -> JobRecord:
+        raise NotImplementedError  # JobRunner journals and publishes the change
+
+    def _drive(self, job: _Job) -> None:
+        """Take one job as far as it goes: never raises (errors become FAILED, stops leave the state as is)."""
+        try:
+            submitted_eta: float | None = None
+            while True:
+                self._check_stop(job)
+                with self._lock:
+                    state = JobState(job.record.state)
+                if state in (JobState.QUEUED, JobState.UPLOADING):
+                    submitted_eta = self._step_submit(job)
+                elif state in (JobState.SUBMITTED, JobState.PROCESSING, JobState.TIMED_OUT):
+                    if not self._step_poll(job, submitted_eta):
+                        return
+                    submitted_eta = None
+                elif state == JobState.DOWNLOADING:
+                    self._step_download(job)
+                else:
+                    return
+        except _Stopped:
+            return
+        except ModelsLabError as exc:
+            if not job.stop.is_set():
+                self._fail(job, exc)
+        except Exception as exc:
+            log.exception("Unexpected error in ModelsLab job %s", job.record.local_id)
+            if not job.stop.is_set():
+                self._fail(
+                    job,
+                    ModelsLabError(
+                        Category.SERVER,
+                        f"Unexpected error: {type(exc).__name__}: {exc}",
+                        "This looks like a bug in the add-on; please report it. A submitted job can be resumed.",
+                    ),
+                )
+
+    def _fail(self, job: _Job, error: ModelsLabError) -> None:
+        self._update(job, JobState.FAILED, error.message, None, error=error.to_dict())
+
+    @staticmethod
+    def _check_stop(job: _Job) -> None:
+        if job.stop.is_set():
+            raise _Stopped
+
+    def _step_submit(self, job: _Job) -> float | None:
+        """Upload a local image, then submit once; returns the server's eta."""
+        with self._lock:
+            record = job.record.copy()
+        client = self.client
+        params = GenerationParams.from_dict(record.params)
+        if is_url(record.source):
+            params.init_image = record.image_url or record.source
+        else:
+            self._update(job, JobState.UPLOADING, "Uploading the image", 0.02, save=True)
+            image_url = client.upload_image(record.source, cancel=job.stop)
+            self._check_stop(job)
+            params.init_image = image_url
+            self._update(job, None, "Image uploaded", 0.04, image_url=image_url, params=params.to_dict())
+        params.validate()
+        self._check_stop(job)  # the last moment where stopping costs nothing
+        status = self._submit_once(job, client, params)
+        # Recorded even when cancelled or shutting down meanwhile: the server has the job now.
+        changes: dict[str, Any] = {
+            "remote_id": status.job_id,
+            "eta": status.eta,
+            "future_links": list(status.future_links),
+            "submitted_at": time.time(),
+        }
+        if status.meta:
+            changes["meta"] = dict(status.meta)
+        if status.status == "success" and status.output:
+            changes.update(output_urls=list(status.output), proxy_links=list(status.proxy_links))
+            self._update(job, JobState.SUBMITTED, "Submitted", 0.08, **changes)
+            self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8)
+            return None
+        if status.job_id is None and not status.future_links:
+            self._update(job, JobState.SUBMITTED, "Submitted", 0.08, **changes)
+            raise ModelsLabError(
+                Category.SERVER,
+                "The server accepted the job but returned no id and no output links, so it cannot be followed.",
+                "Check your ModelsLab account for the result.",
+            )
+        eta_text = f" (about {_seconds(status.eta)})" if status.eta else ""
+        self._update(job, JobState.SUBMITTED, f"Submitted{eta_text}", 0.08, **changes)
+        return status.eta
+
+    def _submit_once(self, job: _Job, client: Any, params: GenerationParams) -> JobStatus:
+        """Send the job; sent again only after a refusal (429) the client gave up waiting on, never otherwise."""
+        give_up = time.monotonic() + self.poll_timeout
+        while True:
+            # Journal SUBMITTING before the request: after a crash it tells us never to send this job again.
+            self._update(job, JobState.SUBMITTING, "Submitting", 0.05, strict=True)
+            try:
+                return client.submit(params, cancel=job.stop)
+            except Exception as exc:
+                if isinstance(exc, ModelsLabError) and exc.category is Category.CANCELLED:
+                    # The client only stops this way between attempts the server refused (429) or never received.
+                    self._update(job, JobState.QUEUED, "Interrupted before the server took the job; not charged.")
+                    raise _Stopped from None
+                if isinstance(exc, ModelsLabError) and exc.category is Category.RATE_LIMITED:
+                    wait = max(exc.retry_after or self.poll_interval_max, self.poll_interval_min)
+                    wait = min(wait, self.ETA_WAIT_CAP)
+                    if time.monotonic() + wait < give_up:
+                        # A 429 is a refusal: the server did not take (or charge for) the job, so waiting is safe.
+                        self._update(
+                            job,
+                            JobState.QUEUED,
+                            f"The server rate limited the submit (nothing was charged); retrying in {_seconds(wait)}",
+                        )
+                        if job.stop.wait(wait):
+                            raise _Stopped from None
+                        continue
+                # Recorded even while shutting down, so a resume does not mistake it for an interrupted submit.
+                if not isinstance(exc, ModelsLabError):
+                    log.exception("Unexpected error while submitting ModelsLab job %s", job.record.local_id)
+                    exc = ModelsLabError(
+                        Category.NETWORK, f"The submit failed unexpectedly ({type(exc).__name__}).", SUBMIT_UNKNOWN_FIX
+                    )
+                self._fail(job, exc)
+                raise _Stopped from None
+
+    def _processing_progress(self, record: JobRecord, eta: float | None) -> float:
+        if not record.submitted_at or eta is None:
+            return max(record.progress, 0.1)
+        elapsed = max(0.0, time.time() - record.submitted_at)
+        total = elapsed + max(0.0, eta)
+        return 0.1 + 0.7 * (elapsed / total if total > 0 else 1.0)
+
+    def _step_poll(self, job: _Job, submitted_eta: float | None) -> bool:
+        """Wait for the server's result; True when it is ready to download, False after the poll timeout."""
+        with self._lock:
+            record = job.record.copy()
+        client = self.client
+        future = _dedupe(record.future_links)
+        schedule = PollSchedule(
+            time.monotonic(),
+            self._poll_timing(),
+            eta=submitted_eta,
+            can_fetch=record.remote_id is not None,
+            future_links=bool(future),
+        )
+        while True:
+            self._check_stop(job)
+            now = time.monotonic()
+            if schedule.fetch_due(now):
+                assert record.remote_id is not None  # fetch_due is never true without one
+                schedule.fetch_started(now)
+                try:
+                    status = client.fetch(record.remote_id, cancel=job.stop)
+                except ModelsLabError as exc:
+                    if schedule.fetch_failed(time.monotonic(), exc):
+                        raise
+                    self._check_stop(job)
+                    self._update(job, None, f"Still waiting; the last status check failed: {exc.message}", save=False)
+                else:
+                    self._check_stop(job)
+                    if status.status == "success":
+                        return self._ready(job, status.output, status.proxy_links, status.meta)
+                    now = time.monotonic()
+                    if status.future_links:
+                        future = _dedupe(status.future_links)
+                    schedule.fetch_answered(now, status.eta, future_links=bool(status.future_links))
+                    self._note_processing(job, status, future)
+            if schedule.probe_due(now):
+                found = self._probe(client, future[0])
+                self._check_stop(job)
+                if found:
+                    return self._ready(job, future, [], None)
+                schedule.probed(time.monotonic(), supported=found is not None)
+            now = time.monotonic()
+            if schedule.timed_out(now):
+                self._update(job, JobState.TIMED_OUT, TIMED_OUT_MESSAGE)
+                return False
+            if job.stop.wait(max(0.0, schedule.wake_at() - now)):
+                raise _Stopped
+
+    def _poll_timing(self) -> PollTiming:
+        """The schedule's constants as this runner has them now (tests and settings may change them)."""
+        return PollTiming(
+            timeout=self.poll_timeout,
+            interval_min=self.poll_interval_min,
+            interval_max=self.poll_interval_max,
+            head_interval=self.HEAD_INTERVAL,
+            head_window=self.HEAD_WINDOW,
+            head_lead=self.HEAD_LEAD,
+            eta_wait_cap=self.ETA_WAIT_CAP,
+            fetch_lead=self.FETCH_LEAD,
+        )
+
+    def _note_processing(self, job: _Job, status: JobStatus, future: list[str]) -> None:
+        with self._lock:
+            record = job.record
+            new_state = record.state != JobState.PROCESSING
+            new_links = future != record.future_links
+            progress = self._processing_progress(record, status.eta)
+        eta_text = f" (about {_seconds(status.eta)} left)" if status.eta else ""
+        changes: dict[str, Any] = {"eta": status.eta, "future_links": future}
+        if status.meta:
+            changes["meta"] = dict(status.meta)
+        self._update(
+            job,
+            JobState.PROCESSING,
+            f"Processing on the server{eta_text}",
+            progress,
+            save=new_state or new_links,
+            **changes,
+        )
+
+    def _ready(self, job: _Job, output: list[str], proxy_links: list[str], meta: dict | None) -> bool:
+        urls = _dedupe(output)
+        if not urls:
+            raise ModelsLabError(Category.SERVER, "The server reported success but gave no output URL.")
+        changes: dict[str, Any] = {"output_urls": urls, "proxy_links": _dedupe(proxy_links)}
+        if meta:
+            changes["meta"] = dict(meta)
+        self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8, **changes)
+        return True
+
+    def _step_download(self, job: _Job) -> None:
+        with self._lock:
+            record = job.record.copy()
+        urls = _dedupe([*record.output_urls, *record.proxy_links])
+        if not urls:
+            if record.remote_id is None:
+                raise ModelsLabError(Category.SERVER, "No output URL is known for this job.")
+            self._update(job, JobState.PROCESSING, "Asking the server for the output links")
+            return
+        if record.file_path and Path(record.file_path).is_file():
+            target = Path(record.file_path)
+        else:
+            target = self.cache.path_for(record, urls[0])
+        if not (target.is_file() and target.stat().st_size > 0):
+            self._update(job, None, "Downloading", 0.8, file_path=str(target))
+            fmt = str(record.params.get("output_format") or "obj")
+            try:
+                target = self.client.download(
+                    urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
+                )
+            except OSError as exc:  # the cache folder, not the network: read-only, disk full, removed
+                raise ModelsLabError(
+                    Category.INVALID_INPUT,
+                    f"Cannot write the mesh into the cache folder {target.parent}: {exc.strerror or exc}.",
+                    "Free some disk space or choose a writable cache folder, then resume the job "
+                    "(it is downloaded again without a new charge).",
+                ) from None
+            self._check_stop(job)
+        size = Path(target).stat().st_size
+        self._update(
+            job,
+            JobState.DOWNLOADED,
+            f"Downloaded ({size / 1e6:.1f} MB)" if size >= 1e5 else f"Downloaded ({size} bytes)",
+            1.0,
+            file_path=str(target),
+            file_bytes=size,
+            downloaded_at=time.time(),
+            error=None,
+        )
+
+    def _progress_callback(self, job: _Job) -> Callable[[int, int | None], None]:
+        last = {"fraction": -1.0, "at": 0.0}
+
+        def report(done: int, total: int | None) -> None:
+            now = time.monotonic()
+            fraction = done / total if total else 0.0
+            if (
+                fraction - last["fraction"] < self.PROGRESS_EVENT_STEP
+                and now - last["at"] < self.PROGRESS_EVENT_SECONDS
+            ):
+                return
+            last.update(fraction=fraction, at=now)
+            mb = done / 1e6
+            text = f"Downloading {mb:.1f} of {total / 1e6:.1f} MB" if total else f"Downloading {mb:.1f} MB"
+            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=False)
+
+        return report
+
+    def _probe(self, client: Any, url: str) -> bool | None:
+        """HEAD the URL: True when the file is there, False when not (yet), None when HEAD is not supported."""
+        return client.probe(url, timeout=self.PROBE_TIMEOUT)
