@@ -1,4 +1,5 @@
-"""Mesh file -> one new object in the `ModelsLab` collection, with a vertex-colour material.
+"""Mesh file -> one new object in the `ModelsLab` collection, with a vertex-colour material; a downloaded
+job -> that object, with the job marked imported (import_job).
 
 Lean by design (benchmarked against a bare wm.obj_import): no bmesh passes; a failed import
 removes whatever it created and raises ModelsLabError(bad_mesh).
@@ -7,15 +8,22 @@ removes whatever it created and raises ModelsLabError(bad_mesh).
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import bpy
 
 from ..api import Category, ModelsLabError
+from ..api.errors import invalid_input
+from ..api.jobs import TERMINAL_STATES, JobState
+from .inputs import drop_prepared_upload
+from .rows import update_row
+from .session import get_runner, settings
 
 COLLECTION_NAME = "ModelsLab"
 COLOR_ATTRIBUTE = "Color"
@@ -64,7 +72,7 @@ class Provenance:
         obj["modelslab_remote_id"] = self.remote_id or ""
         obj["modelslab_source"] = self.source
         obj["modelslab_params"] = json.dumps(self.params, sort_keys=True, default=str)
-        obj["modelslab_created"] = self.created or datetime.now(UTC).isoformat(timespec="seconds")
+        obj["modelslab_created"] = self.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def bad_mesh(message: str) -> ModelsLabError:
@@ -369,3 +377,75 @@ def _remove_objects(objects: list[bpy.types.Object]) -> None:
                 bpy.data.meshes.remove(mesh)
         except ReferenceError:
             continue
+
+
+# --- a downloaded job -> the scene ---------------------------------------------------------------------------------
+def import_job(local_id: str, context: bpy.types.Context | None = None, *, again: bool = False) -> bpy.types.Object:
+    """Import a downloaded job's mesh on the main thread; mark it imported (or failed(bad_mesh)).
+
+    again=True re-imports an already imported job from the cached file (a new object).
+    """
+    runner = get_runner()
+    record = runner.get(local_id)
+    if record is None:
+        raise invalid_input(f"No job with id {local_id!r}.")
+    allowed = (JobState.DOWNLOADED, JobState.IMPORTED) if again else (JobState.DOWNLOADED,)
+    if record.state not in allowed or not record.file_path:
+        raise invalid_input(
+            f"Job {record.name} has no downloaded mesh to import (it is {record.state}).",
+            "Wait for the download, or resume the job." if record.state not in TERMINAL_STATES else None,
+        )
+    if not os.path.isfile(record.file_path):
+        raise ModelsLabError(
+            Category.EXPIRED,
+            f"The downloaded mesh of {record.name} is no longer in the cache.",
+            "Resume the job to download it again (outputs stay on the server for 24 hours).",
+        )
+    fmt = str(record.params.get("output_format") or Path(record.file_path).suffix.lstrip(".") or "obj")
+    provenance = Provenance(
+        job_id=record.local_id,
+        remote_id=record.remote_id or "",
+        source=str(record.extra.get("original_source") or record.source),
+        params={k: v for k, v in record.params.items() if k != "init_image"},
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created_at)),
+    )
+    try:
+        with _main_window_context(context) as ctx:
+            obj = import_mesh(
+                ctx,
+                record.file_path,
+                fmt,
+                name=record.name,
+                options=ImportOptions.from_settings(settings()),
+                provenance=provenance,
+            )
+    except ModelsLabError as exc:
+        if record.state == JobState.DOWNLOADED:
+            update_row(runner.mark_failed(local_id, exc))
+        raise
+    update_row(runner.mark_imported(local_id, obj.name))
+    drop_prepared_upload(record)
+    return obj
+
+
+class _main_window_context:
+    """Yield a context with a window when one exists (timer callbacks run without one)."""
+
+    def __init__(self, context: bpy.types.Context | None) -> None:
+        self.context = context or bpy.context
+        self.override: Any = None
+
+    def __enter__(self) -> bpy.types.Context:
+        ctx = self.context
+        if getattr(ctx, "window", None) is None and not bpy.app.background:
+            wm = ctx.window_manager
+            if wm is not None and len(wm.windows):
+                window = wm.windows[0]
+                self.override = ctx.temp_override(window=window)  # type: ignore[attr-defined]
+                self.override.__enter__()
+                return bpy.context
+        return ctx
+
+    def __exit__(self, *exc: object) -> None:
+        if self.override is not None:
+            self.override.__exit__(*exc)

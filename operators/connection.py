@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import Category, ModelsLabError
-from ..blender import runtime
+from ..blender import rows, session
 from ..blender.preferences import connection_status
 
 if TYPE_CHECKING:
@@ -17,8 +17,8 @@ _pending: dict[str, Any] = {}
 
 def check_connection() -> str:
     """Ask the server for the wallet balance; returns a one-line summary or raises ModelsLabError."""
-    current = runtime.check_ready()
-    client = runtime.make_client(current)
+    current = session.check_ready()
+    client = session.make_client(current)
     try:
         wallet = client.wallet_balance()
     finally:
@@ -53,7 +53,7 @@ def _poll_result() -> float | None:
         _set_status(value, "CHECKMARK")
     else:
         _set_status(f"[{value.category.value}] {value.message}", "ERROR", value.fix)
-    runtime.tag_redraw()
+    rows.tag_redraw()
     return None
 
 
@@ -89,7 +89,7 @@ class MODELSLAB_OT_test_connection(bpy.types.Operator):
             self.report({"INFO"}, "A connection test is already running")
             return {"CANCELLED"}
         try:
-            runtime.check_ready()  # no key / offline: answer at once, no request
+            session.check_ready()  # no key / offline: answer at once, no request
         except ModelsLabError as error:
             _set_status(f"[{error.category.value}] {error.message}", "ERROR", error.fix)
             self.report({"ERROR"}, f"[{error.category.value}] {error.message} {error.fix}")

@@ -8,7 +8,7 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
 from ..api import ModelsLabError
 from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, PARAM_FIELDS, RESOLUTION_RANGE
-from ..blender import runtime, scripting
+from ..blender import inputs, results, runtime
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -76,16 +76,16 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
             values["output_format"] = values["output_format"].strip().lower() or None
         image = self.image.strip() or scene_image(context)
         try:
-            params = runtime.build_params(values, getattr(context.scene, "modelslab", None))
-            resolved = runtime.resolve_image(image)
+            params = inputs.build_params(values, getattr(context.scene, "modelslab", None))
+            resolved = inputs.resolve_image(image)
             if not bpy.app.background:
                 record = runtime.submit(resolved, params, origin="operator")
                 self.report({"INFO"}, f"ModelsLab: generating {record.name} (see the sidebar's job list)")
                 return {"FINISHED"}
             record = runtime.submit(resolved, params, auto_import=False, origin="operator")
             print(f"ModelsLab: {record.name}: submitted as job {record.local_id}", flush=True)
-            final = runtime.wait_for(record.local_id, None, scripting.print_progress)
-            obj = scripting.object_or_raise(final)
+            final = results.wait_for(record.local_id, None, results.print_progress)
+            obj = results.object_or_raise(final)
         except ModelsLabError as error:
             report_error(self, error)
             return {"CANCELLED"}

@@ -8,7 +8,7 @@ import bpy
 from bpy.props import StringProperty
 
 from ..api import ModelsLabError
-from ..blender import runtime, scripting
+from ..blender import batch, importer, results, rows, runtime, session
 from .generate import report_error
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ CANCEL_NOTE = "The server may still charge for a job it had already accepted."
 
 
 def _record_or_report(operator: bpy.types.Operator, job_id: str):  # -> JobRecord | None
-    record = runtime.get_record(job_id) if job_id else None
+    record = session.get_record(job_id) if job_id else None
     if record is None:
         operator.report({"ERROR"}, f"No ModelsLab job with id {job_id!r}.")
     return record
@@ -64,7 +64,7 @@ class MODELSLAB_OT_reimport_job(bpy.types.Operator):
                 runtime.resume_job(self.job_id)
                 self.report({"INFO"}, f"{record.name}: the cached mesh is gone; downloading it again")
                 return {"FINISHED"}
-            obj = runtime.import_job(self.job_id, context, again=True)
+            obj = importer.import_job(self.job_id, context, again=True)
         except ModelsLabError as error:
             report_error(self, error)
             return {"CANCELLED"}
@@ -82,10 +82,10 @@ class MODELSLAB_OT_open_job_folder(bpy.types.Operator):
     job_id: StringProperty(name="Job ID", options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
-        record = runtime.get_record(self.job_id) if self.job_id else None
+        record = session.get_record(self.job_id) if self.job_id else None
         folder = os.path.dirname(record.file_path) if record is not None and record.file_path else ""
         if not folder or not os.path.isdir(folder):
-            folder = str(runtime.cache_dir())
+            folder = str(session.cache_dir())
             os.makedirs(folder, exist_ok=True)
         if bpy.app.background:
             self.report({"INFO"}, f"Folder: {folder}")
@@ -125,7 +125,7 @@ class MODELSLAB_OT_clear_finished_jobs(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
-        count = runtime.forget_finished()
+        count = rows.forget_finished()
         self.report({"INFO"}, f"Cleared {count} finished job(s)")
         return {"FINISHED"}
 
@@ -143,14 +143,14 @@ class MODELSLAB_OT_resume_jobs(bpy.types.Operator):
                 records = runtime.resume_unfinished()
                 self.report({"INFO"}, f"Resuming {len(records)} job(s)")
                 return {"FINISHED"}
-            results = scripting.resume(on_event=scripting.print_progress)
+            finished = batch.resume_journal(on_event=results.print_progress)
         except ModelsLabError as error:
             report_error(self, error)
             return {"CANCELLED"}
-        imported = sum(1 for r in results if r.get("status") == "imported")
-        failed = [r for r in results if r.get("status") != "imported"]
-        for result in failed:
-            details = result.get("error") or {}
-            print(f"ModelsLab: {result.get('image')}: {result.get('status')} {details.get('message', '')}", flush=True)
-        self.report({"WARNING"} if failed else {"INFO"}, f"Resumed {len(results)} job(s), imported {imported}")
+        imported = sum(1 for r in finished if r.get("status") == "imported")
+        failed = [r for r in finished if r.get("status") != "imported"]
+        for row in failed:
+            details = row.get("error") or {}
+            print(f"ModelsLab: {row.get('image')}: {row.get('status')} {details.get('message', '')}", flush=True)
+        self.report({"WARNING"} if failed else {"INFO"}, f"Resumed {len(finished)} job(s), imported {imported}")
         return {"FINISHED"}

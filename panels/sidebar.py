@@ -7,7 +7,7 @@ from typing import Any
 import bpy
 
 from ..api import ModelsLabError
-from ..blender import compat, runtime
+from ..blender import compat, session
 from ..blender.props import SESSION_EPOCH
 from .previews import preview_icon
 
@@ -36,7 +36,7 @@ def scene_settings(context: bpy.types.Context) -> Any:
 
 def generate_blocker(context: bpy.types.Context) -> str | None:
     """Why Generate cannot run now (no key, no image, online access off), or None."""
-    current = runtime.settings()
+    current = session.settings()
     if not current.api_key:
         return "Set your API key in Preferences > Add-ons > ModelsLab (or MODELSLAB_API_KEY)"
     try:
