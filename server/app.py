@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import http.client
 import io
+import ipaddress
 import json
 import logging
 import math
@@ -18,15 +20,13 @@ import ssl
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .faults import GENERIC, TERMINAL, FaultBook, FaultError, Fired, parse_rules
+from .faults import GENERIC, MESH_KINDS, TERMINAL, FaultBook, FaultError, Fired, parse_rules
 from .store import Config, Job, Store, is_loopback_host
 
 log = logging.getLogger("server")
@@ -35,7 +35,13 @@ MAX_BODY = 16 << 20
 MAX_UPLOAD = 5 << 20
 MAX_REMOTE_IMAGE = 20 << 20
 MAX_URL = 2048
-JOB_KINDS = frozenset({"job_failed", "processing_polls", "processing_forever", "hostile_names", "pad_output"})
+IMAGE_TIMEOUT = 10.0
+# Every failure to get an image from a URL the policy allows answers this one text, so the answers cannot
+# tell an open port from a closed one, a 404 from a non-image, or a missing name from a private address.
+IMAGE_UNREACHABLE = "image URL not reachable: no image could be fetched from that URL"
+JOB_KINDS = frozenset(
+    {"job_failed", "processing_polls", "processing_forever", "hostile_names", "pad_output", "hold_job"}
+)
 FETCH_JOB_KINDS = frozenset({"job_failed", "processing_polls", "processing_forever", "hostile_names", "expired"})
 DOWNLOAD_KINDS = frozenset({"expired", "truncate", "html_mesh", "corrupt_mesh", "slow_download"})
 OUTPUT_FORMATS = ("obj", "glb", "ply", "stl")
@@ -419,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
         if endpoint == "submit":
             return self.submit(flavor, body, key)
         if endpoint == "fetch":
-            return self.fetch(flavor, match.group("id"))
+            return self.fetch(flavor, match.group("id"), key)
         if endpoint == "upload":
             return self.upload(body)
         if endpoint == "wallet":
@@ -439,7 +445,7 @@ class Handler(BaseHTTPRequestHandler):
             "fetch_result": fetch_url,
             "id": job.id,
             # The service answers [] or "" here; alternate so clients meet both.
-            "output": "" if job.id % 2 else [],
+            "output": "" if job.seq % 2 else [],
             "future_links": output,
             "meta": self.store.meta(job),
         }
@@ -452,56 +458,54 @@ class Handler(BaseHTTPRequestHandler):
         if config.max_queue and self.store.active_jobs() >= config.max_queue:
             raise RequestError(429, "Too many requests: your queue is full", retry_after=5)
         image = self.load_image(params["init_image"])
-        job_faults = self.faults.take("submit", JOB_KINDS)
-        job = self.store.create_job(flavor, params, image, key, job_faults)
-        return 200, self.processing_payload(job, self.base_url()), {}
+        mesh_kinds = {kind for kind, fmt in MESH_KINDS.items() if fmt == params["output_format"]}
+        job_faults = self.faults.take("submit", JOB_KINDS | mesh_kinds)
+        base = self.base_url()
+        job = self.store.create_job(flavor, params, image, key, job_faults, base, self.client_is_loopback())
+        return 200, self.processing_payload(job, base), {}
 
     def load_image(self, url: str) -> bytes:
-        """The image bytes behind init_image (loopback hosts only unless --allow-remote-images)."""
-        config = self.server.config
+        """The image bytes behind init_image, under one allow-list whatever address the server listens on.
+
+        - this server's own uploads (recognised by their unguessable name, whatever host the URL names);
+        - loopback URLs, only for clients on this machine (they could fetch those themselves);
+        - with --allow-remote-images, hosts whose every address is public (no private, link-local, loopback).
+        Redirects are not followed, and connections go to the address that was checked.
+        """
         parsed = urlparse(url)
-        if not config.allow_remote_images and not is_loopback_host(parsed.hostname):
-            raise RequestError(
-                400,
-                "image URL not reachable: this local server only fetches images from loopback hosts "
-                "(start it with --allow-remote-images to allow others)",
-            )
+        if parsed.path.startswith("/uploads/"):
+            own = self.store.upload_path(unquote(parsed.path[len("/uploads/") :]))
+            if own is not None:
+                return own.read_bytes()
         try:
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
         except ValueError:
-            raise RequestError(400, "image URL not reachable: bad port") from None
-        if is_loopback_host(parsed.hostname) and port == self.server.server_address[1]:
-            if parsed.path.startswith("/uploads/"):
-                path = self.store.upload_path(unquote(parsed.path[len("/uploads/") :]))
-                if path is None:
-                    raise RequestError(400, "image URL not reachable (HTTP 404: unknown or expired upload)")
-                data = path.read_bytes()
-            else:
-                raise RequestError(400, "image URL not reachable (HTTP 404)")
+            raise RequestError(400, IMAGE_UNREACHABLE) from None
+        host = parsed.hostname or ""
+        if is_loopback_host(host):
+            if not self.client_is_loopback():
+                raise RequestError(
+                    400, "image URL not reachable: this server fetches loopback URLs only for clients on its machine"
+                )
+            if port == self.server.server_address[1]:  # itself: only uploads, handled above
+                raise RequestError(400, IMAGE_UNREACHABLE)
+            allowed = is_loopback_address
+        elif self.server.config.allow_remote_images:
+            allowed = is_public_address
         else:
-            data = self.download_image(url)
-        if _image_kind(data) is None:
-            raise RequestError(400, "The init_image is not a readable image (png, jpeg or webp).")
+            raise RequestError(
+                400,
+                "image URL not reachable: this local server fetches only its own uploads and, for clients on its "
+                "machine, loopback URLs (start it with --allow-remote-images to allow public hosts)",
+            )
+        data = fetch_image(parsed.scheme, host, port, parsed, allowed)
+        if data is None or _image_kind(data) is None:
+            raise RequestError(400, IMAGE_UNREACHABLE)
         return data
 
-    @staticmethod
-    def download_image(url: str) -> bytes:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        request = urllib.request.Request(url, headers={"User-Agent": "ModelsLabLocal/1.0"})
-        try:
-            with opener.open(request, timeout=10) as response:
-                data = response.read(MAX_REMOTE_IMAGE + 1)
-        except urllib.error.HTTPError as exc:
-            raise RequestError(400, f"image URL not reachable (HTTP {exc.code})") from None
-        except (OSError, ValueError) as exc:
-            raise RequestError(400, f"image URL not reachable ({type(exc).__name__})") from None
-        if len(data) > MAX_REMOTE_IMAGE:
-            raise RequestError(400, "The init_image is too large.")
-        return data
-
-    def fetch(self, flavor: str, raw_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def fetch(self, flavor: str, raw_id: str, key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         raw_id = unquote(raw_id).strip()
-        job = self.store.get_job(int(raw_id)) if re.fullmatch(r"\d{1,18}", raw_id) else None
+        job = self.store.job_for(int(raw_id), key) if re.fullmatch(r"\d{1,18}", raw_id) else None
         if job is None:
             raise RequestError(404, "Request not found: no job with this id")
         if self.store.expired(job):
@@ -600,9 +604,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if file is None or job is None:
             raise RequestError(404, "File not found (not ready yet, or expired)")
-        self.send_file(file, MESH_TYPES[job.fmt], fired)
+        self.send_file(file, MESH_TYPES[job.fmt], fired, job)
 
-    def send_file(self, file: Path, content_type: str, fired: dict[str, Fired]) -> None:
+    def send_file(self, file: Path, content_type: str, fired: dict[str, Fired], job: Job | None = None) -> None:
         size = file.stat().st_size
         self.send_response(200)
         self.send_header("Content-Type", content_type)
@@ -615,6 +619,8 @@ class Handler(BaseHTTPRequestHandler):
         if "truncate" in fired:
             limit = min(size, int(fired["truncate"].get("bytes", size // 2)))
         rate = float(fired["slow_download"].get("bytes_per_second")) if "slow_download" in fired else 0.0
+        if job is not None:
+            self.store.count_download(job, completed=False)
         with file.open("rb") as handle:
             if not rate and limit == size:
                 self.connection.sendfile(handle)
@@ -622,6 +628,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.stream(handle, limit, rate)
         if limit < size:
             self.drop()
+        elif job is not None:
+            self.wfile.flush()
+            self.store.count_download(job, completed=True)
 
     def stream(self, handle: Any, limit: int, rate: float) -> None:
         chunk = max(1, int(rate / 20)) if rate else 1 << 20
@@ -667,12 +676,71 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, str(exc)) from None
             self.send_json(200, {"status": "success", "rules": self.faults.rules()})
             return
+        if path == "/__admin/release" and self.command == "POST":
+            ids = body.get("ids") if isinstance(body, dict) else None
+            if ids is not None and (
+                not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            ):
+                raise RequestError(400, 'Send {"ids": [job ids]} or {} for every held job.')
+            self.send_json(200, {"status": "success", "released": self.store.release(ids)})
+            return
         if path == "/__admin/reset" and self.command == "POST":
             self.store.reset()
             self.faults.reset()
             self.send_json(200, {"status": "success"})
             return
         raise RequestError(404, f"Unknown admin endpoint {path[:200]}")
+
+
+def is_loopback_address(address: str) -> bool:
+    """True for a loopback IP address (a resolved one, scope id allowed)."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable IP address (not private, loopback, link-local, mapped or reserved)."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_global
+    except ValueError:
+        return False
+
+
+def fetch_image(scheme: str, host: str, port: int, parsed: Any, allowed: Any) -> bytes | None:
+    """GET the URL from an address of `host` that `allowed` accepts (every address must be); None on any failure."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    addresses = [info[4] for info in infos]
+    if not addresses or not all(allowed(str(address[0])) for address in addresses):
+        return None
+    target = parsed.path or "/"
+    if parsed.query:
+        target += "?" + parsed.query
+    connection: http.client.HTTPConnection
+    try:
+        sock = socket.create_connection((str(addresses[0][0]), port), timeout=IMAGE_TIMEOUT)
+        if scheme == "https":
+            context = ssl.create_default_context()
+            connection = http.client.HTTPSConnection(host, port, timeout=IMAGE_TIMEOUT, context=context)
+            sock = context.wrap_socket(sock, server_hostname=host)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=IMAGE_TIMEOUT)
+        connection.sock = sock  # pinned: no second lookup between the check and the connection
+        try:
+            connection.request("GET", target, headers={"User-Agent": "ModelsLabLocal/1.0"})
+            response = connection.getresponse()
+            if response.status != 200:
+                return None
+            data = response.read(MAX_REMOTE_IMAGE + 1)
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    return data if len(data) <= MAX_REMOTE_IMAGE else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -739,7 +807,14 @@ def main(argv: list[str] | None = None) -> int:
     httpd = ModelsLabHTTPServer((args.host, args.port), config, store, faults, tls)
     port = httpd.server_address[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    store.base_url_for_webhook = f"{httpd.scheme}://{host}:{port}"
+    if not is_loopback_host(args.host):
+        print(
+            f"python -m server: warning: listening on {args.host}, beyond this machine: anyone who can reach port "
+            f"{port} can use it{'' if keys else ' with any key (set --keys)'}; links follow the Host each client used; "
+            "admin endpoints and loopback image URLs stay for clients on this machine (see server/README.md)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

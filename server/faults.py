@@ -12,6 +12,10 @@ from typing import Any
 JSON_ENDPOINTS = frozenset({"submit", "fetch", "upload", "wallet", "system"})
 ENDPOINTS = JSON_ENDPOINTS | {"download"}
 JOB_ENDPOINTS = frozenset({"submit", "fetch"})
+SUBMIT_ONLY = frozenset({"submit"})
+# Hostile-mesh kinds -> the output format they apply to (they fire only on submits of that format).
+MESH_KINDS = {"glb_buffer_uri": "glb", "glb_image_uri": "glb", "obj_mtllib": "obj"}
+MAX_REFERENCE = 1024
 
 # kind -> (endpoints where it can fire, {parameter: default})
 KINDS: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
@@ -30,7 +34,11 @@ KINDS: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
     "drop_connection": (ENDPOINTS, {}),
     "delay": (ENDPOINTS, {"seconds": 1.0}),
     "hostile_names": (JOB_ENDPOINTS, {}),
-    "pad_output": (frozenset({"submit"}), {"bytes": 1 << 20}),
+    "pad_output": (SUBMIT_ONLY, {"bytes": 1 << 20}),
+    "hold_job": (SUBMIT_ONLY, {}),
+    "glb_buffer_uri": (SUBMIT_ONLY, {"uri": "/dev/zero"}),
+    "glb_image_uri": (SUBMIT_ONLY, {"uri": "../../outside.png"}),
+    "obj_mtllib": (SUBMIT_ONLY, {"mtllib": "../x.mtl", "material": "hostile"}),
 }
 # Faults that replace the answer; at most one fires per request. The others modify it and may combine.
 TERMINAL = frozenset(
@@ -135,6 +143,12 @@ def parse_rule(raw: Any) -> Rule:
         params["bytes_per_second"] = _number(raw, "bytes_per_second", params["bytes_per_second"], low=1)
     elif kind == "delay":
         params["seconds"] = _number(raw, "seconds", params["seconds"], low=0, high=3600)
+    elif kind in MESH_KINDS:
+        for name, value in params.items():
+            if not isinstance(value, str) or not value or len(value) > MAX_REFERENCE:
+                raise FaultError(f"{kind}: {name} must be text of 1 to {MAX_REFERENCE} characters")
+            if any(ord(char) < 32 for char in value):
+                raise FaultError(f"{kind}: {name} must not contain control characters")
     return Rule(kind, endpoint, times, probability, params)
 
 

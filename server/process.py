@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import requests
 
+from .keys import key_hash
+
 REPO_ROOT = Path(__file__).resolve().parent.parent  # server/ sits at the repo root
 START_DEADLINE = 30.0
 _LISTEN_RE = re.compile(r"listening on (https?://\S+)")
@@ -175,6 +177,22 @@ class ServerProcess:
             if str(job["id"]) == str(job_id):
                 return job
         return None
+
+    def submits_for(self, key: str) -> int:
+        """How many jobs this key created since the last reset."""
+        return int(self.stats()["submits_by_key"].get(key_hash(key), 0))
+
+    def downloads(self, job_id: int | str) -> dict[str, int]:
+        """{"started": N, "completed": N}: GETs of the job's mesh that began sending, and that sent the whole body."""
+        job = self.job(job_id)
+        if job is None:
+            raise KeyError(f"the server has no job {job_id}")
+        return {"started": job["downloads_started"], "completed": job["downloads_completed"]}
+
+    def release(self, ids: Sequence[int] | None = None) -> list[int]:
+        """Let jobs held by the hold_job fault finish (these ids, or all); returns the ids released."""
+        body = {} if ids is None else {"ids": [int(i) for i in ids]}
+        return list(self._admin("POST", "/__admin/release", body)["released"])
 
     def reset(self) -> dict:
         """Forget jobs, uploads, outputs, faults and counters; refill the wallet."""

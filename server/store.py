@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import ipaddress
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 import urllib.request
@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from . import reconstruct
+from . import hostile, reconstruct
+from .faults import MESH_KINDS
+from .keys import key_digest, key_hash
 
 log = logging.getLogger("server")
 
 PRICE_PER_JOB = 0.2
 HOSTILE_PREFIX = "../../etc/x"
+ID_LOW, ID_HIGH = 100_000_000, 999_999_999  # job ids: random 9-digit integers, never reused
 
 
 @dataclass
@@ -48,11 +51,15 @@ class Job:
     """One accepted image_to_3d request."""
 
     id: int
+    seq: int  # submit order; its parity picks the answer variants
     flavor: str  # "enterprise" | "v6"
     params: dict[str, Any]  # normalised request fields (no key)
     image: bytes
     file_prefix: str
     key_hash: str
+    owner: str  # full digest of the submitting key: only that key can fetch the job
+    base_url: str  # the address the submitting client used (webhook links)
+    client_loopback: bool  # whether the submitting client was on this machine (may it name loopback webhooks)
     created_at: float
     estimate: float
     started_at: float | None = None
@@ -64,6 +71,12 @@ class Job:
     forever: bool = False  # processing_forever fault
     hostile: bool = False  # hostile_names fault
     pad_bytes: int | None = None  # pad_output fault
+    mesh_fault: tuple[str, dict[str, Any]] | None = None  # glb_buffer_uri / glb_image_uri / obj_mtllib fault
+    held: bool = False  # hold_job fault: stays processing until released
+    release: threading.Event = field(default_factory=threading.Event)
+    fetches: int = 0
+    downloads_started: int = 0
+    downloads_completed: int = 0
     file_size: int | None = None
     vertices: int | None = None
     faces: int | None = None
@@ -107,6 +120,11 @@ class Job:
             "recon_seconds": self.recon_seconds,
             "error": self.error,
             "webhook_status": self.webhook_status,
+            "held": self.held and not self.release.is_set(),
+            "mesh_fault": self.mesh_fault[0] if self.mesh_fault else None,
+            "fetches": self.fetches,
+            "downloads_started": self.downloads_started,
+            "downloads_completed": self.downloads_completed,
         }
 
 
@@ -123,11 +141,6 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def key_hash(key: str) -> str:
-    """Short stable digest of a key: stats never hold a raw key."""
-    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:12]
-
-
 class Store:
     """All mutable server state behind one lock, plus the worker pool."""
 
@@ -140,7 +153,8 @@ class Store:
         for directory in (self.out_dir, self.upload_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="job")
-        self.next_id = 1000
+        self.next_seq = 1
+        self.issued_ids: set[int] = set()
         self.next_upload_id = 500
         self._coef = 1.0  # seconds for a res-256 reconstruction, learned from finished jobs
         self._init_counters()
@@ -192,6 +206,7 @@ class Store:
         with self.lock:
             for job_id, job in self.jobs.items():
                 job.cancel.set()
+                job.release.set()
                 future = self.futures.get(job_id)
                 if future is not None:
                     future.cancel()
@@ -208,6 +223,7 @@ class Store:
         with self.lock:
             for job in self.jobs.values():
                 job.cancel.set()
+                job.release.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # --- wallet ------------------------------------------------------------------------------
@@ -225,28 +241,51 @@ class Store:
         with self.lock:
             return sum(1 for job in self.jobs.values() if job.status in ("queued", "processing") and not job.forever)
 
-    def create_job(self, flavor: str, params: dict[str, Any], image: bytes, key: str, faults: dict[str, Any]) -> Job:
+    def _new_id(self) -> int:
+        while True:
+            job_id = ID_LOW + secrets.randbelow(ID_HIGH - ID_LOW + 1)
+            if job_id not in self.issued_ids:
+                self.issued_ids.add(job_id)
+                return job_id
+
+    def create_job(
+        self,
+        flavor: str,
+        params: dict[str, Any],
+        image: bytes,
+        key: str,
+        faults: dict[str, Any],
+        base_url: str,
+        client_loopback: bool,
+    ) -> Job:
         """Register, charge and schedule a job (faults: the submit's job-level faults that fired)."""
         with self.lock:
-            job_id = self.next_id
-            self.next_id += 1
+            job_id = self._new_id()
             job = Job(
                 id=job_id,
+                seq=self.next_seq,
                 flavor=flavor,
                 params=params,
                 image=image,
                 file_prefix=str(uuid.uuid4()),
                 key_hash=key_hash(key),
+                owner=key_digest(key),
+                base_url=base_url,
+                client_loopback=client_loopback,
                 created_at=time.time(),
                 estimate=self.estimate(params["resolution"]),
             )
+            self.next_seq += 1
+            self.jobs[job_id] = job
+            self.files[job.file_name] = job_id
             self.apply_job_faults(job, faults)
             if "pad_output" in faults:
                 job.pad_bytes = int(faults["pad_output"].get("bytes", 0))
-            self.jobs[job_id] = job
-            self.files[job.file_name] = job_id
-            for name in job.hostile_names():
-                self.files[name] = job_id
+            if "hold_job" in faults:
+                job.held = True
+            for kind in MESH_KINDS:
+                if kind in faults:
+                    job.mesh_fault = (kind, dict(faults[kind].params))
             self.balance -= PRICE_PER_JOB
             self.submits += 1
             self.submits_by_key[job.key_hash] += 1
@@ -259,8 +298,7 @@ class Store:
                 self.futures[job_id] = self.pool.submit(self._run, job)
             return job
 
-    @staticmethod
-    def apply_job_faults(job: Job, faults: dict[str, Any]) -> None:
+    def apply_job_faults(self, job: Job, faults: dict[str, Any]) -> None:
         """Job-level faults fired on submit or fetch change how this job answers from now on."""
         if "job_failed" in faults:
             job.fail_text = str(faults["job_failed"].get("text"))
@@ -271,12 +309,42 @@ class Store:
             job.extra_polls += int(faults["processing_polls"].get("polls", 0))
         if "processing_forever" in faults:
             job.forever = True
-        if "hostile_names" in faults:
+        if "hostile_names" in faults and not job.hostile:
             job.hostile = True
+            with self.lock:  # these names embed the id: only a job that hands them out answers to them
+                for name in job.hostile_names():
+                    self.files[name] = job.id
 
     def get_job(self, job_id: int) -> Job | None:
         with self.lock:
             return self.jobs.get(job_id)
+
+    def job_for(self, job_id: int, key: str) -> Job | None:
+        """The job if `key` submitted it; None for unknown ids and other keys' jobs alike."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or not secrets.compare_digest(job.owner, key_digest(key)):
+                return None
+            job.fetches += 1
+            return job
+
+    def release(self, ids: list[int] | None) -> list[int]:
+        """Let held jobs (hold_job fault) finish: these ids, or all of them; returns the ids released."""
+        with self.lock:
+            released = []
+            for job in self.jobs.values():
+                if job.held and not job.release.is_set() and (ids is None or job.id in ids):
+                    job.release.set()
+                    released.append(job.id)
+            return sorted(released)
+
+    def count_download(self, job: Job, completed: bool) -> None:
+        """A GET of the job's file began sending (completed=False) or sent the whole body (completed=True)."""
+        with self.lock:
+            if completed:
+                job.downloads_completed += 1
+            else:
+                job.downloads_started += 1
 
     def expired(self, job: Job) -> bool:
         """Outputs (and the fetch answer) disappear --expire-seconds after the job finished."""
@@ -333,6 +401,8 @@ class Store:
                 reconstruct.write_mesh(mesh, tmp, job.fmt)
                 if job.pad_bytes:
                     reconstruct.pad_file(tmp, job.fmt, job.pad_bytes)
+                if job.mesh_fault is not None:
+                    hostile.apply(tmp, *job.mesh_fault)
                 recon = time.perf_counter() - t0
                 with self.lock:
                     job.recon_seconds = round(recon, 4)
@@ -343,6 +413,8 @@ class Store:
             remaining = self.config.job_seconds - (time.time() - (job.started_at or 0.0))
             if remaining > 0 and job.cancel.wait(remaining):
                 return
+            if job.held:
+                job.release.wait()
             with self.lock:
                 if not self._alive(job):
                     return
@@ -369,10 +441,12 @@ class Store:
         url = job.params.get("webhook")
         if not url or not self._alive(job):
             return
-        payload = self.result_payload(job, self.base_url_for_webhook)
+        payload = self.result_payload(job, job.base_url)
         payload["track_id"] = job.params.get("track_id")
         if not is_loopback_host(urlparse(url).hostname):
             status = "skipped (this local server only calls loopback webhooks)"
+        elif not job.client_loopback:
+            status = "skipped (loopback webhooks only for clients on this machine)"
         else:
             data = json.dumps(payload).encode()
             headers = {"Content-Type": "application/json"}
@@ -386,8 +460,6 @@ class Store:
         with self.lock:
             job.webhook_status = status
             self.webhooks.append({"id": job.id, "url": url, "status": status, "at": time.time()})
-
-    base_url_for_webhook = ""
 
     # --- answers -----------------------------------------------------------------------------
     def meta(self, job: Job, hostile: bool | None = None) -> dict[str, Any]:
@@ -430,7 +502,7 @@ class Store:
             "status": "success",
             "generationTime": round(generation, 3),
             # The seed example of the real service answers "id": null; odd ids do the same here.
-            "id": None if job.id % 2 else job.id,
+            "id": None if job.seq % 2 else job.id,
             "output": output,
             "proxy_links": proxy,
             "nsfw_content_detected": False,
