@@ -152,7 +152,7 @@ class ServerProcess:
         return response.json()["output"][0]
 
     def set_faults(self, rules: Sequence[dict]) -> dict:
-        """Replace all fault rules (see docs/ARCHITECTURE.md for the rule format)."""
+        """Replace all fault rules (see server/README.md for the rule format and the kinds)."""
         return self._admin("POST", "/__admin/faults", {"rules": list(rules)})
 
     def add_faults(self, rules: Sequence[dict]) -> dict:
