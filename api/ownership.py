@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _try_lock(handle: IO[bytes]) -> bool:
