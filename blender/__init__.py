@@ -1,4 +1,5 @@
-"""Blender-side helpers: preferences, compat shims, scene properties, importer, runtime and script API.
+"""Blender-side modules (not operators/panels): preferences, compat, props, session, inputs, rows, importer,
+runtime, results, batch (+ batch_output) and the script API (scripting). docs/ARCHITECTURE.md has the map.
 
 Nothing here runs at import time beyond defining classes; network code is imported on first use.
 """

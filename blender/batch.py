@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import Category, ModelsLabError
-from ..api.jobs import JobState
+from ..api.records import JobState
 from .importer import import_job
 from .inputs import build_params, display_name
 from .results import failure_row, interrupted_row, original_source, result_of, wait_any
@@ -26,7 +26,7 @@ from .runtime import resume_job, resume_unfinished, submit
 from .session import get_record, journal, peek_runner, settings
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobEvent, JobRecord
+    from ..api.records import JobEvent, JobRecord
 
 WAIT_SLICE = 0.25  # seconds one wait for "any job settled" blocks before a stop request is checked again
 # A refusal means the server never took the job; anything else after SUBMITTING may have been charged.

@@ -20,7 +20,7 @@ import bpy
 
 from ..api import Category, ModelsLabError
 from ..api.errors import invalid_input
-from ..api.jobs import TERMINAL_STATES, JobState
+from ..api.records import TERMINAL_STATES, JobState
 from .inputs import drop_prepared_upload
 from .rows import update_row
 from .session import get_runner, settings

@@ -14,7 +14,7 @@ from ..api.params import PARAM_FIELDS, check_http_url, is_url
 from .session import uploads_dir
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobRecord
+    from ..api.records import JobRecord
 
 MAX_UPLOAD_BYTES = 5 << 20
 
@@ -31,9 +31,13 @@ class ImageInput:
         self.is_url = is_url
 
 
+def _last_part(image: str) -> Path:
+    return Path(image.split("?", 1)[0].rstrip("/"))
+
+
 def display_name(image: str) -> str:
     """The file name of an image path or URL (query dropped), for progress lines."""
-    return Path(image.split("?", 1)[0].rstrip("/")).name or image
+    return _last_part(image).name or image
 
 
 def resolve_image(image: str) -> ImageInput:
@@ -47,8 +51,7 @@ def resolve_image(image: str) -> ImageInput:
         raise invalid_input("No image was chosen.", "Choose an image file or enter an image URL.")
     if is_url(text):
         check_http_url(text, "image")
-        stem = Path(text.split("?", 1)[0].rstrip("/")).stem
-        return ImageInput(text, _clean_name(stem), text, True)
+        return ImageInput(text, _clean_name(_last_part(text).stem), text, True)
     if text.startswith("//"):
         if not bpy.data.filepath:
             raise invalid_input(

@@ -12,28 +12,39 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import Category, ModelsLabError
-from ..api.jobs import SETTLED_STATES, JobState
+from ..api.records import SETTLED_STATES, JobState
 from .importer import import_job
 from .runtime import EventCallback, pump
 from .session import get_runner, state
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobEvent, JobRecord
+    from ..api.records import JobEvent, JobRecord
 
 WAIT_STEP = 0.5  # seconds one runner wait blocks before events are pumped again
 _ERROR_STATES = (JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)
 
 
+class _Deadline:
+    """An optional deadline cut into WAIT_STEP slices (events are pumped between two slices)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def step(self) -> float:
+        return WAIT_STEP if self.at is None else min(WAIT_STEP, max(0.0, self.at - time.monotonic()))
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
 def wait_for(local_id: str, timeout: float | None = None, on_event: EventCallback | None = None) -> "JobRecord":
     """Block until the job is settled (or timeout); events are applied and passed to on_event meanwhile."""
     runner = get_runner()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = _Deadline(timeout)
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        step = WAIT_STEP if remaining is None else min(WAIT_STEP, remaining)
-        record = runner.wait(local_id, timeout=step)
+        record = runner.wait(local_id, timeout=deadline.step())
         pump(max_events=None, max_imports=0, on_event=on_event)
-        if record.is_settled or (deadline is not None and time.monotonic() >= deadline):
+        if record.is_settled or deadline.passed():
             return runner.get(local_id) or record
         if record.state not in SETTLED_STATES and local_id not in state.active:
             # the runner stopped working on it (e.g. resume refused): nothing more will happen
@@ -48,15 +59,13 @@ def wait_any(
     if not ids:
         return None
     runner = get_runner()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = _Deadline(timeout)
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        step = WAIT_STEP if remaining is None else min(WAIT_STEP, remaining)
-        record = runner.wait_any(ids, timeout=step)
+        record = runner.wait_any(ids, timeout=deadline.step())
         pump(max_events=None, max_imports=0, on_event=on_event)
         if record is not None:
             return runner.get(record.local_id) or record
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline.passed():
             return None
 
 

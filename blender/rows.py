@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import ModelsLabError
-from ..api.jobs import SETTLED_STATES, JobState
+from ..api.records import SETTLED_STATES, JobState
 from .props import SESSION_EPOCH
 from .session import get_record, journal, journal_has_files, peek_runner, state
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobRecord
+    from ..api.records import JobRecord
 
 MAX_ROWS = 50  # job rows rebuilt from the journal after a restart
 FINISHED_ROWS_HORIZON = 24 * 3600.0  # finished jobs older than this are not listed again after a restart

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import GenerationParams, ModelsLabError
-from ..api.jobs import SETTLED_STATES, JobState
+from ..api.records import SETTLED_STATES, JobState
 from .importer import import_job
 from .inputs import ImageInput, resolve_image
 from .rows import clear_row_index, sync_rows, tag_redraw, update_row
@@ -33,7 +33,7 @@ from .session import (
 )
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobEvent, JobRecord
+    from ..api.records import JobEvent, JobRecord
 
 _API_PACKAGE = (__package__ or "modelslab_3d.blender").rpartition(".")[0] + ".api"
 MAX_EVENTS_PER_TICK = 32

@@ -19,7 +19,7 @@ from typing import Any
 import bpy
 
 from ..api import Category, GenerationParams, ModelsLabError
-from ..api.jobs import JobState
+from ..api.records import JobState
 from . import batch, results, runtime, session
 from .importer import import_job as _import_job
 from .inputs import build_params

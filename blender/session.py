@@ -19,8 +19,9 @@ from .preferences import Settings, get_settings
 
 if TYPE_CHECKING:
     from ..api.client import ModelsLabClient
-    from ..api.jobs import JobRecord, JobRunner
+    from ..api.jobs import JobRunner
     from ..api.journal import JobJournal
+    from ..api.records import JobRecord
 
 
 class SessionState:
