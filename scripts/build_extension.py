@@ -1,19 +1,24 @@
 """Build the extension zip with Blender's own tool, validate it, and write the legacy add-on zip next to it.
 
-Run with a Python that has the `bpy` module (make build uses .venv-bpy50):
+Run with a Python that has the `bpy` module (make build and make repo use .venv-bpy53):
 
-    .venv-bpy50/bin/python scripts/build_extension.py [--source-dir .] [--output-dir dist]
+    .venv-bpy53/bin/python scripts/build_extension.py [--source-dir .] [--output-dir dist] [--repo-dir dist/repo]
 
 Writes dist/<id>-<version>.zip (Blender 4.2+ extension, files at the zip root, checked with
 `blender_ext.py validate`) and dist/<id>-<version>-legacy.zip (the same files under `<id>/`, for
-Edit > Preferences > Add-ons > Install on Blender 3.4-4.1). Prints both paths; exits non-zero on failure.
+Edit > Preferences > Add-ons > Install on Blender 3.4-4.1). With --repo-dir it also publishes the extension
+zip into a static remote repository: the zip replaces any other version of this extension there, and Blender's
+`blender_ext.py server-generate` writes index.json (and index.html) for it. Prints the paths; exits non-zero on
+failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -117,6 +122,31 @@ def write_legacy_zip(extension_zip: Path, legacy_zip: Path, module: str, entries
     os.replace(partial, legacy_zip)
 
 
+def publish_to_repository(blender_ext: Path, extension_zip: Path, repo_dir: Path, ext_id: str, version: str) -> Path:
+    """Put extension_zip into repo_dir as the only version of ext_id there and regenerate its index.json.
+
+    A repository may list one id several times only for disjoint Blender/Python/platform ranges, so an
+    older zip of this id is replaced rather than kept. Returns the index.json path.
+    """
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    partial = repo_dir / f".{extension_zip.name}.part"  # not a *.zip: server-generate never sees a half copy
+    shutil.copyfile(extension_zip, partial)
+    os.replace(partial, repo_dir / extension_zip.name)
+    for older in repo_dir.glob(f"{ext_id}-*.zip"):
+        if older.name != extension_zip.name:
+            older.unlink()
+    run_tool(blender_ext, "server-generate", "--repo-dir", str(repo_dir), "--html")
+    index_path = repo_dir / "index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"server-generate wrote no readable {index_path}: {exc}") from exc
+    listed = [(item.get("id"), item.get("version")) for item in index.get("data", [])]
+    if (ext_id, version) not in listed:
+        raise BuildError(f"{index_path} does not list {ext_id} {version} (it lists {listed})")
+    return index_path
+
+
 def build(source_dir: Path, output_dir: Path) -> tuple[Path, Path]:
     """Build, validate and repackage; returns (extension zip, legacy zip)."""
     blender_ext = find_blender_ext()
@@ -143,16 +173,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--source-dir", type=Path, default=REPO_ROOT, help="extension source (default: repo root)")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "dist", help="where the zips go (dist/)")
+    parser.add_argument("--repo-dir", type=Path, help="also publish the extension zip into this remote repository")
     args = parser.parse_args(argv)
+    source_dir = args.source_dir.resolve()
+    index_path = None
     try:
-        extension_zip, legacy_zip = build(args.source_dir.resolve(), args.output_dir.resolve())
+        extension_zip, legacy_zip = build(source_dir, args.output_dir.resolve())
+        ext_id, version = read_manifest(source_dir)
+        if args.repo_dir is not None:
+            repo_dir = args.repo_dir.resolve()
+            index_path = publish_to_repository(find_blender_ext(), extension_zip, repo_dir, ext_id, version)
     except BuildError as exc:
         print(f"build_extension: FAILED: {exc}", file=sys.stderr)
         return 1
     with zipfile.ZipFile(extension_zip) as archive:
         count = sum(1 for info in archive.infolist() if not info.is_dir())
     print(f"extension zip: {extension_zip} ({count} files, validated by Blender's extension tool)")
-    print(f"legacy zip:    {legacy_zip} (same files under {read_manifest(args.source_dir.resolve())[0]}/)")
+    print(f"legacy zip:    {legacy_zip} (same files under {ext_id}/)")
+    if index_path is not None:
+        print(f"repository:    {index_path.parent} (index.json by Blender's server-generate; serve it as it is)")
     return 0
 
 
