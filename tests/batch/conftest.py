@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for path in (str(HERE.parents[1]), str(HERE)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-from batchtools import EXAMPLES, EXPIRE_SECONDS, SLOW_JOB_SECONDS, BatchHome  # noqa: E402
-
-from tests.serverproc import ServerProcess, start_server  # noqa: E402
+from tests.helpers.batch import EXPIRE_SECONDS, SLOW_JOB_SECONDS, BatchHome
+from tests.helpers.paths import EXAMPLE_IMAGES
+from tests.helpers.servers import ServerProcess, fresh, serve, slow_server_args
 
 
 @pytest.fixture
@@ -28,31 +22,26 @@ def batch_home(tmp_path: Path, fresh_server: ServerProcess) -> BatchHome:
 @pytest.fixture(scope="session")
 def expiring_server_session() -> Iterator[ServerProcess]:
     """A server whose outputs expire EXPIRE_SECONDS after a job finished (a late download meets a 404)."""
-    with start_server("--workers", "2", "--expire-seconds", str(EXPIRE_SECONDS)) as srv:
-        yield srv
+    yield from serve("--workers", "2", "--expire-seconds", str(EXPIRE_SECONDS))
 
 
 @pytest.fixture
 def expiring_home(tmp_path: Path, expiring_server_session: ServerProcess) -> Iterator[BatchHome]:
     """A private HOME and --out folder pointed at the (reset) expiring server."""
-    expiring_server_session.reset()
-    yield BatchHome(tmp_path, expiring_server_session.url)
-    expiring_server_session.clear_faults()
+    for server in fresh(expiring_server_session):
+        yield BatchHome(tmp_path, server.url)
 
 
 @pytest.fixture(scope="session")
 def slow_server_session() -> Iterator[ServerProcess]:
     """A server whose every job takes SLOW_JOB_SECONDS: time to kill or interrupt a batch mid-poll."""
-    with start_server("--workers", "3", "--job-seconds", str(SLOW_JOB_SECONDS)) as srv:
-        yield srv
+    yield from serve(*slow_server_args(SLOW_JOB_SECONDS, workers=3))
 
 
 @pytest.fixture
 def slow_server(slow_server_session: ServerProcess) -> Iterator[ServerProcess]:
     """The slow server with no jobs, faults or counters."""
-    slow_server_session.reset()
-    yield slow_server_session
-    slow_server_session.clear_faults()
+    yield from fresh(slow_server_session)
 
 
 @pytest.fixture
@@ -68,7 +57,7 @@ def images(tmp_path: Path) -> list[Path]:
     folder.mkdir()
     made = []
     for index in range(6):
-        source = EXAMPLES[index % len(EXAMPLES)]
+        source = EXAMPLE_IMAGES[index % len(EXAMPLE_IMAGES)]
         target = folder / f"{source.stem}_{index}.png"
         shutil.copyfile(source, target)
         made.append(target)

@@ -10,9 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from batchtools import BATCH, EXAMPLES, EXPIRE_SECONDS, REPO_ROOT, TEST_API_KEY, BatchHome, BatchRun, blend_summary
 
-from tests.serverproc import ServerProcess, wait_until
+from tests.helpers.batch import EXPIRE_SECONDS, BatchHome, BatchRun, blend_summary
+from tests.helpers.keys import BATCH_KEY
+from tests.helpers.paths import BATCH_SCRIPT, BUILD_SCRIPT, EXAMPLE_IMAGES
+from tests.helpers.servers import ServerProcess, wait_until
 
 FAST = ["--resolution", "64"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +34,7 @@ def object_coverage(png: Path) -> float:
 
 
 def test_usage_errors_exit_2_and_submit_nothing(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
-    image = str(EXAMPLES[0])
+    image = str(EXAMPLE_IMAGES[0])
     cases = {
         "no input": [],
         "unknown option": ["--frobnicate", image],
@@ -55,7 +57,7 @@ def test_usage_errors_exit_2_and_submit_nothing(batch_home: BatchHome, fresh_ser
 
 
 def test_missing_key_is_an_auth_failure_per_input(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
-    run = batch_home.run([*FAST, str(EXAMPLES[0]), str(EXAMPLES[1])], key=None)
+    run = batch_home.run([*FAST, str(EXAMPLE_IMAGES[0]), str(EXAMPLE_IMAGES[1])], key=None)
     assert run.returncode == 1, run.describe()
     rows = run.rows
     assert len(rows) == 2
@@ -68,10 +70,12 @@ def test_missing_key_is_an_auth_failure_per_input(batch_home: BatchHome, fresh_s
 
 def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
     blend = batch_home.root / "saved scenes" / "batch.blend"
-    run = batch_home.run([*FAST, "--render", "--save-blend", str(blend), *map(str, EXAMPLES)])
+    run = batch_home.run([*FAST, "--render", "--save-blend", str(blend), *map(str, EXAMPLE_IMAGES)])
     assert run.returncode == 0, run.describe()
     rows = run.rows
-    assert [Path(r["image"]).name for r in rows if r["status"] == "imported"].__len__() == len(EXAMPLES), run.describe()
+    assert [Path(r["image"]).name for r in rows if r["status"] == "imported"].__len__() == len(EXAMPLE_IMAGES), (
+        run.describe()
+    )
     server_jobs = {str(job["id"]): job for job in fresh_server.stats()["jobs"]}
     for row in rows:
         assert row["vertices"] == server_jobs[str(row["remote_id"])]["vertices"]
@@ -79,7 +83,7 @@ def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, 
         preview = Path(row["preview"])
         assert preview.read_bytes()[:8] == PNG_MAGIC and preview.stat().st_size > 1000
         assert 0.05 < object_coverage(preview) < 0.9, f"{preview.name}: the object is not framed"
-    assert fresh_server.stats()["submits"] == len(EXAMPLES)
+    assert fresh_server.stats()["submits"] == len(EXAMPLE_IMAGES)
     # results.jsonl holds the same rows as stdout.
     saved = [json.loads(line) for line in (batch_home.out / "results.jsonl").read_text().splitlines()]
     assert sorted(json.dumps(r, sort_keys=True) for r in saved) == sorted(json.dumps(r, sort_keys=True) for r in rows)
@@ -90,11 +94,11 @@ def test_happy_batch_renders_saves_and_keeps_the_key_out(batch_home: BatchHome, 
         assert summary["objects"][row["object"]]["job_id"] == row["job_id"]
         assert summary["objects"][row["object"]]["vertices"] == row["vertices"]
     # Progress went to stderr, one line per state change and an overall count.
-    assert "imported" in run.stderr and f"[{len(EXAMPLES)}/{len(EXAMPLES)} done" in run.stderr
+    assert "imported" in run.stderr and f"[{len(EXAMPLE_IMAGES)}/{len(EXAMPLE_IMAGES)} done" in run.stderr
     # The key is nowhere: output, results, journal, cache, previews, the .blend.
-    assert TEST_API_KEY not in run.stdout + run.stderr
-    assert batch_home.files_containing(TEST_API_KEY) == []
-    assert TEST_API_KEY.encode() not in blend.read_bytes()
+    assert BATCH_KEY not in run.stdout + run.stderr
+    assert batch_home.files_containing(BATCH_KEY) == []
+    assert BATCH_KEY.encode() not in blend.read_bytes()
 
 
 def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
@@ -131,8 +135,8 @@ def test_faults_give_one_categorised_row_per_input_and_no_double_submit(
         if row["status"] == "failed":
             assert row["error"]["message"] and row["error"]["fix"]
             assert "file" not in row
-    assert TEST_API_KEY not in run.stdout + run.stderr
-    assert expiring_home.files_containing(TEST_API_KEY) == []
+    assert BATCH_KEY not in run.stdout + run.stderr
+    assert expiring_home.files_containing(BATCH_KEY) == []
 
 
 def test_429_beyond_the_clients_retries_slows_down_instead_of_failing(
@@ -140,7 +144,7 @@ def test_429_beyond_the_clients_retries_slows_down_instead_of_failing(
 ) -> None:
     # More 429s than the client retries one submit: the batch waits, narrows its window and submits again.
     fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "times": 12, "retry_after": 1}])
-    run = batch_home.run([*FAST, "--concurrency", "2", *map(str, EXAMPLES[:2])])
+    run = batch_home.run([*FAST, "--concurrency", "2", *map(str, EXAMPLE_IMAGES[:2])])
     assert run.returncode == 0, run.describe()
     assert [r["status"] for r in run.rows] == ["imported", "imported"]
     stats = fresh_server.stats()
@@ -179,7 +183,7 @@ def test_resume_after_kill_finishes_without_resubmitting(
     again = slow_home.run(["--resume"])
     assert again.returncode == 0 and again.rows == [], again.describe()
     assert slow_server.stats()["submits"] == 3
-    assert slow_home.files_containing(TEST_API_KEY) == []
+    assert slow_home.files_containing(BATCH_KEY) == []
 
 
 def test_resume_never_resubmits_a_submit_that_was_cut_off(
@@ -249,7 +253,7 @@ def test_uses_the_installed_extension_when_it_is_enabled(
     batch_home: BatchHome, fresh_server: ServerProcess, tmp_path: Path
 ) -> None:
     build = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "build_extension.py"), "--output-dir", str(tmp_path / "dist")],
+        [sys.executable, str(BUILD_SCRIPT), "--output-dir", str(tmp_path / "dist")],
         capture_output=True,
         text=True,
         check=False,
@@ -264,7 +268,13 @@ def test_uses_the_installed_extension_when_it_is_enabled(
         check=False,
     )
     assert install.returncode == 0, install.stdout + install.stderr
-    command = [sys.executable, "-c", ENABLE_THEN_BATCH, str(BATCH), *batch_home.command([*FAST, str(EXAMPLES[0])])[2:]]
+    command = [
+        sys.executable,
+        "-c",
+        ENABLE_THEN_BATCH,
+        str(BATCH_SCRIPT),
+        *batch_home.command([*FAST, str(EXAMPLE_IMAGES[0])])[2:],
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=batch_home.root)
     run = BatchRun(done.returncode, done.stdout, done.stderr)
     assert run.returncode == 0, run.describe()

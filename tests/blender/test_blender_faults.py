@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, example_image, run_blender
 
-from tests.serverproc import ServerProcess, start_server
+from tests.helpers.blender import FAST_PARAMS, BlenderFn, BlenderOn, UserDir
+from tests.helpers.keys import BLENDER_KEY
+from tests.helpers.paths import example_image
+from tests.helpers.servers import ServerProcess, serve
 
 # (id, server fault rules, expected category, submits the server should count[, preferences])
 FAULTS = [
@@ -74,7 +75,7 @@ def test_fault_is_reported_with_its_category_and_creates_nothing(
     blender: BlenderFn, fresh_server: ServerProcess, rules: list[dict], category: str, submits: int, prefs: dict
 ) -> None:
     fresh_server.set_faults(rules)
-    run = blender("generate", prefs=prefs, kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("generate", prefs=prefs, kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     assert_failed_cleanly(run.result, category)
     stats = fresh_server.stats()
     assert stats["faults_fired"]["total"] >= 1, "the fault never fired: the test proved nothing"
@@ -85,7 +86,7 @@ def test_fault_is_reported_with_its_category_and_creates_nothing(
 
 def test_rate_limit_is_waited_out_and_the_job_succeeds(blender: BlenderFn, fresh_server: ServerProcess) -> None:
     fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": 2}])
-    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("generate", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     attempt = run.result["runs"][0]
     assert attempt["error"] is None, attempt["error"]
     assert len(attempt["new_objects"]) == 1
@@ -106,7 +107,7 @@ def test_transient_server_errors_while_polling_do_not_lose_the_job(
             {"fault": "truncate", "endpoint": "download", "times": 1},
         ]
     )
-    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("generate", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     attempt = run.result["runs"][0]
     assert attempt["error"] is None, attempt["error"]
     assert len(attempt["new_objects"]) == 1
@@ -120,8 +121,8 @@ def test_transient_server_errors_while_polling_do_not_lose_the_job(
     [
         {"image": "/nonexistent/folder/missing.png"},
         {"image": str(Path(__file__))},  # not an image
-        {"image": example_image(), "resolution": 9999},
-        {"image": example_image(), "foreground_ratio": 0.01},
+        {"image": str(example_image()), "resolution": 9999},
+        {"image": str(example_image()), "foreground_ratio": 0.01},
         {"image": "ftp://example.com/duck.png"},
     ],
     ids=["missing_file", "not_an_image", "resolution_9999", "foreground_ratio_0.01", "ftp_url"],
@@ -146,35 +147,29 @@ def test_invalid_input_is_refused_before_any_request(
 @pytest.fixture(scope="module")
 def keyed_server() -> Iterator[ServerProcess]:
     """A server that only accepts one key (anything else answers 401)."""
-    with start_server("--keys", "the-only-valid-key-1234") as srv:
-        yield srv
+    yield from serve("--keys", "the-only-valid-key-1234")
 
 
-def test_wrong_key_is_an_auth_error(user_dir: UserDir, extension_zip: Path, keyed_server: ServerProcess) -> None:
+def test_wrong_key_is_an_auth_error(blender_on: BlenderOn, keyed_server: ServerProcess) -> None:
     keyed_server.reset()
-    run = run_blender(
-        user_dir,
-        extension_zip,
-        "generate",
-        prefs={"base_url": keyed_server.url},
-        env={"MODELSLAB_API_KEY": TEST_API_KEY},
-        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
-    )
+    run = blender_on(keyed_server)("generate", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     assert_failed_cleanly(run.result, "auth")
     assert keyed_server.stats()["submits"] == 0
-    assert TEST_API_KEY not in run.stdout + run.stderr
-    assert TEST_API_KEY not in run.result["runs"][0]["error"]
+    assert BLENDER_KEY not in run.stdout + run.stderr
+    assert BLENDER_KEY not in run.result["runs"][0]["error"]
 
 
 def test_missing_key_is_an_auth_error_before_any_request(blender: BlenderFn, fresh_server: ServerProcess) -> None:
-    run = blender("generate", env={"MODELSLAB_API_KEY": None}, kwargs={"props": {"image": example_image()}})
+    run = blender("generate", env={"MODELSLAB_API_KEY": None}, kwargs={"props": {"image": str(example_image())}})
     assert_failed_cleanly(run.result, "auth")
     assert sum(fresh_server.stats()["requests"].values()) == 0
 
 
 def test_processing_forever_times_out_into_a_resumable_job(blender: BlenderFn, fresh_server: ServerProcess) -> None:
     fresh_server.set_faults([{"fault": "processing_forever", "endpoint": "submit"}])
-    run = blender("generate", prefs={"poll_timeout": 10}, kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender(
+        "generate", prefs={"poll_timeout": 10}, kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}}
+    )
     result = run.result
     attempt = result["runs"][0]
     assert attempt["error"] is not None, attempt["result"]
@@ -186,14 +181,11 @@ def test_processing_forever_times_out_into_a_resumable_job(blender: BlenderFn, f
     assert fresh_server.stats()["submits"] == 1
 
 
-def test_connection_refused_is_a_network_error(blender: BlenderFn, fresh_server: ServerProcess) -> None:
-    with socket.socket() as probe:  # a loopback port with nobody listening
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+def test_connection_refused_is_a_network_error(blender: BlenderFn, closed_port: int) -> None:
     run = blender(
         "generate",
         prefs={"base_url": f"http://127.0.0.1:{closed_port}"},
-        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+        kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}},
     )
     assert_failed_cleanly(run.result, "network")
 
@@ -204,7 +196,7 @@ def test_hostile_server_names_stay_inside_the_cache(
     outside = Path("/etc/modelslab")  # one of the names the server sends is /etc/modelslab/x<id>.obj
     assert not outside.exists()
     fresh_server.set_faults([{"fault": "hostile_names", "endpoint": "submit"}])
-    run = blender("generate", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("generate", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     attempt = run.result["runs"][0]
     assert fresh_server.stats()["faults_fired"]["total"] >= 1
     assert not outside.exists(), "a server-supplied absolute path was written to"

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from blender_helpers import FAST_PARAMS, TEST_API_KEY, BlenderFn, UserDir, example_image, files_containing
 
-from tests.serverproc import ServerProcess
+from tests.helpers.blender import FAST_PARAMS, BlenderFn, UserDir, files_containing
+from tests.helpers.keys import BLENDER_KEY
+from tests.helpers.paths import example_image
+from tests.helpers.servers import ServerProcess
 
 CURSOR = (1.5, -2.25, 0.75)
 
@@ -32,12 +34,12 @@ def material_shows_color_attribute(obj: dict) -> bool:
 def test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_step(
     blender: BlenderFn, fresh_server: ServerProcess, user_dir: UserDir, tmp_path: Path
 ) -> None:
-    image = example_image("duck_512.png")
+    image = str(example_image("duck_512.png"))
     blend_path = tmp_path / "saved.blend"
     run = blender(
         "generate",
         # The key only in the (PASSWORD) preference this time: the riskiest place for it to leak from.
-        prefs={"api_key": TEST_API_KEY},
+        prefs={"api_key": BLENDER_KEY},
         env={"MODELSLAB_API_KEY": None},
         kwargs={
             "props": {"image": image, **FAST_PARAMS},
@@ -81,7 +83,7 @@ def test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_st
     assert params["resolution"] == FAST_PARAMS["resolution"]
     datetime.datetime.fromisoformat(custom["modelslab_created"])
     assert record["object_name"] == obj["name"]
-    assert all(TEST_API_KEY not in str(value) for value in custom.values())
+    assert all(BLENDER_KEY not in str(value) for value in custom.values())
 
     # One Ctrl+Z removes the whole import, and it was exactly one step.
     assert result["undo_poll"], "the import left no undo step"
@@ -90,9 +92,9 @@ def test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_st
 
     # The key is nowhere: not in the saved .blend, the journal, the cache, Blender's config, or the output.
     assert blend_path.is_file() and blend_path.stat().st_size > 0
-    assert files_containing(tmp_path / "saved.blend", TEST_API_KEY.encode()) == []
-    assert files_containing(user_dir.home, TEST_API_KEY.encode()) == []
-    assert TEST_API_KEY not in run.stdout and TEST_API_KEY not in run.stderr
+    assert files_containing(tmp_path / "saved.blend", BLENDER_KEY.encode()) == []
+    assert files_containing(user_dir.home, BLENDER_KEY.encode()) == []
+    assert BLENDER_KEY not in run.stdout and BLENDER_KEY not in run.stderr
     # Transient job state (the WindowManager job rows: cache path, result URL) is not saved either.
     blend_bytes = blend_path.read_bytes()
     transient = [record["file_path"], *record["output_urls"], *record["proxy_links"]]
@@ -105,14 +107,14 @@ def test_key_from_the_environment_works_and_is_not_written_anywhere(
     blend_path = tmp_path / "env-key.blend"
     run = blender(
         "generate",
-        kwargs={"props": {"image": example_image("vase_plain.png"), **FAST_PARAMS}, "save_blend": str(blend_path)},
+        kwargs={"props": {"image": str(example_image("vase_plain.png")), **FAST_PARAMS}, "save_blend": str(blend_path)},
     )
     attempt = run.result["runs"][0]
     assert attempt["error"] is None, attempt["error"]
     assert len(attempt["new_objects"]) == 1
     assert attempt["new_objects"][0]["vertices"] == single_job(fresh_server)["vertices"]
-    assert files_containing(tmp_path, TEST_API_KEY.encode()) == [], "key found in the user dir or the .blend"
-    assert TEST_API_KEY not in run.stdout and TEST_API_KEY not in run.stderr
+    assert files_containing(tmp_path, BLENDER_KEY.encode()) == [], "key found in the user dir or the .blend"
+    assert BLENDER_KEY not in run.stdout and BLENDER_KEY not in run.stderr
 
 
 @pytest.mark.parametrize("output_format", ["glb", "ply", "stl"])
@@ -121,7 +123,9 @@ def test_other_formats_import_with_their_importer(
 ) -> None:
     run = blender(
         "generate",
-        kwargs={"props": {"image": example_image("mushroom_rgba.png"), "output_format": output_format, **FAST_PARAMS}},
+        kwargs={
+            "props": {"image": str(example_image("mushroom_rgba.png")), "output_format": output_format, **FAST_PARAMS}
+        },
     )
     attempt = run.result["runs"][0]
     assert attempt["error"] is None, attempt["error"]
@@ -143,7 +147,7 @@ def test_remote_base_url_is_refused_while_online_access_is_off(blender: BlenderF
     run = blender(
         "generate",
         prefs={"base_url": "https://modelslab.com"},
-        kwargs={"props": {"image": example_image(), **FAST_PARAMS}, "watch_network": True},
+        kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}, "watch_network": True},
     )
     result = run.result
     attempt = result["runs"][0]
@@ -159,7 +163,7 @@ def test_remote_base_url_is_refused_while_online_access_is_off(blender: BlenderF
 def test_reimport_uses_the_cache_and_test_connection_reads_the_wallet(
     blender: BlenderFn, fresh_server: ServerProcess
 ) -> None:
-    run = blender("job_operators", kwargs={"props": {"image": example_image(), **FAST_PARAMS}})
+    run = blender("job_operators", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
     result = run.result
     assert result["generate"]["error"] is None, result["generate"]["error"]
     (first,) = result["generate"]["new_objects"]
@@ -185,7 +189,7 @@ def test_unset_operator_properties_fall_back_to_the_scene_settings(
             "props": {},  # nothing given: image and parameters come from scene.modelslab (the panel)
             "scene_settings": {
                 "image_source": "FILE",
-                "image_path": example_image("vase_plain.png"),
+                "image_path": str(example_image("vase_plain.png")),
                 "resolution": 40,
                 "output_format": "ply",
             },
@@ -204,7 +208,7 @@ def test_script_api_generate_returns_the_object_and_raises_categorised_errors(
 ) -> None:
     run = blender(
         "script_api",
-        kwargs={"image": example_image(), "params": FAST_PARAMS, "bad_params": {"resolution": 9999}},
+        kwargs={"image": str(example_image()), "params": FAST_PARAMS, "bad_params": {"resolution": 9999}},
     )
     result = run.result
     assert result["returned_type"] == "Object"

@@ -8,18 +8,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from blender_helpers import (
-    FAST_PARAMS,
-    TEST_API_KEY,
-    BlenderFn,
-    UserDir,
-    example_image,
-    files_containing,
-    run_blender,
-    start_blender,
-)
 
-from tests.serverproc import ServerProcess, start_server, wait_until
+from tests.helpers.blender import (
+    FAST_PARAMS,
+    BlenderFn,
+    BlenderOn,
+    UserDir,
+    files_containing,
+    run_scenario,
+    start_scenario,
+)
+from tests.helpers.keys import BLENDER_KEY
+from tests.helpers.paths import example_image
+from tests.helpers.servers import ServerProcess, serve, slow_server_args, wait_until
 
 SLOW_JOB_SECONDS = 6
 
@@ -28,7 +29,9 @@ def test_disable_enable_cycles_leave_no_threads_and_keep_working(
     blender: BlenderFn, fresh_server: ServerProcess
 ) -> None:
     run = blender(
-        "disable_enable_cycles", kwargs={"props": {"image": example_image(), **FAST_PARAMS}, "cycles": 3}, timeout=240
+        "disable_enable_cycles",
+        kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}, "cycles": 3},
+        timeout=240,
     )
     result = run.result
     baseline = result["baseline"]
@@ -55,8 +58,7 @@ def journal_files(user_dir: UserDir) -> list[dict]:
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerProcess]:
     """A server whose every job takes several seconds: time to kill Blender while it waits for the result."""
-    with start_server("--job-seconds", str(SLOW_JOB_SECONDS)) as srv:
-        yield srv
+    yield from serve(*slow_server_args(SLOW_JOB_SECONDS))
 
 
 def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
@@ -64,9 +66,9 @@ def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
 ) -> None:
     slow_server.reset()
     prefs = {"base_url": slow_server.url}
-    env = {"MODELSLAB_API_KEY": TEST_API_KEY}
-    props = {"image": example_image("mushroom_rgba.png"), **FAST_PARAMS}
-    first = start_blender(user_dir, extension_zip, "start_and_hang", prefs=prefs, env=env, kwargs={"props": props})
+    env = {"MODELSLAB_API_KEY": BLENDER_KEY}
+    props = {"image": str(example_image("mushroom_rgba.png")), **FAST_PARAMS}
+    first = start_scenario(user_dir, extension_zip, "start_and_hang", prefs=prefs, env=env, kwargs={"props": props})
 
     def journaled_as_submitted() -> bool:
         records = journal_files(user_dir)
@@ -92,7 +94,7 @@ def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
     interrupted = records[0]
     assert interrupted["state"] in ("submitted", "processing"), f"journal after the kill: {interrupted['state']}"
 
-    second = run_blender(
+    second = run_scenario(
         user_dir, extension_zip, "resume_after_restart", install="none", prefs=prefs, env=env, timeout=180
     )
     result = second.result
@@ -105,20 +107,13 @@ def test_job_interrupted_by_a_killed_blender_resumes_with_exactly_one_submit(
     assert obj["collections"] == ["ModelsLab"]
     final = [r for r in result["journal_at_end"] if r["local_id"] == interrupted["local_id"]]
     assert final and final[0]["state"] == "imported", final
-    assert files_containing(user_dir.home, TEST_API_KEY.encode()) == []
+    assert files_containing(user_dir.home, BLENDER_KEY.encode()) == []
 
 
-def test_cancel_stops_waiting_and_says_the_server_may_charge(
-    user_dir: UserDir, extension_zip: Path, slow_server: ServerProcess
-) -> None:
+def test_cancel_stops_waiting_and_says_the_server_may_charge(blender_on: BlenderOn, slow_server: ServerProcess) -> None:
     slow_server.reset()
-    run = run_blender(
-        user_dir,
-        extension_zip,
-        "cancel_running_job",
-        prefs={"base_url": slow_server.url},
-        env={"MODELSLAB_API_KEY": TEST_API_KEY},
-        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
+    run = blender_on(slow_server)(
+        "cancel_running_job", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}}
     )
     result = run.result
     assert result["cancel_result"] == ["FINISHED"]
@@ -131,17 +126,11 @@ def test_cancel_stops_waiting_and_says_the_server_may_charge(
 
 
 def test_disabling_mid_job_stops_threads_keeps_the_job_and_resume_finishes_it(
-    user_dir: UserDir, extension_zip: Path, slow_server: ServerProcess
+    blender_on: BlenderOn, slow_server: ServerProcess
 ) -> None:
     slow_server.reset()
-    run = run_blender(
-        user_dir,
-        extension_zip,
-        "disable_mid_job",
-        prefs={"base_url": slow_server.url},
-        env={"MODELSLAB_API_KEY": TEST_API_KEY},
-        kwargs={"props": {"image": example_image("vase_plain.png"), **FAST_PARAMS}},
-    )
+    props = {"image": str(example_image("vase_plain.png")), **FAST_PARAMS}
+    run = blender_on(slow_server)("disable_mid_job", kwargs={"props": props})
     result = run.result
     assert any("modelslab" in name for name in result["threads_while_running"]), "no worker thread seen running"
     assert result["threads_after_disable"] == result["baseline"], result["threads_after_disable"]

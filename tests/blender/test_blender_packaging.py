@@ -8,17 +8,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from blender_helpers import (
-    EXTENSION_ID,
-    FAST_PARAMS,
-    REPO_ROOT,
-    TEST_API_KEY,
-    UserDir,
-    example_image,
-    run_blender,
-)
-
-from tests.serverproc import ServerProcess
+from tests.helpers.blender import EXTENSION_ID, FAST_PARAMS, BlenderOn, UserDir, run_scenario
+from tests.helpers.paths import example_image
+from tests.helpers.servers import ServerProcess
+from tests.helpers.shipping import manifest, ships
 
 OPERATORS = {
     "image_to_3d",
@@ -59,7 +52,6 @@ SCENE_SETTINGS = {
     "webhook",
     "track_id",
 }
-NEVER_SHIPPED = ("server/", "tests/", "bench/", "docs/", "examples/", "scripts/", "requirements/", "dist/", ".")
 
 
 def blender_ext_tool() -> Path:
@@ -90,13 +82,12 @@ def test_zip_validates_with_this_blenders_tool(extension_zip: Path) -> None:
 def test_zip_ships_the_extension_and_nothing_else(extension_zip: Path) -> None:
     with zipfile.ZipFile(extension_zip) as archive:
         names = [info.filename for info in archive.infolist() if not info.is_dir()]
-    leaked = [n for n in names if n.startswith(NEVER_SHIPPED) or "__pycache__" in n or n.endswith((".pyc", ".blend1"))]
+    leaked = [n for n in names if not ships(n) or n.endswith(".blend1")]
     assert not leaked, f"development files in the zip: {leaked}"
     for required in ("blender_manifest.toml", "__init__.py", "api/__init__.py", "api/client.py", "api/jobs.py"):
         assert required in names, f"{required} missing from the zip"
     for package in ("blender/", "operators/", "panels/"):
         assert any(n.startswith(package) and n.endswith(".py") for n in names), f"no {package} code in the zip"
-    assert not [n for n in names if n in ("Makefile", "pyproject.toml")]
 
 
 def test_legacy_zip_has_the_same_files_under_the_module_folder(extension_zip: Path) -> None:
@@ -121,17 +112,15 @@ def test_legacy_zip_has_the_same_files_under_the_module_folder(extension_zip: Pa
 
 
 def test_manifest_and_bl_info_agree_on_the_version() -> None:
-    import tomllib
-
-    manifest = tomllib.loads((REPO_ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
-    assert manifest["id"] == EXTENSION_ID
-    assert manifest["version"] == "0.1.0"
-    assert len(manifest["tagline"]) <= 64 and manifest["tagline"][-1].isalnum()
-    assert set(manifest["permissions"]) == {"network", "files"}
+    data = manifest()
+    assert data["id"] == EXTENSION_ID
+    assert data["version"] == "0.1.0"
+    assert len(data["tagline"]) <= 64 and data["tagline"][-1].isalnum()
+    assert set(data["permissions"]) == {"network", "files"}
 
 
 def test_installs_enables_and_registers_the_shared_names(user_dir: UserDir, extension_zip: Path) -> None:
-    run = run_blender(user_dir, extension_zip, "smoke")
+    run = run_scenario(user_dir, extension_zip, "smoke")
     result = run.result
     assert OPERATORS <= set(result["operators"]), f"missing operators: {OPERATORS - set(result['operators'])}"
     assert PREFERENCES <= set(result["prefs"]), f"missing preferences: {PREFERENCES - set(result['prefs'])}"
@@ -145,19 +134,10 @@ def test_installs_enables_and_registers_the_shared_names(user_dir: UserDir, exte
     assert result["user_dir"].startswith(str(user_dir.home)), result["user_dir"]
 
 
-def test_legacy_zip_installs_as_an_add_on_and_generates(
-    user_dir: UserDir, extension_zip: Path, fresh_server: ServerProcess
-) -> None:
+def test_legacy_zip_installs_as_an_add_on_and_generates(blender_on: BlenderOn, fresh_server: ServerProcess) -> None:
     """The 3.4-4.1 package, installed the old way into this Blender: module `modelslab_3d`, same behaviour."""
-    run = run_blender(
-        user_dir,
-        extension_zip,
-        "generate",
-        install="legacy",
-        prefs={"base_url": fresh_server.url},
-        env={"MODELSLAB_API_KEY": TEST_API_KEY},
-        kwargs={"props": {"image": example_image(), **FAST_PARAMS}},
-    )
+    props = {"image": str(example_image()), **FAST_PARAMS}
+    run = blender_on(fresh_server)("generate", install="legacy", kwargs={"props": props})
     attempt = run.result["runs"][0]
     assert attempt["error"] is None, attempt["error"]
     assert len(attempt["new_objects"]) == 1

@@ -9,20 +9,23 @@ promise of that session. A second test runs scripts/batch.py in `blender -b` wit
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gui import harness
-from tests.serverproc import ServerProcess, start_server
+from tests.helpers import gui
+from tests.helpers.blender import BlenderRun
+from tests.helpers.keys import gui_key
+from tests.helpers.paths import BATCH_SCRIPT, REPO_ROOT
+from tests.helpers.servers import ServerProcess, serve, start_server
 
-REASON = harness.unavailable_reason()
+REASON = gui.unavailable_reason()
 if REASON:
     pytest.skip(f"gui layer skipped: {REASON}", allow_module_level=True)
 
@@ -31,12 +34,12 @@ JOB_SECONDS = 2.0  # the server holds every job at least this long
 RESOLUTION = 128
 CALL_RETURN_BOUND_S = 0.5  # "returns at once": far below the job's duration
 STALL_BOUND_MS = 500.0  # generous; the precise figure is the benchmark's (ui_stall_max_ms)
-SCREENSHOT = harness.REPO_ROOT / "docs" / "screenshot.png"
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
 
 
 @dataclass
 class Session:
-    run: harness.BlenderRun
+    run: BlenderRun
     api_key: str
     server_stats: dict[str, Any]
     workdir: Path
@@ -54,9 +57,9 @@ class Session:
 def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     """One Blender window session: N_JOBS interactive generations, screenshot, saved .blend."""
     workdir = tmp_path_factory.mktemp("gui-session")
-    api_key = "gui-" + secrets.token_hex(16)  # any key works on the local server; this one is easy to grep for
+    api_key = gui_key()
     with start_server("--job-seconds", str(JOB_SECONDS), "--workers", str(N_JOBS)) as server:
-        run = harness.run_jobs_session(
+        run = gui.run_jobs_session(
             server_url=server.url,
             api_key=api_key,
             workdir=workdir,
@@ -85,7 +88,7 @@ def test_every_job_imported_into_the_modelslab_collection(session: Session) -> N
     server_jobs = [job for job in session.server_stats["jobs"] if job["status"] == "success"]
     assert session.server_stats["submits"] == N_JOBS, "each operator call submits exactly one job"
     assert sorted(obj["vertices"] for obj in objects) == sorted(job["vertices"] for job in server_jobs)
-    stems = {Path(image).stem for image in harness.EXAMPLE_IMAGES[:N_JOBS]}
+    stems = {Path(image).stem for image in gui.EXAMPLE_IMAGES[:N_JOBS]}
     for obj in objects:
         assert obj["vertices"] > 0, obj
         assert obj["collections"] == ["ModelsLab"], obj
@@ -169,28 +172,24 @@ def test_api_key_is_in_no_file_and_no_output(session: Session) -> None:
 
 
 # --- headless batch with Debian's Blender (legacy install) -------------------------------------------------------
-BATCH = harness.REPO_ROOT / "scripts" / "batch.py"
 
 
 @pytest.fixture
-def batch_server() -> Any:
-    with start_server("--job-seconds", "1", "--workers", "2") as server:
-        yield server
+def batch_server() -> Iterator[ServerProcess]:
+    yield from serve("--job-seconds", "1", "--workers", "2")
 
 
 def test_batch_script_in_blender_background_with_legacy_install(batch_server: ServerProcess, tmp_path: Path) -> None:
-    if not BATCH.is_file():
-        pytest.skip("scripts/batch.py does not exist yet (issue 5)")
-    zip_path, origin = harness.legacy_zip(tmp_path)
-    api_key = "gui-" + secrets.token_hex(16)
-    env = harness.blender_env(tmp_path / "home", api_key=api_key)
-    install = harness.install_addon_background(zip_path, env)
+    zip_path, origin = gui.legacy_zip(tmp_path)
+    api_key = gui_key()
+    env = gui.blender_env(tmp_path / "home", api_key=api_key)
+    install = gui.install_addon_background(zip_path, env)
     assert install.returncode == 0, install.report()
     out = tmp_path / "out"
-    images = harness.EXAMPLE_IMAGES[:2]
-    args = ["-b", "--python-exit-code", "3", "--python", str(BATCH), "--"]
+    images = gui.EXAMPLE_IMAGES[:2]
+    args = ["-b", "--python-exit-code", "3", "--python", str(BATCH_SCRIPT), "--"]
     args += ["--base-url", batch_server.url, "--out", str(out), "--resolution", "64", "--concurrency", "2", *images]
-    run = harness.run_blender(args, env=env, timeout=240, window=False)
+    run = gui.run_blender(args, env=env, timeout=240, window=False)
     run.notes.append(f"add-on zip: {origin}")
     assert run.returncode == 0, run.report()
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]

@@ -1,4 +1,4 @@
-"""The network, TLS and disk faults of issue 7 through the two user-facing entry points, with real bpy: the
+"""Network, TLS and disk faults through the two user-facing entry points, with real bpy: the
 `modelslab.image_to_3d` operator (the checkout enabled as an add-on, background mode) and scripts/batch.py.
 
 The server-answer faults (401/402/429/5xx/expired/failed jobs/HTML or corrupt meshes/processing forever) are
@@ -16,7 +16,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,20 +23,17 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.helpers.keys import SWEEP_KEY
+from tests.helpers.paths import BATCH_SCRIPT, EXAMPLE_IMAGE, REPO_ROOT
+from tests.helpers.servers import ServerProcess, default_python, serve, slow_server_args
+from tests.helpers.sockets import closed_port
 
-from tests.serverproc import ServerProcess, default_python, start_server  # noqa: E402
-
-SWEEP_KEY = "ml-sweep-KEY-91c2e7f04a6d"
-EXAMPLE_IMAGE = REPO_ROOT / "examples" / "duck_512.png"
+SWEEP_DRIVER = REPO_ROOT / "tests" / "soak" / "sweep_driver.py"
 
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[ServerProcess]:
-    with start_server("--workers", "2") as srv:
-        yield srv
+    yield from serve("--workers", "2")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     folder = tmp_path_factory.mktemp("tls")
     code = (
         "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-        "from tests.unit.test_tls import make_ca_and_server_cert as make;"
+        "from tests.helpers.tls import make_ca_and_server_cert as make;"
         "print('\\n'.join(map(str, make(Path(sys.argv[2])))))"
     )
     done = subprocess.run(
@@ -59,14 +55,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 @pytest.fixture(scope="module")
 def https_server(tls_files: tuple[Path, Path, Path]) -> Iterator[ServerProcess]:
     ca, cert, key = tls_files
-    with start_server("--workers", "2", "--tls-cert", str(cert), "--tls-key", str(key), ca_bundle=ca) as srv:
-        yield srv
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    yield from serve("--workers", "2", "--tls-cert", str(cert), "--tls-key", str(key), ca_bundle=ca)
 
 
 class Home:
@@ -127,7 +116,7 @@ def run_operator(
     values = {"image": str(image), "props": {"resolution": 32}, "prefs": prefs or {}, "online_access": online}
     spec.write_text(json.dumps(values))
     done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "soak" / "sweep_child.py"), str(spec), str(result)],
+        [sys.executable, str(SWEEP_DRIVER), str(spec), str(result)],
         cwd=home.root,
         env=home.env(base_url, {}),
         capture_output=True,
@@ -144,7 +133,7 @@ def run_operator(
 def run_batch(
     home: Home, base_url: str, *, env: dict | None = None, fsize: int | None = None, image: str | Path = EXAMPLE_IMAGE
 ) -> dict:
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "batch.py"), "--base-url", base_url]
+    command = [sys.executable, str(BATCH_SCRIPT), "--base-url", base_url]
     command += ["--out", str(home.out), "--resolution", "32", str(image)]
     done = subprocess.run(
         command,
@@ -208,7 +197,7 @@ MODES = ["operator", "batch"]
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_refused(mode: str, tmp_path: Path) -> None:
     home = Home(tmp_path)
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     run = run_operator(home, url) if mode == "operator" else run_batch(home, url)
     check_failed(mode, home, run, "network", "refused")
 
@@ -310,7 +299,7 @@ def test_processing_forever_through_the_batch_is_resumable(tmp_path: Path, http_
     http_server.reset()
     http_server.set_faults([{"fault": "processing_forever", "endpoint": "submit"}])
     home = Home(tmp_path)
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "batch.py"), "--base-url", http_server.url]
+    command = [sys.executable, str(BATCH_SCRIPT), "--base-url", http_server.url]
     command += ["--out", str(home.out), "--resolution", "32", "--timeout", "2", str(EXAMPLE_IMAGE)]
     done = subprocess.run(
         command, cwd=home.root, env=home.env(http_server.url, {}), capture_output=True, text=True, timeout=180
@@ -449,14 +438,13 @@ LEGACY_BLENDER = shutil.which("blender")
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerProcess]:
     """Jobs take 1.5 s, so the runner polls (fetch) before the result exists."""
-    with start_server("--workers", "2", "--job-seconds", "1.5") as srv:
-        yield srv
+    yield from serve(*slow_server_args(1.5))
 
 
 def run_legacy_batch(home: Home, base_url: str) -> dict:
     if LEGACY_BLENDER is None:
         pytest.skip("Debian's Blender (`blender` on PATH) is not installed; `make setup-gui` installs it")
-    command = [LEGACY_BLENDER, "-b", "--factory-startup", "--python", str(REPO_ROOT / "scripts" / "batch.py"), "--"]
+    command = [LEGACY_BLENDER, "-b", "--factory-startup", "--python", str(BATCH_SCRIPT), "--"]
     command += ["--base-url", base_url, "--out", str(home.out), "--resolution", "32", str(EXAMPLE_IMAGE)]
     done = subprocess.run(
         command, cwd=home.root, env=home.env(base_url, {}), capture_output=True, text=True, timeout=180
@@ -473,7 +461,7 @@ def run_legacy_batch(home: Home, base_url: str) -> dict:
 )
 def test_legacy_blender_network_failures(where: str, words: tuple[str, ...], tmp_path: Path) -> None:
     home = Home(tmp_path)
-    url = f"http://127.0.0.1:{_closed_port()}" if where == "refused" else "http://nonexistent.invalid"
+    url = f"http://127.0.0.1:{closed_port()}" if where == "refused" else "http://nonexistent.invalid"
     check_failed("batch", home, run_legacy_batch(home, url), "network", *words)
 
 

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.helpers.keys import SOAK_KEY
+from tests.helpers.paths import EXAMPLE_IMAGES, REPO_ROOT
+from tests.helpers.servers import ServerProcess, serve
 
-from tests.serverproc import ServerProcess, start_server  # noqa: E402
+SOAK_DRIVER = REPO_ROOT / "tests" / "soak" / "soak_driver.py"
 
 JOBS = int(os.environ.get("SOAK_JOBS", "200"))
 CONCURRENCY = 8
 FAULT_SEED = 20261125
-SOAK_KEY = "ml-soak-KEY-3f9e0d2c81b7a4"
 CATEGORIES = {"auth", "credits", "rate_limited", "offline", "network", "server", "invalid_input", "expired"}
 CATEGORIES |= {"bad_mesh", "cancelled"}
 # Every endpoint misbehaves now and then; the job-level faults too. times -1: for the whole run.
@@ -61,8 +60,7 @@ def soak_server() -> Iterator[ServerProcess]:
     args = ["--workers", "8", "--job-seconds", "1", "--fault-seed", str(FAULT_SEED)]
     for rule in FAULTS:
         args += ["--fault", json.dumps(rule)]
-    with start_server(*args) as srv:
-        yield srv
+    yield from serve(*args)
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -82,7 +80,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _inputs(folder: Path) -> list[Path]:
     """JOBS distinct image files (copies of the examples), so every result maps to one input."""
-    examples = sorted((REPO_ROOT / "examples").glob("*.png"))
+    examples = EXAMPLE_IMAGES
     folder.mkdir(parents=True)
     images = []
     for index in range(JOBS):
@@ -100,7 +98,7 @@ def soak(soak_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -
     home, out, stats_path = root / "home", root / "out", root / "stats.json"
     home.mkdir()
     images = _inputs(root / "inputs")
-    command = [sys.executable, str(REPO_ROOT / "tests" / "soak" / "soak_child.py"), str(stats_path), "--"]
+    command = [sys.executable, str(SOAK_DRIVER), str(stats_path), "--"]
     command += ["--base-url", soak_server.url, "--out", str(out), "--concurrency", str(CONCURRENCY)]
     command += ["--resolution", "32", "--timeout", "120", *map(str, images)]
     done = subprocess.run(command, cwd=root, env=_env(home), capture_output=True, text=True, timeout=900)

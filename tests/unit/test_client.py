@@ -4,7 +4,6 @@ full jobs in both flavours, every response variant, transport settings, and wher
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,47 +16,17 @@ from api import __version__
 from api.client import ClientConfig, JobStatus, ModelsLabClient, parse_response
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
-from tests.serverproc import REPO_ROOT, ServerProcess, start_server, wait_until
+from tests.helpers.clients import assert_no_key, expect_error, make_client
+from tests.helpers.keys import CLIENT_KEY
+from tests.helpers.paths import example_image
+from tests.helpers.servers import ServerProcess, start_server, wait_until
 
-EXAMPLE = REPO_ROOT / "examples" / "vase_plain.png"
-KEY = "sk-client-test-7f3e9a1b2c"
-
-
-def make_client(url: str, **overrides: Any) -> ModelsLabClient:
-    options: dict[str, Any] = {
-        "base_url": url,
-        "connect_timeout": 5.0,
-        "read_timeout": 20.0,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "max_retries": 2,
-    }
-    options.update(overrides)
-    return ModelsLabClient(KEY, ClientConfig(**options))
-
-
-@pytest.fixture
-def client(fresh_server: ServerProcess) -> Iterator[ModelsLabClient]:
-    c = make_client(fresh_server.url)
-    yield c
-    c.close()
-
-
-def assert_no_key(error: BaseException) -> None:
-    texts = [str(error), repr(error)]
-    if isinstance(error, ModelsLabError):
-        texts += [error.message, error.fix, str(error.server_message), json.dumps(error.to_dict())]
-    for text in texts:
-        assert KEY not in text, text
+EXAMPLE = example_image("vase_plain.png")
 
 
 def raises(category: Category, call: Callable[[], object]) -> ModelsLabError:
-    with pytest.raises(ModelsLabError) as caught:
-        call()
-    error = caught.value
-    assert error.category is category, f"{error.category}: {error}"
+    error = expect_error(category, call)
     assert type(error) is ModelsLabError
-    assert_no_key(error)
     return error
 
 
@@ -307,8 +276,8 @@ def test_parse_non_json_and_html(status: int, body: str | bytes, content_type: s
 
 def test_parse_never_echoes_request_body() -> None:
     # The server's message may quote things back; a registered key is redacted from it.
-    ModelsLabClient(KEY)  # registers the key as a secret
-    error = parse_error(400, json.dumps({"status": "error", "message": f"bad key {KEY} in body"}))
+    ModelsLabClient(CLIENT_KEY)  # registers the key as a secret
+    error = parse_error(400, json.dumps({"status": "error", "message": f"bad key {CLIENT_KEY} in body"}))
     assert_no_key(error)
     assert "***" in error.message
 
@@ -392,9 +361,9 @@ def test_headers_and_the_key_only_in_the_json_body(recorder: Recorder) -> None:
         assert request["method"] == "POST"
         assert request["headers"]["User-Agent"] == f"modelslab-blender/{__version__}"
         assert request["headers"]["Content-Type"] == "application/json"
-        assert json.loads(request["body"])["key"] == KEY
-        assert KEY not in request["path"] and KEY not in json.dumps(request["headers"])
-    assert json.loads(seen[1]["body"]) == {"key": KEY}
+        assert json.loads(request["body"])["key"] == CLIENT_KEY
+        assert CLIENT_KEY not in request["path"] and CLIENT_KEY not in json.dumps(request["headers"])
+    assert json.loads(seen[1]["body"]) == {"key": CLIENT_KEY}
 
 
 def test_fetch_never_follows_the_servers_fetch_result(recorder: Recorder) -> None:
@@ -467,14 +436,6 @@ def test_download_follows_cdn_redirects(recorder: Recorder, tmp_path: Path) -> N
     recorder.answer = answer
     target = make_client(recorder.url).download([recorder.url + "/out/a.obj"], tmp_path / "a.obj")
     assert target.read_bytes() == mesh
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_probe_future_links(fresh_server: ServerProcess, client: ModelsLabClient, recorder: Recorder) -> None:

@@ -6,62 +6,29 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api.client import ClientConfig, JobStatus, ModelsLabClient
+from api.client import JobStatus, ModelsLabClient
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
-from tests.serverproc import REPO_ROOT, ServerProcess, start_server, wait_until
+from tests.helpers.clients import CLIENT_RETRIES, expect_error, make_client
+from tests.helpers.keys import CLIENT_KEY
+from tests.helpers.paths import REPO_ROOT, example_image
+from tests.helpers.servers import ServerProcess, start_server, wait_until
 
-EXAMPLE = REPO_ROOT / "examples" / "vase_plain.png"
-KEY = "sk-faults-test-41c0ffee93"
-RETRIES = 2
-
-
-def make_client(url: str, **overrides: Any) -> ModelsLabClient:
-    options: dict[str, Any] = {
-        "base_url": url,
-        "connect_timeout": 5.0,
-        "read_timeout": 20.0,
-        "backoff_base": 0.01,
-        "backoff_max": 0.05,
-        "max_retries": RETRIES,
-    }
-    options.update(overrides)
-    return ModelsLabClient(KEY, ClientConfig(**options))
-
-
-@pytest.fixture
-def client(fresh_server: ServerProcess) -> Iterator[ModelsLabClient]:
-    c = make_client(fresh_server.url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+EXAMPLE = example_image("vase_plain.png")
 
 
 def raises(category: Category, call: Callable[[], object]) -> ModelsLabError:
-    with pytest.raises(ModelsLabError) as caught:
-        call()
-    error = caught.value
-    assert error.category is category, f"{error.category}: {error}"
-    for text in (str(error), repr(error), error.message, error.fix, str(error.server_message), str(error.to_dict())):
-        assert KEY not in text
+    error = expect_error(category, call)
     assert "Traceback" not in error.message
     return error
 
@@ -104,7 +71,7 @@ def test_5xx_on_idempotent_calls_is_retried(
     assert error.http_status == status and str(status) in error.message
     if body == "html":
         assert "HTML" in error.message
-    assert requests_to(fresh_server, "system") == RETRIES + 1
+    assert requests_to(fresh_server, "system") == CLIENT_RETRIES + 1
 
 
 @pytest.mark.parametrize(("status", "body"), [(500, "json"), (502, "html"), (503, "json")])
@@ -156,7 +123,7 @@ def test_429_longer_than_max_retry_after_is_rate_limited(fresh_server: ServerPro
 def test_429_forever_gives_up_after_the_retries(fresh_server: ServerProcess, client: ModelsLabClient) -> None:
     fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "wallet", "retry_after": 0.01, "times": -1}])
     raises(Category.RATE_LIMITED, client.wallet_balance)
-    assert requests_to(fresh_server, "wallet") == RETRIES + 1
+    assert requests_to(fresh_server, "wallet") == CLIENT_RETRIES + 1
 
 
 def test_malformed_json_retried_on_fetch_not_on_submit(fresh_server: ServerProcess, client: ModelsLabClient) -> None:
@@ -204,7 +171,7 @@ def test_job_failed(fresh_server: ServerProcess, client: ModelsLabClient) -> Non
 
     error = wait_until(failure, 30, 0.05, "job_failed never surfaced")
     assert error.category is Category.SERVER and "could not see an object" in error.message
-    assert error.server_message == "could not see an object" and KEY not in str(error)
+    assert error.server_message == "could not see an object" and CLIENT_KEY not in str(error)
 
 
 def test_expired_fetch(fresh_server: ServerProcess, client: ModelsLabClient) -> None:
@@ -268,7 +235,7 @@ def test_submit_retried_after_connection_refused(
     server: ServerProcess, closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server is down at the first try and up later: the same submit goes through, once."""
-    image_url = server.upload(EXAMPLE, key=KEY)  # served by the session server, fetched by the new one
+    image_url = server.upload(EXAMPLE, key=CLIENT_KEY)  # served by the session server, fetched by the new one
     c = make_client(f"http://127.0.0.1:{closed_port}", max_retries=100, backoff_base=0.05, backoff_max=0.1)
     outcome: list[Any] = []
 
@@ -327,7 +294,7 @@ def test_always_truncated_download_fails_cleanly(
     fresh_server.set_faults([{"fault": "truncate", "endpoint": "download", "bytes": 1000, "times": -1}])
     error = raises(Category.NETWORK, lambda: client.download(links(done_job), tmp_path / "mesh.obj"))
     assert "1000" in error.message
-    assert requests_to(fresh_server, "download") == 2 * (RETRIES + 1)  # each URL, with retries
+    assert requests_to(fresh_server, "download") == 2 * (CLIENT_RETRIES + 1)  # each URL, with retries
     no_files(tmp_path)
 
 
@@ -379,10 +346,12 @@ def test_mirror_used_when_primary_is_gone_or_unreachable(
     for index, primary in enumerate((gone, unreachable)):
         target = client.download([primary, *done_job.proxy_links], tmp_path / f"mesh{index}.obj")
         assert b"\nf " in target.read_bytes()
-    fresh_server.set_faults([{"fault": "http_error", "endpoint": "download", "status": 503, "times": RETRIES + 1}])
+    fresh_server.set_faults(
+        [{"fault": "http_error", "endpoint": "download", "status": 503, "times": CLIENT_RETRIES + 1}]
+    )
     before = requests_to(fresh_server, "download")
     client.download(links(done_job), tmp_path / "mesh2.obj")
-    assert requests_to(fresh_server, "download") - before == RETRIES + 2  # primary exhausted, mirror once
+    assert requests_to(fresh_server, "download") - before == CLIENT_RETRIES + 2  # primary exhausted, mirror once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh0.obj", "mesh1.obj", "mesh2.obj"]
 
 
@@ -437,7 +406,7 @@ def test_the_key_is_in_no_written_file(fresh_server: ServerProcess, client: Mode
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert [p.name for p in files] == ["ok.obj"]
     for path in files:
-        assert KEY.encode() not in path.read_bytes()
+        assert CLIENT_KEY.encode() not in path.read_bytes()
 
 
 def test_corrupt_once_is_retried_on_the_same_url(
@@ -479,7 +448,7 @@ def test_disk_full_mid_download_leaves_nothing(
         from api.errors import ModelsLabError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({size - 10}, resource.RLIM_INFINITY))
-        client = ModelsLabClient({KEY!r}, ClientConfig(base_url={fresh_server.url!r}))
+        client = ModelsLabClient({CLIENT_KEY!r}, ClientConfig(base_url={fresh_server.url!r}))
         try:
             client.download({links(done_job)!r}, Path({str(tmp_path / "mesh.obj")!r}))
             print("ACCEPTED")
@@ -533,4 +502,4 @@ def test_the_key_is_in_no_log_line(
     fresh_server.set_faults([{"fault": "http_error", "endpoint": "any", "status": 503, "times": 2}])
     client.wallet_balance()
     raises(Category.NETWORK, make_client(f"http://127.0.0.1:{closed_port}").wallet_balance)
-    assert "retrying" in caplog.text and KEY not in caplog.text
+    assert "retrying" in caplog.text and CLIENT_KEY not in caplog.text

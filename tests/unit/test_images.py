@@ -11,9 +11,9 @@ from PIL import Image
 from api.client import ClientConfig, ModelsLabClient
 from api.errors import Category, ModelsLabError
 from api.images import MAX_IMAGE_BYTES, check_image_file
-from tests.serverproc import REPO_ROOT, ServerProcess
+from tests.helpers.paths import EXAMPLES_DIR
+from tests.helpers.servers import ServerProcess
 
-EXAMPLES = REPO_ROOT / "examples"
 KEY = "img-test-key-77aa21"
 
 
@@ -42,7 +42,7 @@ def test_supported_types_are_recognised_by_their_bytes(tmp_path: Path, fmt: str,
 
 
 def test_example_images_pass() -> None:
-    for path in EXAMPLES.glob("*.png"):
+    for path in EXAMPLES_DIR.glob("*.png"):
         mime, size = check_image_file(path)
         assert mime == "image/png" and size == path.stat().st_size
 
@@ -117,7 +117,7 @@ def test_not_an_image(tmp_path: Path, content: bytes, words: str) -> None:
 
 
 def test_truncated_png(tmp_path: Path) -> None:
-    data = (EXAMPLES / "vase_plain.png").read_bytes()
+    data = (EXAMPLES_DIR / "vase_plain.png").read_bytes()
     path = tmp_path / "cut.png"
     path.write_bytes(data[: len(data) // 2])
     assert "truncated" in refused(path).message

@@ -14,7 +14,8 @@ from api import Category, ClientConfig, GenerationParams, JobRunner, ModelsLabCl
 from api.cache import MeshCache
 from api.jobs import JobEvent, JobRecord
 from api.journal import JobJournal
-from tests.serverproc import ServerProcess, wait_until
+from tests.helpers.folders import read_only
+from tests.helpers.servers import ServerProcess, fresh, serve, slow_server_args, start_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DUCK = str(REPO / "examples" / "duck_512.png")
@@ -64,17 +65,12 @@ def all_files_text(*directories: Path) -> bytes:
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerProcess]:
     """Every job takes at least 4 s: long enough to cancel, shut down or time out in the middle of polling."""
-    from tests.serverproc import start_server
-
-    with start_server("--workers", "4", "--job-seconds", "4") as srv:
-        yield srv
+    yield from serve(*slow_server_args(4, workers=4))
 
 
 @pytest.fixture
 def slow(slow_server: ServerProcess) -> Iterator[ServerProcess]:
-    slow_server.reset()
-    yield slow_server
-    slow_server.clear_faults()
+    yield from fresh(slow_server)
 
 
 @pytest.fixture
@@ -144,8 +140,6 @@ def test_url_source_is_not_uploaded_again(fresh_server: ServerProcess, make_runn
 
 
 def test_many_concurrent_jobs_with_a_bounded_pool(make_runner: MakeRunner) -> None:
-    from tests.serverproc import start_server
-
     with start_server("--workers", "4", "--job-seconds", "1") as server:
         runner = make_runner(server, max_workers=3)
         images = [DUCK, VASE, MUSHROOM] * 3
@@ -528,8 +522,6 @@ def test_bad_input_is_refused_before_anything_is_sent(
 def test_read_only_journal_fails_clearly_and_sends_nothing(
     fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    from tests.unit.test_journal import read_only
-
     runner = make_runner(fresh_server)
     with read_only(tmp_path / "jobs"):
         with pytest.raises(ModelsLabError) as caught:
@@ -544,8 +536,6 @@ def test_read_only_journal_fails_clearly_and_sends_nothing(
 def test_journal_failing_mid_job_is_reported_not_fatal(
     fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    from tests.unit.test_journal import read_only
-
     fresh_server.set_faults([{"fault": "processing_polls", "endpoint": "submit", "polls": 1}])
     runner = make_runner(fresh_server)
     events = EventLog(runner)
@@ -561,8 +551,6 @@ def test_journal_failing_mid_job_is_reported_not_fatal(
 def test_journal_lost_before_submit_fails_the_job_and_sends_nothing(
     slow: ServerProcess, make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    from tests.unit.test_journal import read_only
-
     runner = make_runner(slow, max_workers=1)
     events = EventLog(runner)
     busy = runner.submit(DUCK, SMALL)
@@ -593,8 +581,6 @@ def test_standard_flavour_job(fresh_server: ServerProcess, tmp_path: Path) -> No
 def test_read_only_cache_fails_clearly_and_resume_recovers_without_a_new_charge(
     fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    from tests.unit.test_journal import read_only
-
     runner = make_runner(fresh_server)
     meshes = runner.cache.ensure()
     with read_only(meshes):
@@ -685,8 +671,6 @@ def test_prune_cache_keeps_meshes_waiting_for_import(fresh_server: ServerProcess
 
 
 def test_concurrent_cancels_waits_and_drains_stay_consistent(make_runner: MakeRunner) -> None:
-    from tests.serverproc import start_server
-
     with start_server("--workers", "4", "--job-seconds", "0.5") as server:
         runner = make_runner(server, max_workers=4)
         ids = [runner.submit(image, SMALL).local_id for image in [DUCK, VASE, MUSHROOM] * 4]

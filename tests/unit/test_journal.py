@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ import pytest
 from api import Category, ModelsLabError, register_secret
 from api.jobs import JobRecord, JobState
 from api.journal import JobJournal
+from tests.helpers.folders import read_only
 
 SECRET = "sk-journal-test-secret-5f1e9a"
 
@@ -30,25 +28,6 @@ def make_record(local_id: str = "a" * 32, state: JobState = JobState.QUEUED, **f
         **fields,
     }
     return JobRecord(local_id=local_id, state=state.value, **values)
-
-
-@contextmanager
-def read_only(directory: Path) -> Iterator[None]:
-    """Make directory unwritable, also for root (immutable flag); skip when the system cannot do it."""
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot make a folder read-only as root here: {done.stderr.decode()[:200]}")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(directory)], check=True)
-    else:
-        directory.chmod(0o500)
-        try:
-            yield
-        finally:
-            directory.chmod(0o700)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

@@ -21,24 +21,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability_kit import (
+from tests.helpers.folders import make_unwritable, make_writable
+from tests.helpers.paths import EXAMPLE_IMAGE, REPO_ROOT
+from tests.helpers.reliability import (
     API_KEY,
-    EXAMPLE_IMAGE,
     Workspace,
     assert_downloaded,
     assert_failed,
     assert_no_key,
     assert_no_temp_files,
-    closed_port,
     event_texts,
     journal_settles,
-    make_unwritable,
-    make_writable,
     no_new_threads,
-    silent_listener,
-    unaccepting_listener,
 )
-from tests.serverproc import REPO_ROOT, ServerProcess, start_server, wait_until
+from tests.helpers.servers import ServerProcess, fresh, serve, slow_server_args, wait_until
+from tests.helpers.sockets import closed_port, silent_listener, unaccepting_listener
 
 JOB_SECONDS = 1.5  # the slow server: jobs take this long, so the runner really polls (fetch) before the result
 
@@ -46,15 +43,12 @@ JOB_SECONDS = 1.5  # the slow server: jobs take this long, so the runner really 
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerProcess]:
     """A second server whose jobs take JOB_SECONDS, for faults that must hit fetch, and for mid-poll interruptions."""
-    with start_server("--workers", "4", "--job-seconds", str(JOB_SECONDS)) as srv:
-        yield srv
+    yield from serve(*slow_server_args(JOB_SECONDS, workers=4))
 
 
 @pytest.fixture
 def fresh_slow(slow_server: ServerProcess) -> Iterator[ServerProcess]:
-    slow_server.reset()
-    yield slow_server
-    slow_server.clear_faults()
+    yield from fresh(slow_server)
 
 
 @pytest.fixture
@@ -349,7 +343,7 @@ CHILD = textwrap.dedent(
     """
     import json, resource, signal, sys
     sys.path.insert(0, {repo!r})
-    from tests.reliability_kit import Workspace
+    from tests.helpers.reliability import Workspace
     from pathlib import Path
     from api.params import GenerationParams
     mode = {mode!r}

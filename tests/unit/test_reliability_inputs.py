@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
-from tests.reliability_kit import (
-    EXAMPLE_IMAGE,
+from tests.helpers.paths import EXAMPLE_IMAGE
+from tests.helpers.reliability import (
     Workspace,
     assert_downloaded,
     assert_no_key,
@@ -28,7 +28,7 @@ from tests.reliability_kit import (
     event_texts,
     no_new_threads,
 )
-from tests.serverproc import ServerProcess
+from tests.helpers.servers import ServerProcess
 
 
 @pytest.fixture

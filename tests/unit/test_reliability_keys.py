@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability_kit import (
+from tests.helpers.paths import EXAMPLE_IMAGE
+from tests.helpers.reliability import (
     API_KEY,
-    EXAMPLE_IMAGE,
     Workspace,
     assert_no_key,
     assert_no_temp_files,
     event_texts,
     no_new_threads,
 )
-from tests.serverproc import ServerProcess, start_server
+from tests.helpers.servers import ServerProcess, start_server
 
 ECHOING_FAULTS = [
     {"fault": "status_error", "endpoint": "submit", "text": f"Invalid key {API_KEY}"},

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from tests.serverproc import ServerProcess, start_server, wait_until
+from tests.helpers.servers import ServerProcess, start_server, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "test-key"

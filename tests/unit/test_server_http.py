@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.serverproc import ServerProcess, start_server, wait_until
+from tests.helpers.servers import ServerProcess, serve, slow_server_args, start_server, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "test-key"
@@ -23,8 +23,7 @@ FETCH = {"enterprise": "/api/v1/enterprise/3d/fetch/", "v6": "/api/v6/3d/fetch/"
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerProcess]:
     """Every job takes at least 0.8 s, so the processing phase is observable."""
-    with start_server("--job-seconds", "0.8") as srv:
-        yield srv
+    yield from serve(*slow_server_args(0.8))
 
 
 def fetch(srv: ServerProcess, flavor: str, job_id: object) -> requests.Response:

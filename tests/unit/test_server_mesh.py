@@ -12,7 +12,7 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from server import reconstruct
-from tests.serverproc import ServerProcess, wait_until
+from tests.helpers.servers import ServerProcess, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "test-key"

@@ -6,91 +6,18 @@ with ClientConfig(ca_bundle=path) the whole job (upload, submit, poll, download)
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.serverproc import REPO_ROOT, ServerProcess, start_server
+from tests.helpers.paths import EXAMPLE_IMAGE, REPO_ROOT
+from tests.helpers.servers import ServerProcess, fresh, serve
+from tests.helpers.tls import make_ca_and_server_cert
 
-EXAMPLE_IMAGE = REPO_ROOT / "examples" / "duck_512.png"
 API_KEY = "tls-test-key-9f3a7c1e"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
-    """Write ca.pem, server.pem and server.key (CA-signed, SAN 127.0.0.1 and localhost) into directory."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("ModelsLab test CA"))
-        .issuer_name(_name("ModelsLab test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca_cert.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = directory / "ca.pem"
-    cert_path = directory / "server.pem"
-    key_path = directory / "server.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca_path, cert_path, key_path
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +30,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 def https_server(tls_files: tuple[Path, Path, Path]) -> Iterator[ServerProcess]:
     """The local server speaking HTTPS with a certificate signed by the test CA."""
     ca_path, cert_path, key_path = tls_files
-    with start_server(
-        "--workers", "1", "--tls-cert", str(cert_path), "--tls-key", str(key_path), ca_bundle=ca_path
-    ) as srv:
-        yield srv
+    yield from serve("--workers", "1", "--tls-cert", str(cert_path), "--tls-key", str(key_path), ca_bundle=ca_path)
 
 
 @pytest.fixture
 def fresh_https(https_server: ServerProcess) -> Iterator[ServerProcess]:
-    https_server.reset()
-    yield https_server
-    https_server.clear_faults()
+    yield from fresh(https_server)
 
 
 # --- the server side of the fixture ---------------------------------------------------------------
@@ -191,7 +113,7 @@ def test_with_ca_bundle_the_whole_job_succeeds(
     fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     from api.params import GenerationParams
-    from tests.serverproc import wait_until
+    from tests.helpers.servers import wait_until
 
     client = _client(fresh_https.url, tls_files[0])
     try:
@@ -296,7 +218,7 @@ def test_static_scan_would_catch_a_violation() -> None:
 def test_job_over_https_fails_without_the_ca_and_succeeds_with_it(
     fresh_https: ServerProcess, tls_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    from tests.reliability_kit import Workspace, assert_downloaded, assert_failed, assert_no_temp_files
+    from tests.helpers.reliability import Workspace, assert_downloaded, assert_failed, assert_no_temp_files
 
     ws = Workspace(tmp_path / "user dir")
     try:

@@ -1,8 +1,8 @@
-"""Entry point of one fresh Blender process (the bpy module) for the blender test layer.
+"""Runs INSIDE one fresh Blender process (the bpy module) for the blender test layer.
 
-Started by blender_helpers.run_blender() as `<bpy venv python> blender_child.py SPEC.json` with HOME and
-XDG_CONFIG_HOME pointing at a temporary user directory. It installs (or just enables) the built
-extension, applies preferences, runs one function of blender_scenarios.py and prints its JSON result on a
+Started by tests.helpers.blender.run_scenario() as `<bpy venv python> scenario_driver.py SPEC.json` with HOME
+and XDG_CONFIG_HOME pointing at a temporary user directory. It installs (or just enables) the built
+extension, applies preferences, runs one function of scenarios.py and prints its JSON result on a
 single marker line. The spec file lives outside HOME: it may hold the API key.
 """
 
@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-RESULT_MARKER = "@@MODELSLAB_TEST_RESULT@@ "
+RESULT_MARKER = "@@MODELSLAB_TEST_RESULT@@ "  # tests.helpers.blender reads the line after it
 EXTENSION_ID = "modelslab_3d"
 EXTENSION_MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
 
@@ -66,7 +66,7 @@ def main() -> int:
     started = time.monotonic()
     payload: dict = {"ok": False}
     try:
-        import blender_scenarios as scenarios  # imports bpy: Blender starts here
+        import scenarios  # imports bpy: Blender starts here
 
         payload["threads_before_enable"] = sorted(t.name for t in threading.enumerate())
         module = ensure_enabled(spec["zip"], spec.get("install", "extension"))
@@ -86,5 +86,5 @@ def main() -> int:
 if __name__ == "__main__":
     # Never run against a real user's Blender configuration: HOME must be the test's temporary one.
     if not os.environ.get("MODELSLAB_TEST_HOME") or os.environ.get("MODELSLAB_TEST_HOME") != os.environ.get("HOME"):
-        sys.exit("blender_child.py: HOME is not the test's temporary user dir; refusing to run")
+        sys.exit("scenario_driver.py: HOME is not the test's temporary user dir; refusing to run")
     sys.exit(main())

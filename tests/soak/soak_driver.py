@@ -1,6 +1,6 @@
 """Run scripts/batch.py's main() in this bpy process and record threads, open files and memory around it.
 
-    python tests/soak/soak_child.py STATS.json -- BATCH ARGS...
+    python tests/soak/soak_driver.py STATS.json -- BATCH ARGS...
 
 The baseline is taken once Blender (bpy) is loaded and before the batch loads the extension; the end state after
 main() returned (the extension unregistered, its runner shut down). A sampler thread (present in both counts)

@@ -1,6 +1,6 @@
-"""Driver that runs INSIDE a real Blender window (Debian's Blender under Xvfb), started by tests/gui/harness.py.
+"""Driver that runs INSIDE a real Blender window (Debian's Blender under Xvfb), started by tests/helpers/gui.py.
 
-    blender --factory-startup --enable-event-simulate --python-exit-code 3 --python driver_jobs.py -- CONFIG.json
+    blender --factory-startup --enable-event-simulate --python-exit-code 3 --python jobs_driver.py -- CONFIG.json
 
 After the install at start-up, every step runs in `bpy.app.timers` callbacks, so Blender's main loop keeps
 running (drawing, other timers, the add-on's own drain timer) the whole time:
@@ -15,7 +15,7 @@ running (drawing, other timers, the add-on's own drain timer) the whole time:
 5. frame the objects, let the panel redraw, take a screenshot, optionally save a .blend, write the result
    JSON and quit.
 
-The config (JSON, written by the harness) holds no secret: the API key comes from MODELSLAB_API_KEY.
+The config (JSON, written by tests/helpers/gui.py) holds no secret: the API key comes from MODELSLAB_API_KEY.
 Keys: zip, module, jobs, images, operator_props, scene_settings, prefs, result, screenshot, save_blend,
 timeout, record_interval, category, collection, sidebar_width, arrange, settle_seconds, viewport_aa,
 screenshot_aa, baseline_seconds.

@@ -1,4 +1,4 @@
-"""Helpers of the batch layer: scripts/batch.py as a real subprocess of this bpy interpreter.
+"""scripts/batch.py as a real subprocess of this bpy interpreter (the batch layer).
 
 Runs under a bpy venv (.venv-bpy50 or .venv-bpy42). Every batch gets a temp HOME (so Blender's user folder,
 the journal and the cache are private to the test) and a distinctive API key, whose bytes must never appear
@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.helpers.keys import BATCH_KEY
+from tests.helpers.paths import BATCH_SCRIPT
 
-BATCH = REPO_ROOT / "scripts" / "batch.py"
-EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.png"))
-TEST_API_KEY = f"mlk-batch-{secrets.token_hex(12)}"
 EXPIRE_SECONDS = 4.0  # the expiring server's output lifetime (the real service: 24 h)
 SLOW_JOB_SECONDS = 5.0  # the slow server's job length: long enough to kill a batch while it polls
 # Environment that would leak the developer's own setup into a batch under test.
@@ -75,7 +70,7 @@ class BatchHome:
         self.home.mkdir(parents=True)
         self.base_url = base_url
 
-    def env(self, key: str | None = TEST_API_KEY) -> dict[str, str]:
+    def env(self, key: str | None = BATCH_KEY) -> dict[str, str]:
         """The subprocess environment: temp HOME/XDG_CONFIG_HOME, the test key, nothing of the developer's."""
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env.update(
@@ -92,14 +87,14 @@ class BatchHome:
 
     def command(self, args: Sequence[str], *, with_base_url: bool = True, with_out: bool = True) -> list[str]:
         """`python scripts/batch.py` with --base-url and --out filled in."""
-        command = [sys.executable, str(BATCH)]
+        command = [sys.executable, str(BATCH_SCRIPT)]
         if with_base_url:
             command += ["--base-url", self.base_url]
         if with_out:
             command += ["--out", str(self.out)]
         return command + [str(a) for a in args]
 
-    def run(self, args: Sequence[str], *, key: str | None = TEST_API_KEY, timeout: float = 150, **kw: bool) -> BatchRun:
+    def run(self, args: Sequence[str], *, key: str | None = BATCH_KEY, timeout: float = 150, **kw: bool) -> BatchRun:
         """Run the batch to completion."""
         done = subprocess.run(
             self.command(args, **kw),
@@ -112,7 +107,7 @@ class BatchHome:
         )
         return BatchRun(done.returncode, done.stdout, done.stderr)
 
-    def start(self, args: Sequence[str], *, key: str | None = TEST_API_KEY) -> subprocess.Popen[str]:
+    def start(self, args: Sequence[str], *, key: str | None = BATCH_KEY) -> subprocess.Popen[str]:
         """Start the batch and return at once (for kill/interrupt tests)."""
         return subprocess.Popen(
             self.command(args),

@@ -1,6 +1,6 @@
-"""Shared pieces of the reliability tests (tests/unit/test_reliability_*.py and tests/soak): a JobRunner wired to
-the real local server in a throwaway workspace, and the checks every fault case ends with: a categorised error
-with a message and a fix, the journal telling the truth, no temp files, no key anywhere, no thread left behind.
+"""A JobRunner wired to the real local server in a throwaway workspace, and the checks every fault case ends
+with: a categorised error with a message and a fix, the journal telling the truth, no temp files, no key anywhere,
+no thread left behind. Used by the api-level fault tests (tests/unit/test_reliability_*.py, test_tls.py).
 """
 
 from __future__ import annotations
@@ -8,19 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.serverproc import REPO_ROOT
+from tests.helpers.keys import RELIABILITY_KEY as API_KEY
+from tests.helpers.servers import wait_until
 
-EXAMPLE_IMAGE = REPO_ROOT / "examples" / "duck_512.png"
-# Distinctive, so a hit in any file or text can only be a leak.
-API_KEY = "ml-reliability-KEY-7c41e09b5d2a"
 TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".download")
 
 # Short timeouts and backoffs: every fault case ends in seconds, not minutes.
@@ -182,8 +178,6 @@ def event_texts(ws: Workspace) -> list[str]:
 @contextlib.contextmanager
 def no_new_threads(timeout: float = 10.0) -> Iterator[None]:
     """Fail if threads started inside the block are still alive shortly after it ends."""
-    from tests.serverproc import wait_until
-
     before = set(threading.enumerate())
 
     def leftovers() -> list[str]:
@@ -194,107 +188,3 @@ def no_new_threads(timeout: float = 10.0) -> Iterator[None]:
         wait_until(lambda: not leftovers(), timeout, 0.05)
     except AssertionError:
         raise AssertionError(f"threads left behind: {leftovers()}") from None
-
-
-# --- sockets that misbehave -----------------------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (connection refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def unaccepting_listener() -> Iterator[int]:
-    """A loopback port whose accept queue is full: new connections are never completed (connect timeout)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(8):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError, OSError):
-                filler.connect(("127.0.0.1", port))
-            fillers.append(filler)
-        probe = socket.socket()
-        probe.settimeout(0.3)
-        try:
-            probe.connect(("127.0.0.1", port))
-            raise AssertionError("the backlog did not fill: connect-timeout simulation impossible here")
-        except TimeoutError:
-            pass
-        finally:
-            probe.close()
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        server.close()
-
-
-@contextlib.contextmanager
-def silent_listener() -> Iterator[int]:
-    """A loopback server that accepts connections and reads, but never answers (read timeout)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.1)
-    port = server.getsockname()[1]
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, name="silent-listener", daemon=True)
-    thread.start()
-    try:
-        yield port
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
-
-
-# --- folders that refuse writes ---------------------------------------------------------------------------------------
-
-
-def make_unwritable(directory: Path) -> str | None:
-    """Make directory refuse new files (chmod, or chattr +i for root); return how, or None if impossible here."""
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o555)
-    if not _writable(directory):
-        return "chmod"
-    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0 and not _writable(
-        directory
-    ):
-        return "chattr"
-    os.chmod(directory, 0o755)
-    return None
-
-
-def make_writable(directory: Path) -> None:
-    subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
-    os.chmod(directory, 0o755)
-
-
-def _writable(directory: Path) -> bool:
-    probe = directory / ".write-probe"
-    try:
-        probe.write_bytes(b"x")
-    except OSError:
-        return False
-    probe.unlink()
-    return True

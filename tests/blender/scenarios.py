@@ -1,4 +1,5 @@
-"""Scenarios that run inside a fresh Blender process (see blender_child.py); each returns a JSON-able dict.
+"""Scenarios that run inside a fresh Blender process (imported by scenario_driver.py); each returns a JSON-able
+dict.
 
 Only the extension's public surface is used: its operators, its preferences, `import modelslab`,
 the journal files it writes, and what ends up in bpy.data. Assertions live in the test modules; a

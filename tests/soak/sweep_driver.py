@@ -1,7 +1,7 @@
 """One Blender (bpy module) process that enables the checkout as the legacy add-on `modelslab_3d`, sets its
 preferences and runs the `modelslab.image_to_3d` operator once (background mode: blocking), then disables it.
 
-    python tests/soak/sweep_child.py SPEC.json RESULT.json
+    python tests/soak/sweep_driver.py SPEC.json RESULT.json
 
 SPEC: {"image": str, "props": {...}, "prefs": {...}, "online_access": bool}. The API key and base URL come
 from the environment (MODELSLAB_API_KEY, MODELSLAB_BASE_URL), as a studio's render farm would set them.

@@ -4,8 +4,8 @@ Used by tests/gui and by the benchmarks (ui_stall_max_ms). Plain stdlib; runs wi
 
     reason = unavailable_reason()            # None when blender + xvfb-run + python3-requests are there
     run = run_jobs_session(server_url=srv.url, api_key=key, workdir=tmp, jobs=8, screenshot=None)
-    run.check()                              # AssertionError with Blender's output when anything failed
-    run.result["gaps"]["max_excl_import_ms"], run.result["gaps"]["p99_excl_import_ms"]
+    result = run.check()                     # AssertionError with Blender's output when anything failed
+    result["gaps"]["max_excl_import_ms"], result["gaps"]["p99_excl_import_ms"]
 
 Blender gets a temporary HOME / XDG_CONFIG_HOME / TMPDIR under `workdir`, so the legacy add-on is installed
 into a throw-away user scripts dir; the API key only travels in the environment (MODELSLAB_API_KEY).
@@ -16,24 +16,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODULE = "modelslab_3d"
-VERSION = "0.1.0"
-DIST_LEGACY_ZIP = REPO_ROOT / "dist" / f"{MODULE}-{VERSION}-legacy.zip"
-JOBS_DRIVER = Path(__file__).resolve().with_name("driver_jobs.py")
-EXAMPLE_IMAGES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.png"))
-# What ships in the add-on (the legacy zip holds these under modelslab_3d/).
-SHIPPED = ("__init__.py", "blender_manifest.toml", "api", "blender", "operators", "panels")
+from tests.helpers import paths
+from tests.helpers.blender import EXTENSION_ID, BlenderRun, run_process
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.shipping import newest_shipped_mtime, shipped_files, zip_name
+
+MODULE = EXTENSION_ID  # the legacy add-on's module name
+DIST_LEGACY_ZIP = REPO_ROOT / "dist" / zip_name(legacy=True)
+JOBS_DRIVER = REPO_ROOT / "tests" / "gui" / "jobs_driver.py"
+EXAMPLE_IMAGES = [str(path) for path in paths.EXAMPLE_IMAGES]
 DEFAULT_SCREEN = "1600x1000x24"
-OUTPUT_TAIL = 6000  # characters of Blender's stdout/stderr kept in failure messages
 
 
 def unavailable_reason() -> str | None:
@@ -47,28 +44,13 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _newest_source_mtime() -> float:
-    newest = 0.0
-    for entry in SHIPPED:
-        path = REPO_ROOT / entry
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
-        for file in files:
-            if "__pycache__" not in file.parts:
-                newest = max(newest, file.stat().st_mtime)
-    return newest
-
-
 def make_legacy_zip(target: Path) -> Path:
     """Zip the add-on's shipped files from the checkout under `modelslab_3d/` (what `make build` does, minus
     the extension tool's validation) — used when dist/ has no zip or an older one than the sources."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for entry in SHIPPED:
-            path = REPO_ROOT / entry
-            files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
-            for file in files:
-                if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                    archive.write(file, f"{MODULE}/{file.relative_to(REPO_ROOT).as_posix()}")
+        for file in shipped_files():
+            archive.write(file, f"{MODULE}/{file.relative_to(REPO_ROOT).as_posix()}")
     return target
 
 
@@ -78,10 +60,10 @@ def legacy_zip(workdir: Path) -> tuple[Path, str]:
     override = os.environ.get("MODELSLAB_GUI_ZIP")
     if override:
         return Path(override).resolve(), "MODELSLAB_GUI_ZIP"
-    if DIST_LEGACY_ZIP.is_file() and DIST_LEGACY_ZIP.stat().st_mtime >= _newest_source_mtime():
+    if DIST_LEGACY_ZIP.is_file() and DIST_LEGACY_ZIP.stat().st_mtime >= newest_shipped_mtime():
         return DIST_LEGACY_ZIP, f"{DIST_LEGACY_ZIP.relative_to(REPO_ROOT)} (make build)"
     why = "older than the sources" if DIST_LEGACY_ZIP.is_file() else "missing"
-    made = make_legacy_zip(workdir / f"{MODULE}-{VERSION}-legacy.zip")
+    made = make_legacy_zip(workdir / DIST_LEGACY_ZIP.name)
     return made, f"made from the checkout ({DIST_LEGACY_ZIP.relative_to(REPO_ROOT)} {why})"
 
 
@@ -103,44 +85,6 @@ def blender_env(home: Path, *, api_key: str | None = None, base_url: str | None 
     return env
 
 
-@dataclass
-class BlenderRun:
-    """One finished Blender process: exit code, output, wall time and the driver's result (if it wrote one)."""
-
-    command: list[str]
-    returncode: int | None
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool
-    result_path: Path | None = None
-    result: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def report(self) -> str:
-        """Everything needed to understand a failure: command, exit code, errors, the tail of both streams."""
-        errors = (self.result or {}).get("errors") or []
-        lines = [
-            f"command: {' '.join(self.command)}",
-            f"exit code: {self.returncode}{' (killed by the watchdog)' if self.timed_out else ''}, "
-            f"{self.seconds:.1f} s",
-            *self.notes,
-            f"driver result: {self.result_path if self.result is not None else 'none written'}",
-            *(f"driver error: {message}" for message in errors),
-            "--- blender stdout (tail) ---",
-            self.stdout[-OUTPUT_TAIL:],
-            "--- blender stderr (tail) ---",
-            self.stderr[-OUTPUT_TAIL:],
-        ]
-        return "\n".join(lines)
-
-    def check(self) -> dict[str, Any]:
-        """The driver's result; AssertionError with report() when Blender failed or the driver saw errors."""
-        if self.timed_out or self.returncode != 0 or self.result is None or self.result.get("errors"):
-            raise AssertionError("the Blender GUI session failed\n" + self.report())
-        return self.result
-
-
 def run_blender(
     args: list[str],
     *,
@@ -152,52 +96,20 @@ def run_blender(
     result_path: Path | None = None,
 ) -> BlenderRun:
     """Run `blender ARGS` (under `xvfb-run -a` when window=True) with a watchdog; always captures both streams.
-
-    On timeout the whole process group (xvfb-run, Xvfb, Blender) is terminated, then killed."""
+    The driver's report is the JSON file result_path, when it wrote one."""
     command = ["blender", *args]
     if window:
         xvfb_log = Path(env["TMPDIR"]) / "xvfb.log"
         command = ["xvfb-run", "-a", "-e", str(xvfb_log), "-s", f"-screen 0 {screen}", *command]
-    started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=str(cwd or REPO_ROOT),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,  # its own process group, so the watchdog can stop Xvfb and Blender too
-    )
-    timed_out = False
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                stdout, stderr = process.communicate(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            stdout, stderr = "", ""
-    run = BlenderRun(
-        command=command,
-        returncode=process.returncode,
-        stdout=stdout or "",
-        stderr=stderr or "",
-        seconds=time.monotonic() - started,
-        timed_out=timed_out,
-        result_path=result_path,
-    )
-    if result_path is not None and result_path.is_file():
-        run.result = json.loads(result_path.read_text(encoding="utf-8"))
+
+    def payload(_stdout: str) -> dict[str, Any] | None:
+        if result_path is not None and result_path.is_file():
+            return json.loads(result_path.read_text(encoding="utf-8"))
+        return None
+
+    run = run_process(command, env=env, timeout=timeout, cwd=cwd or REPO_ROOT, payload=payload)
+    if result_path is not None:
+        run.notes.append(f"driver result file: {result_path}")
     return run
 
 
