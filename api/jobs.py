@@ -64,10 +64,11 @@ def _normalise_base(url: str) -> str:
 class JobRunner(WorkerSteps):
     """A bounded pool of workers that takes jobs from an image to a mesh file in the cache.
 
-    Polling follows api.polling: the first fetch waits for the server's `eta`, later ones back off from
-    poll_interval_min to poll_interval_max, and around the predicted finish cheap HEAD probes of the first
-    `future_links` URL run every HEAD_INTERVAL seconds; the download starts as soon as one answers 200.
-    The timetable's constants (HEAD_INTERVAL, ETA_WAIT_CAP, ...) are class attributes from WorkerSteps.
+    Polling follows api.polling: the first check is a HEAD probe of the first `future_links` URL at the
+    server's `eta`, then every HEAD_INTERVAL for HEAD_WINDOW seconds, then the gap grows with the job's age
+    (BACKOFF) up to poll_interval_max; fetches take a check's place from poll_interval_min after the eta on.
+    The download starts as soon as a probe answers 200 or a fetch says success. A job still processing at
+    poll_timeout becomes TIMED_OUT (resumable). The timetable's constants are class attributes from WorkerSteps.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class JobRunner(WorkerSteps):
         cache: MeshCache,
         *,
         max_workers: int = 4,
-        poll_timeout: float = 600.0,
+        poll_timeout: float = 3600.0,
         poll_interval_min: float = 1.0,
         poll_interval_max: float = 5.0,
     ) -> None:

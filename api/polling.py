@@ -1,12 +1,23 @@
-"""When to ask the server about a submitted job: the fetch and HEAD(future_links) schedule as a plain object.
+"""When to ask the server about a submitted job: the fetch and HEAD(future_links) timetable as a plain object.
 
 No threads, no clock, no I/O: the runner tells the schedule what time it is (time.monotonic()) and what the
 last fetch or probe found; the schedule answers what is due and until when to sleep.
 
-Policy: the first fetch after a submit waits for the server's `eta` (a little less, capped); later fetches follow
-each answer's eta or back off from interval_min by x1.5 (x2 after a failed fetch) up to interval_max. Around the
-predicted finish, cheap HEAD probes of the first future link run every head_interval seconds, slowing down again
-once the prediction is head_window seconds past. At the deadline, one last fetch is owed unless one just happened.
+One stream of checks, each either a HEAD probe of the first future link (cheap: 404 until the file exists) or
+a status fetch:
+
+- Nothing is sent before the predicted finish (submit time + the server's `eta`), except one fetch every
+  eta_wait_cap seconds while that is far away (it refreshes the eta).
+- The first check is at the predicted finish; then one every head_interval (50 ms) for head_window seconds:
+  the fast window that catches an honest eta within a few milliseconds.
+- After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
+  head_interval and at most interval_max. A late job is noticed within a fifth of the time it has taken,
+  and a job clearly not near done is asked less and less often.
+- While probing, a fetch takes a check's place interval_min after the predicted finish and then at doubling
+  intervals (up to eta_wait_cap): it detects a failed job and brings a new eta, which moves the prediction
+  when it is later than the next check anyway. Without future links (or without HEAD) every check is a fetch,
+  never more often than interval_min.
+- At the deadline one last fetch is owed unless one just happened.
 """
 
 from __future__ import annotations
@@ -17,61 +28,85 @@ from dataclasses import dataclass
 from .errors import Category, ModelsLabError
 
 MAX_ODD_ANSWERS = 3  # consecutive non-5xx `server` errors while polling (malformed JSON, status error) before giving up
-HEAD_INTERVAL = 0.25  # seconds between HEAD probes near the predicted finish
-HEAD_WINDOW = 5.0  # how long after the predicted finish the probes stay that tight
-HEAD_LEAD = 1.0  # probes start this long (at most 20 % of the eta) before the predicted finish
+HEAD_INTERVAL = 0.05  # the shortest gap between two checks: never more than 20 probes a second
+HEAD_WINDOW = 0.1  # how long after the predicted finish the checks stay that tight
+BACKOFF = 0.2  # after the fast window, the gap is this fraction of the time since the submit
 ETA_WAIT_CAP = 30.0  # never wait longer than this between two fetches
-FETCH_LEAD = 0.3  # fetch slightly before the predicted finish
-_FIRST_FETCH_MIN = 0.25  # even an eta of 0 waits this long before the first fetch
 
 
 @dataclass(frozen=True)
 class PollTiming:
-    """The schedule's constants, in seconds."""
+    """The schedule's constants, in seconds (backoff is a fraction)."""
 
-    timeout: float = 600.0
+    timeout: float = 3600.0
     interval_min: float = 1.0
     interval_max: float = 5.0
     head_interval: float = HEAD_INTERVAL
     head_window: float = HEAD_WINDOW
-    head_lead: float = HEAD_LEAD
+    backoff: float = BACKOFF
     eta_wait_cap: float = ETA_WAIT_CAP
-    fetch_lead: float = FETCH_LEAD
 
 
 class PollSchedule:
-    """The fetch/probe timetable of one poll of one job, from `start` (a monotonic time) to start + timeout.
+    """The check timetable of one poll of one job, from `start` (a monotonic time) to start + timeout.
 
-    eta is the server's eta from a submit that just happened (None when resuming an older job); can_fetch is
-    False when the job has no remote id (only the future links can tell); probing starts when future links are
-    known and stops for good once a probe says HEAD is not supported.
+    eta is the server's eta counted from start (None when resuming an older job: the first check is at once);
+    age is how long ago the job was submitted (the back-off grows with it); can_fetch is False when the job has
+    no remote id (only the future links can tell); probing starts when future links are known and stops for
+    good once a probe says HEAD is not supported.
     """
 
     def __init__(
-        self, start: float, timing: PollTiming, *, eta: float | None, can_fetch: bool, future_links: bool
+        self,
+        start: float,
+        timing: PollTiming,
+        *,
+        eta: float | None,
+        can_fetch: bool,
+        future_links: bool,
+        age: float = 0.0,
     ) -> None:
         self.timing = timing
         self.can_fetch = can_fetch
-        self.deadline = start + timing.timeout
-        self.fetch_interval = timing.interval_min
-        self.predicted: float | None = None  # when the server should be done
-        self.next_fetch = start
-        if eta is not None:  # fresh submit: the first wait is the server's eta
-            self.predicted = start + max(0.0, eta)
-            self.next_fetch = start + min(max(eta - timing.fetch_lead, _FIRST_FETCH_MIN), timing.eta_wait_cap)
-        if not can_fetch:
-            self.next_fetch = math.inf
         self.probing = future_links
-        self.next_probe = self._probe_time(start, eta, first=True)
+        self.deadline = start + timing.timeout
+        self.submitted = start - max(0.0, age)
+        self.predicted = start + max(0.0, eta) if eta is not None else start  # when the server should be done
+        self.fetch_interval = timing.interval_min
+        self.next_check = min(self.predicted, start + timing.eta_wait_cap)
+        self.next_fetch = start  # fetches wait for this too (spacing while probing, back-off after errors)
+        if eta is not None and self.probing and self.next_check >= self.predicted:
+            self.next_fetch = self.predicted + timing.interval_min  # the probes watch the predicted finish first
         self.last_fetch = -math.inf
         self.final_check = False
         self.odd_answers = 0
 
-    # --- fetches ---------------------------------------------------------------------------------------------
-    def fetch_due(self, now: float) -> bool:
-        """True when a status fetch should be sent now."""
-        return self.can_fetch and now >= self.next_fetch
+    def _after(self, now: float) -> float:
+        """When the check after one that ended at now is due."""
+        t = self.timing
+        if now < self.predicted:
+            return min(self.predicted, now + t.eta_wait_cap)
+        floor = t.head_interval if self.probing else t.interval_min
+        if now - self.predicted < t.head_window:
+            return now + floor
+        return now + min(max(floor, t.backoff * (now - self.submitted)), max(floor, t.interval_max))
 
+    # --- what is due -----------------------------------------------------------------------------------------
+    def fetch_due(self, now: float) -> bool:
+        """True when the check due now is a status fetch."""
+        return self.can_fetch and now >= self.next_check and (self.final_check or now >= self.next_fetch)
+
+    def probe_due(self, now: float) -> bool:
+        """True when the check due now is a HEAD probe of the first future link."""
+        return self.probing and now >= self.next_check and not self.fetch_due(now)
+
+    def wake_at(self) -> float:
+        """The monotonic time at which something is due next (a check or the deadline)."""
+        if not (self.can_fetch or self.probing):
+            return self.deadline
+        return min(self.next_check, self.deadline)
+
+    # --- fetches ---------------------------------------------------------------------------------------------
     def fetch_started(self, now: float) -> None:
         """A fetch is being sent at now."""
         self.last_fetch = now
@@ -80,17 +115,20 @@ class PollSchedule:
         """The fetch answered "processing" at now with this eta (future_links: the answer named some)."""
         self.odd_answers = 0
         self.probing = self.probing or future_links
-        if eta is not None:
-            self.predicted = now + eta
-        if eta is not None and eta > self.fetch_interval:
-            wait = min(eta - self.timing.fetch_lead, self.timing.eta_wait_cap)
+        if eta is not None and eta > 0 and now + eta > self._after(now):
+            self.predicted = now + eta  # clearly not near done: wait for the new prediction
+        if not self.probing:
+            self.fetch_interval = self.timing.interval_min
+        elif now < self.predicted:  # a probe looks first at the prediction; a far one is refreshed by fetches
+            far = self.predicted - now > self.timing.eta_wait_cap
+            self.next_fetch = now + self.timing.eta_wait_cap if far else self.predicted + self.timing.interval_min
         else:
-            wait = self.fetch_interval
-            self.fetch_interval = min(self.fetch_interval * 1.5, self.timing.interval_max)
-        self.next_fetch = now + wait
+            self.fetch_interval = min(self.fetch_interval * 2, self.timing.eta_wait_cap)
+            self.next_fetch = now + self.fetch_interval
+        self.next_check = self._after(now)
 
     def fetch_failed(self, now: float, error: ModelsLabError) -> bool:
-        """The fetch raised error, noticed at now: True when that ends the poll, else the next fetch is scheduled.
+        """The fetch raised error, noticed at now: True when that ends the poll, else the next check is scheduled.
 
         Network trouble, 429 and 5xx never end it (the timeout leaves the job resumable); the server saying the
         job failed does, and so do other odd answers (malformed JSON, status error) when they persist.
@@ -100,33 +138,20 @@ class PollSchedule:
         if poll_error_is_final(error, self.odd_answers):
             return True
         wait = max(self.fetch_interval, min(error.retry_after or 0.0, self.timing.eta_wait_cap))
-        self.fetch_interval = min(self.fetch_interval * 2, self.timing.interval_max)
+        cap = self.timing.eta_wait_cap if self.probing else self.timing.interval_max
+        self.fetch_interval = min(self.fetch_interval * 2, max(cap, self.timing.interval_min))
         self.next_fetch = now + wait
+        self.next_check = self._after(now) if self.probing else max(self._after(now), self.next_fetch)
         return False
 
     # --- HEAD probes -----------------------------------------------------------------------------------------
-    def probe_due(self, now: float) -> bool:
-        """True when the first future link should be probed (HEAD) now."""
-        return self.probing and now >= self.next_probe
-
     def probed(self, now: float, *, supported: bool) -> None:
         """A probe that did not find the file ended at now; supported=False: the server does not do HEAD."""
         if not supported:
             self.probing = False
-        self.next_probe = self._probe_time(now, None, first=False)
-
-    def _probe_time(self, now: float, eta: float | None, *, first: bool) -> float:
-        """When to send the next HEAD: tight around the predicted finish, slower when far from it."""
-        t = self.timing
-        if self.predicted is None:
-            return now + (0.0 if first else t.interval_min / 2)
-        lead = min(t.head_lead, 0.2 * eta) if eta is not None else t.head_lead
-        if now < self.predicted - lead:
-            return self.predicted - lead
-        late = now - self.predicted - t.head_window
-        if late <= 0:
-            return now + t.head_interval
-        return now + min(t.interval_min, t.head_interval * (1.0 + late / t.head_window))
+        self.next_check = self._after(now)
+        if not self.probing:
+            self.next_check = max(self.next_check, self.next_fetch)
 
     # --- the end ---------------------------------------------------------------------------------------------
     def timed_out(self, now: float) -> bool:
@@ -135,13 +160,9 @@ class PollSchedule:
             return False
         if self.can_fetch and not self.final_check and now - self.last_fetch > self.timing.head_interval:
             self.final_check = True  # one last look before giving up (the eta may have been past the deadline)
-            self.next_fetch = now
+            self.next_check = now
             return False
         return True
-
-    def wake_at(self) -> float:
-        """The monotonic time at which something is due next (a fetch, a probe or the deadline)."""
-        return min(self.next_fetch, self.next_probe if self.probing else math.inf, self.deadline)
 
 
 def poll_error_is_final(error: ModelsLabError, odd_answers: int) -> bool:

@@ -66,9 +66,8 @@ class WorkerSteps:
 
     HEAD_INTERVAL = polling.HEAD_INTERVAL
     HEAD_WINDOW = polling.HEAD_WINDOW
-    HEAD_LEAD = polling.HEAD_LEAD
+    BACKOFF = polling.BACKOFF
     ETA_WAIT_CAP = polling.ETA_WAIT_CAP
-    FETCH_LEAD = polling.FETCH_LEAD
     PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
     PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
     PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second
@@ -98,7 +97,7 @@ class WorkerSteps:
     def _drive(self, job: _Job) -> None:
         """Take one job as far as it goes: never raises (errors become FAILED, stops leave the state as is)."""
         try:
-            submitted_eta: float | None = None
+            submitted_eta: tuple[float, float] | None = None  # (the submit answer's eta, when it came)
             while True:
                 self._check_stop(job)
                 with self._lock:
@@ -138,8 +137,8 @@ class WorkerSteps:
         if job.stop.is_set():
             raise _Stopped
 
-    def _step_submit(self, job: _Job) -> float | None:
-        """Upload a local image, then submit once; returns the server's eta."""
+    def _step_submit(self, job: _Job) -> tuple[float, float] | None:
+        """Upload a local image, then submit once; returns the server's eta and when it came (monotonic)."""
         with self._lock:
             record = job.record.copy()
         client = self.client
@@ -155,6 +154,7 @@ class WorkerSteps:
         params.validate()
         self._check_stop(job)  # the last moment where stopping costs nothing
         status = self._submit_once(job, client, params)
+        answered = time.monotonic()
         # Recorded even when cancelled or shutting down meanwhile: the server has the job now.
         changes: dict[str, Any] = {
             "remote_id": status.job_id,
@@ -178,7 +178,7 @@ class WorkerSteps:
             )
         eta_text = f" (about {_seconds(status.eta)})" if status.eta else ""
         self._update(job, JobState.SUBMITTED, f"Submitted{eta_text}", 0.08, **changes)
-        return status.eta
+        return None if status.eta is None else (status.eta, answered)
 
     def _submit_once(self, job: _Job, client: Any, params: GenerationParams) -> JobStatus:
         """Send the job; sent again only after a refusal (429) the client gave up waiting on, never otherwise."""
@@ -222,18 +222,26 @@ class WorkerSteps:
         total = elapsed + max(0.0, eta)
         return 0.1 + 0.7 * (elapsed / total if total > 0 else 1.0)
 
-    def _step_poll(self, job: _Job, submitted_eta: float | None) -> bool:
-        """Wait for the server's result; True when it is ready to download, False after the poll timeout."""
+    def _step_poll(self, job: _Job, submitted_eta: tuple[float, float] | None) -> bool:
+        """Wait for the server's result; True when it is ready to download, False after the poll timeout.
+
+        submitted_eta: the eta of a submit that just happened and the monotonic time its answer came, so the
+        first check lands at the predicted finish however long the journal writes in between took.
+        """
         with self._lock:
             record = job.record.copy()
         client = self.client
         future = _dedupe(record.future_links)
+        start = time.monotonic()
+        eta = None if submitted_eta is None else submitted_eta[0] - (start - submitted_eta[1])
+        age = max(0.0, time.time() - record.submitted_at) if record.submitted_at else 0.0
         schedule = PollSchedule(
-            time.monotonic(),
+            start,
             self._poll_timing(),
-            eta=submitted_eta,
+            eta=eta,
             can_fetch=record.remote_id is not None,
             future_links=bool(future),
+            age=age,
         )
         while True:
             self._check_stop(job)
@@ -278,9 +286,8 @@ class WorkerSteps:
             interval_max=self.poll_interval_max,
             head_interval=self.HEAD_INTERVAL,
             head_window=self.HEAD_WINDOW,
-            head_lead=self.HEAD_LEAD,
+            backoff=self.BACKOFF,
             eta_wait_cap=self.ETA_WAIT_CAP,
-            fetch_lead=self.FETCH_LEAD,
         )
 
     def _note_processing(self, job: _Job, status: JobStatus, future: list[str]) -> None:
@@ -326,7 +333,8 @@ class WorkerSteps:
         else:
             target = self.cache.path_for(record, urls[0])
         if not (target.is_file() and target.stat().st_size > 0):
-            self._update(job, None, "Downloading", 0.8, file_path=str(target))
+            # Not journaled: a resume finds the same target again, and the next write records the file.
+            self._update(job, None, "Downloading", 0.8, save=False, file_path=str(target))
             fmt = str(record.params.get("output_format") or "obj")
             try:
                 target = self.client.download(

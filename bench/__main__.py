@@ -28,6 +28,10 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
             "time_to_mesh_overhead_s.project",
             "time_to_mesh_overhead_s.modelslab_cli",
             "time_to_mesh_overhead_s.naive_poll",
+            "burst_overhead_s.project",
+            "burst_overhead_s.modelslab_cli",
+            "requests_per_job.project",
+            "requests_per_job.modelslab_cli",
         ),
     ),
     "download": ("download", ("download_peak_rss_mb", "download_speed_vs_curl")),
@@ -83,7 +87,7 @@ def run_section(name: str, quick: bool) -> Outcome:
 
 
 def nested_results(values: dict[str, float | None]) -> dict:
-    """The results.json shape of issue 6: flat keys plus the nested time_to_mesh_overhead_s object."""
+    """The results.json shape: flat keys plus nested objects for the dotted keys (time_to_mesh_overhead_s, ...)."""
     results: dict = {}
     for goal in GOALS:
         value = values.get(goal.key)

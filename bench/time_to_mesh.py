@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 
 import requests
 
-from server.process import ServerProcess, start_server
+from server.process import ServerProcess
 
 from .common import API_KEY, EXAMPLE_IMAGE, REPO_ROOT, Missing, Outcome, log, median, rounded
 
@@ -46,6 +47,51 @@ class Sample:
     extra: dict[str, Any] | None = None
 
 
+_REQUEST_LINE = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
+
+
+class TimedServer(ServerProcess):
+    """The local server started with --log-requests; every request line is kept with the time it was logged.
+
+    The server logs a request when it sends the status line, so for a fetch or a HEAD that is the moment the
+    answer was decided, and for a download the moment the transfer began.
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.request_log: list[tuple[float, str, str, int]] = []  # (time.time(), method, path, status)
+        super().__init__(*args, "--log-requests")
+
+    def _pump(self, stream: Any, sink: Any, watch: bool) -> None:
+        if watch:
+            super()._pump(stream, sink, watch)
+            return
+        for line in stream:
+            at = time.time()
+            match = _REQUEST_LINE.search(line)
+            if match:
+                self.request_log.append((at, match.group(1), match.group(2), int(match.group(3))))
+            else:
+                sink.append(line.rstrip("\n"))
+        stream.close()
+
+
+def _noticed(srv: TimedServer, job: dict) -> tuple[float | None, float | None]:
+    """(first check that could have seen the result, first download start) for one server job, from the log."""
+    file_part = f"/out/{job['file_prefix']}."
+    fetch_path = re.compile(rf"/fetch/{job['id']}$")
+    noticed = started = None
+    for at, method, path, status in srv.request_log:
+        if at < job["finished_at"]:
+            continue
+        if noticed is None and (
+            (method == "POST" and fetch_path.search(path)) or (method == "HEAD" and file_part in path and status == 200)
+        ):
+            noticed = at
+        if started is None and method == "GET" and file_part in path and status == 200:
+            started = at
+    return noticed, started
+
+
 def _server_job(stats: dict, sample: Sample) -> dict:
     for job in stats["jobs"]:
         if sample.file_prefix and job["file_prefix"] == sample.file_prefix:
@@ -56,13 +102,15 @@ def _server_job(stats: dict, sample: Sample) -> dict:
 
 
 def overheads(srv: ServerProcess, samples: list[Sample]) -> list[dict[str, Any]]:
-    """Per job: server finished_at, on-disk time, their difference (the overhead), submit→disk wall time."""
+    """Per job: server finished_at, on-disk time, their difference (the overhead), submit→disk wall time, and
+    (from the request log) when the client's first check after the finish was answered."""
     stats = srv.stats()
     rows = []
     for sample in samples:
         job = _server_job(stats, sample)
         if job["status"] != "success" or not job["finished_at"]:
             raise RuntimeError(f"{sample.client}: server job {job['id']} ended {job['status']}")
+        noticed, started = _noticed(srv, job) if isinstance(srv, TimedServer) else (None, None)
         rows.append(
             {
                 "client": sample.client,
@@ -72,6 +120,8 @@ def overheads(srv: ServerProcess, samples: list[Sample]) -> list[dict[str, Any]]
                 "on_disk_at": sample.on_disk_at,
                 "overhead_s": sample.on_disk_at - job["finished_at"],
                 "time_to_mesh_s": sample.on_disk_at - sample.submitted_at,
+                "noticed_s": None if noticed is None else noticed - job["finished_at"],
+                "download_started_s": None if started is None else started - job["finished_at"],
                 **(sample.extra or {}),
             }
         )
@@ -80,6 +130,18 @@ def overheads(srv: ServerProcess, samples: list[Sample]) -> list[dict[str, Any]]
 
 def _request_counts(srv: ServerProcess) -> dict[str, int]:
     return dict(srv.stats()["requests"])
+
+
+CHECK_REQUESTS = ("fetch", "download_head", "download")  # what a client spends on one job after its submit
+
+
+def _requests_between(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(after.get(kind, 0) - before.get(kind, 0) for kind in CHECK_REQUESTS)
+
+
+def _median_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return rounded(median(values)) if values else None
 
 
 # --- the official CLI ------------------------------------------------------------------------------------------
@@ -264,45 +326,59 @@ def run_project(
 CLIENTS = {"modelslab_cli": run_cli, "naive_poll": run_naive, "project": run_project}
 
 
+def _phase(
+    outcome: Outcome, srv: TimedServer, name: str, image_url: str, count: int, workdir: Path, stagger: float
+) -> tuple[list[dict[str, Any]], int] | None:
+    """One client's jobs: (rows, requests spent after the submits), or None when it could not run (recorded)."""
+    phase = "time_to_mesh_overhead_s" if stagger else "burst_overhead_s"
+    before = _request_counts(srv)
+    try:
+        rows = overheads(srv, CLIENTS[name](srv, image_url, count, workdir, stagger=stagger))
+    except Missing as exc:
+        outcome.reasons[f"{phase}.{name}"] = str(exc)
+        log(f"time-to-mesh {name}: skipped: {exc}")
+        return None
+    except Exception as exc:
+        outcome.reasons[f"{phase}.{name}"] = f"failed: {type(exc).__name__}: {exc}"[:1500]
+        log(f"time-to-mesh {name} ({'staggered' if stagger else 'burst'}): FAILED: {exc!r}")
+        return None
+    return rows, _requests_between(before, _request_counts(srv))
+
+
 def run(quick: bool = False) -> Outcome:
-    """All three clients on one server, then the project's scaling with concurrent jobs."""
+    """All three clients on one server (exact eta), the CLI and the project again all at once (late eta), then
+    the project's scaling with concurrent jobs and the add-on in bpy."""
     outcome = Outcome()
     count = 3 if quick else JOBS
     workdir = Path(tempfile.mkdtemp(prefix="bench-ttm-"))
     rows_by_client: dict[str, list[dict[str, Any]]] = {}
+    burst_rows: dict[str, list[dict[str, Any]]] = {}
+    spent: dict[str, dict[str, float]] = {}  # phase -> client -> requests per job
     try:
-        with start_server("--workers", "8", "--job-seconds", str(JOB_SECONDS)) as srv:
+        with TimedServer("--workers", "8", "--job-seconds", str(JOB_SECONDS)) as srv:
             image_url = srv.upload(EXAMPLE_IMAGE, key=API_KEY)
-            for name, runner in CLIENTS.items():
-                before = _request_counts(srv)
-                try:
-                    samples = runner(srv, image_url, count, workdir)
-                    rows = overheads(srv, samples)
-                except Missing as exc:
+            for name in CLIENTS:
+                result = _phase(outcome, srv, name, image_url, count, workdir, STAGGER)
+                if result is None:
                     outcome.values[f"time_to_mesh_overhead_s.{name}"] = None
-                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = str(exc)
-                    log(f"time-to-mesh {name}: skipped: {exc}")
                     continue
-                except Exception as exc:
-                    outcome.values[f"time_to_mesh_overhead_s.{name}"] = None
-                    outcome.reasons[f"time_to_mesh_overhead_s.{name}"] = f"failed: {type(exc).__name__}: {exc}"[:1500]
-                    log(f"time-to-mesh {name}: FAILED: {exc!r}")
-                    continue
-                after = _request_counts(srv)
+                rows, requests_spent = result
                 rows_by_client[name] = rows
-                value = median([r["overhead_s"] for r in rows])
-                outcome.values[f"time_to_mesh_overhead_s.{name}"] = rounded(value)
-                fetches = after.get("fetch", 0) - before.get("fetch", 0)
-                outcome.extra.setdefault("time_to_mesh_fetches_per_job", {})[name] = rounded(fetches / len(rows), 2)
+                outcome.values[f"time_to_mesh_overhead_s.{name}"] = rounded(median([r["overhead_s"] for r in rows]))
+                spent.setdefault("exact_eta", {})[name] = rounded(requests_spent / len(rows), 2)
                 shown = ", ".join(f"{r['overhead_s']:.2f}" for r in rows)
-                log(f"time-to-mesh {name}: overheads {shown} s")
+                log(f"time-to-mesh {name}: overheads {shown} s; {requests_spent / len(rows):.2f} requests per job")
             if "project" in rows_by_client:
                 outcome.extra["project_time_to_mesh_by_concurrency"] = _scaling(srv, image_url, workdir, quick)
             burst: dict[str, dict[str, Any]] = {}
             for name in ("modelslab_cli", "project"):
                 if name not in rows_by_client:
                     continue
-                rows = overheads(srv, CLIENTS[name](srv, image_url, count, workdir, stagger=0.0))
+                result = _phase(outcome, srv, name, image_url, count, workdir, 0.0)
+                if result is None:
+                    continue
+                rows, requests_spent = result
+                burst_rows[name] = rows
                 values = [r["overhead_s"] for r in rows]
                 late = [r["finished_at"] - r["created_at"] - JOB_SECONDS for r in rows]
                 burst[name] = {
@@ -311,8 +387,15 @@ def run(quick: bool = False) -> Outcome:
                     "samples": [rounded(v) for v in values],
                     "server_job_late_vs_job_seconds_median_s": rounded(median(late)),
                 }
-                log(f"time-to-mesh burst {name}: {burst[name]}")
+                outcome.values[f"burst_overhead_s.{name}"] = burst[name]["median_s"]
+                spent.setdefault("burst", {})[name] = rounded(requests_spent / len(rows), 2)
+                log(f"time-to-mesh burst {name}: {burst[name]}; {requests_spent / len(rows):.2f} requests per job")
             outcome.extra["burst_overhead_s"] = burst
+            for name in ("modelslab_cli", "project"):
+                phases = [p for p in spent.values() if name in p]
+                if len(phases) == 2:  # both phases, weighted alike (they have the same number of jobs)
+                    outcome.values[f"requests_per_job.{name}"] = rounded(sum(p[name] for p in phases) / 2, 2)
+            outcome.extra["requests_per_job_by_phase"] = spent
             try:
                 outcome.extra["project_in_scene_bpy_s"] = _in_scene_bpy(srv, image_url, 3 if quick else IN_SCENE_JOBS)
             except Exception as exc:  # reported, not gated: its absence must not void the section
@@ -321,8 +404,21 @@ def run(quick: bool = False) -> Outcome:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     outcome.series["time_to_mesh_rows"] = rows_by_client
+    outcome.series["burst_rows"] = burst_rows
     outcome.extra["time_to_mesh_samples"] = {
         name: [rounded(r["overhead_s"]) for r in rows] for name, rows in rows_by_client.items()
+    }
+    outcome.extra["distance_from_the_limit_s"] = {
+        f"{phase} {name}": {
+            "finished_to_noticed_median": _median_of(rows, "noticed_s"),
+            "noticed_to_on_disk_median": _median_of(
+                [{"t": r["overhead_s"] - r["noticed_s"]} for r in rows if r.get("noticed_s") is not None], "t"
+            ),
+            "overhead_median": _median_of(rows, "overhead_s"),
+        }
+        for phase, table in (("exact eta", rows_by_client), ("burst", burst_rows))
+        for name, rows in table.items()
+        if name != "naive_poll" or phase == "exact eta"
     }
     _findings(outcome)
     cli_rows = rows_by_client.get("modelslab_cli")
@@ -336,14 +432,36 @@ def run(quick: bool = False) -> Outcome:
         "complete on disk − the server's `finished_at` for that job (matched by `meta.file_prefix` / remote id). "
         "CLI: the output file's mtime (its process exit is reported too); naive loop: after its write; "
         "project: the JobRunner's DOWNLOADED time (file verified and renamed into the cache). "
-        "`burst_overhead_s` (reported, not gated): the CLI and the project again with all jobs submitted at "
+        "`burst_overhead_s`: the CLI and the project again with all jobs submitted at "
         "once, so the server's reconstructions contend for the CPU and its `eta` turns out optimistic "
         "(`server_job_late_vs_job_seconds_median_s`), as a real service's estimate can be. "
+        "`requests_per_job`: fetches + HEAD probes + downloads the server counted per job (submits and uploads "
+        "excluded), the mean of the two phases (`requests_per_job_by_phase`). "
+        "`distance_from_the_limit_s`: the limit is the moment the file is downloadable (`finished_at`) plus the "
+        "transfer; `finished_to_noticed` is the time from `finished_at` to the client's first fetch or successful "
+        "HEAD answered after it (from the server's request log), `noticed_to_on_disk` the rest (download request, "
+        "transfer, the project's verification and rename). "
         f"`project_in_scene_bpy_s` (reported): the add-on's own operator in bpy 5.0, {IN_SCENE_JOBS} jobs one after "
         "the other (background mode returns with the object in the scene): object in the scene − server "
         "`finished_at`."
     )
+    outcome.notes.append(SCHEDULE_NOTE)
     return outcome
+
+
+SCHEDULE_NOTE = (
+    "How the project polls (api/polling.py, the same schedule for the operator, the script API and the batch; "
+    "submits are never repeated): nothing is sent before the predicted finish (the submit answer's time + its "
+    "`eta`; a fetch every 30 s while that is far away). The first check is a HEAD of the first `future_links` URL "
+    "at the predicted finish (the real service answers 404 until the file exists), then one every 50 ms for "
+    "0.1 s (the fast window), then the gap grows to a fifth of the job's age (time since the submit), capped "
+    "at 5 s, so a late job is noticed within about 20 % of the time it took and a job clearly not near done is "
+    "asked less and less. A status fetch takes a check's place 1 s after the predicted finish and then at "
+    "doubling intervals (it tells a failed job and brings a new eta, followed when it is later than the next "
+    "check anyway). The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between fetches whatever the eta: with "
+    "`--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after the finish, and with a late job "
+    "it waits up to 4 s, then 8 s, past it."
+)
 
 
 def _in_scene_bpy(srv: ServerProcess, image_url: str, count: int) -> dict[str, Any]:
@@ -392,33 +510,34 @@ def _scaling(srv: ServerProcess, image_url: str, workdir: Path, quick: bool) -> 
 
 def _findings(outcome: Outcome) -> None:
     """Plain-language reading of the time-to-mesh figures, from this run's numbers only."""
-    ours = outcome.values.get("time_to_mesh_overhead_s.project")
-    cli = outcome.values.get("time_to_mesh_overhead_s.modelslab_cli")
-    naive = outcome.values.get("time_to_mesh_overhead_s.naive_poll")
+    values = outcome.values
+    ours, cli = values.get("time_to_mesh_overhead_s.project"), values.get("time_to_mesh_overhead_s.modelslab_cli")
+    naive = values.get("time_to_mesh_overhead_s.naive_poll")
     if ours is None:
         return
-    text = f"Time-to-mesh: our JobRunner had the mesh on disk {ours} s (median) after the server finished"
-    if cli is not None and naive is not None:
-        text += f", the official CLI {cli} s, a 10 s polling loop {naive} s"
+    text = f"Time-to-mesh with an exact eta: our JobRunner had the mesh on disk {ours} s (median) after the finish"
+    if cli is not None:
+        text += f", the official CLI {cli} s" + (f", a 10 s polling loop {naive} s" if naive is not None else "")
     burst = outcome.extra.get("burst_overhead_s") or {}
     if "project" in burst and "modelslab_cli" in burst:
         late = burst["project"]["server_job_late_vs_job_seconds_median_s"]
-        ours_burst, cli_burst = burst["project"]["median_s"], burst["modelslab_cli"]["median_s"]
         text += (
             f". With all jobs started at once (the server's jobs then took {late} s longer than the nominal "
-            f"{JOB_SECONDS:g} s its first eta announced, median) "
-            f"ours took {ours_burst} s and the CLI {cli_burst} s"
+            f"{JOB_SECONDS:g} s its first eta announced, median) ours took {burst['project']['median_s']} s and the "
+            f"CLI {burst['modelslab_cli']['median_s']} s"
         )
-        if late > 0.3 and cli_burst > 2 * ours_burst:
-            text += (
-                ": the CLI sleeps until the eta and then backs off for seconds, ours probes the announced output "
-                "URL (future_links) with HEAD requests every 0.25 s around the predicted finish"
-            )
-        elif cli is not None and cli < ours:
-            text += (
-                "; with an exact eta the CLI's single fetch at the eta wins, ours pays the HEAD probe interval "
-                "(0.25 s) plus the verified download"
-            )
+    ours_requests, cli_requests = values.get("requests_per_job.project"), values.get("requests_per_job.modelslab_cli")
+    if ours_requests is not None and cli_requests is not None:
+        text += f"; requests per job (fetch + HEAD + download): ours {ours_requests}, the CLI's {cli_requests}"
+    distance = outcome.extra.get("distance_from_the_limit_s") or {}
+    parts = [
+        f"{key}: noticed {row['finished_to_noticed_median']} s after the finish, on disk "
+        f"{row['noticed_to_on_disk_median']} s later"
+        for key, row in distance.items()
+        if row.get("finished_to_noticed_median") is not None and "naive" not in key
+    ]
+    if parts:
+        text += ". Distance from the limit (medians): " + "; ".join(parts)
     in_scene = outcome.extra.get("project_in_scene_bpy_s")
     if isinstance(in_scene, dict):
         text += (
