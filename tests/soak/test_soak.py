@@ -80,11 +80,10 @@ def _env(home: Path) -> dict[str, str]:
 
 def _inputs(folder: Path) -> list[Path]:
     """JOBS distinct image files (copies of the examples), so every result maps to one input."""
-    examples = EXAMPLE_IMAGES
     folder.mkdir(parents=True)
     images = []
     for index in range(JOBS):
-        source = examples[index % len(examples)]
+        source = EXAMPLE_IMAGES[index % len(EXAMPLE_IMAGES)]
         target = folder / f"soak {index:03d} {source.stem}.png"
         shutil.copyfile(source, target)
         images.append(target)
