@@ -1,0 +1,603 @@
+"""Driver that runs INSIDE a real Blender 5.2 window (Debian sid's Blender in scripts/blender52_root.sh's root
+filesystem, under Xvfb), started by tests/gui/test_gui_blender52.py:
+
+    blender --python-exit-code 3 --python blender52_driver.py -- CONFIG.json
+
+It does what a user does and records what Blender itself says at each step, for the test to assert:
+
+1. install the extension zip with Blender's own installer (extensions.package_install_files into the
+   user_default repository, enabled on install); record the extension platform's warnings;
+2. open the 3D viewport's sidebar and click the ModelsLab tab with xdotool (Region.active_panel_category is
+   read-only in 5.2), walking up the tab strip until Blender reports the ModelsLab category in front;
+3. put the key (from MODELSLAB_API_KEY) and the server URL into the add-on's preferences, press Test Connection;
+4. choose an image in the sidebar; one job that fails (the server fails its first poll), three that import,
+   then three more that stay running with their progress bars;
+5. select the failed job's row, frame the imported objects, take a screenshot from the X server and check in
+   Blender, on the screenshot's pixels, that every imported object is visible in the viewport (retaking it
+   until they are: the viewport draws new meshes only once their shaders are compiled);
+6. open Preferences > Add-ons at the ModelsLab entry, screenshot that window;
+7. write the result JSON and quit.
+
+What the panels show is recorded as they draw: each ModelsLab panel's (and the job list's and the preferences')
+draw function runs with a RecordingLayout that forwards every call to Blender's layout and writes down the
+label, button, property and progress bar it made, with its text and enabled state.
+The config (JSON, written by the test) holds no secret: keys workdir, zip, images, server_url, category,
+result, screenshot, screenshot_preferences, timeout, failing_image.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import addon_utils
+import bpy
+import mathutils
+from bpy_extras import view3d_utils
+
+CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
+RESULT: dict[str, Any] = {
+    "blender_version": bpy.app.version_string,
+    "python_version": sys.version.split()[0],
+    "errors": [],
+    "phases": {},
+    "panels": {},
+    "screenshots": {},
+}
+T0 = time.perf_counter()
+SHOWN_PANELS = ("MODELSLAB_PT_generate", "MODELSLAB_PT_jobs", "MODELSLAB_UL_jobs")  # open by default
+RUNNING_STATES = {"queued", "uploading", "submitting", "submitted", "processing", "downloading"}
+
+
+def now() -> float:
+    """Seconds since the driver started."""
+    return time.perf_counter() - T0
+
+
+def log(message: str) -> None:
+    print(f"[gui52] {now():7.2f}s {message}", flush=True)
+
+
+def error(message: str) -> None:
+    """Record an error for the result file (and echo it so Blender's output shows it too)."""
+    log(f"ERROR: {message}")
+    RESULT["errors"].append(message)
+
+
+def write_result() -> None:
+    path = Path(CONFIG["result"])
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(RESULT, indent=1, default=str), encoding="utf-8")
+    os.replace(partial, path)
+
+
+class RecordingLayout:
+    """Wraps the UILayout Blender hands a draw function: every call goes to the real layout (so the window shows
+    exactly what it would) and is also written down — what it drew, its text, and whether it is enabled.
+
+    (UILayout.introspect() would say the same, but in 5.2 it crashes Blender once a layout holds a
+    template_icon, which the sidebar's thumbnail is.)"""
+
+    def __init__(self, layout: Any, items: list[dict[str, Any]], enabled: bool = True, active: bool = True):
+        object.__setattr__(self, "_layout", layout)
+        object.__setattr__(self, "_items", items)
+        object.__setattr__(self, "_parent_enabled", enabled)
+        object.__setattr__(self, "_parent_active", active)
+
+    def _enabled(self) -> bool:
+        return bool(self._parent_enabled and self._layout.enabled)
+
+    def _active(self) -> bool:
+        return bool(self._parent_active and self._layout.active)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._layout, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._layout, name)
+        if not callable(real):
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # `self` of the recorded draw function is a PanelView: Blender wants the panel / preferences itself.
+            args = tuple(arg._panel if isinstance(arg, PanelView) else arg for arg in args)
+            outcome = real(*args, **kwargs)
+            entry: dict[str, Any] = {"call": name, "enabled": self._enabled(), "active": self._active()}
+            for key in ("text", "icon", "factor"):
+                if key in kwargs:
+                    entry[key] = kwargs[key]
+            if name == "operator":
+                entry["operator"] = args[0] if args else kwargs.get("operator")
+                if "text" not in entry:
+                    entry["text"] = operator_label(entry["operator"])
+            elif name == "prop" and len(args) >= 2:
+                data, prop = args[0], args[1]
+                definition = data.bl_rna.properties.get(prop)
+                entry["prop"] = prop
+                value = str(getattr(data, prop, ""))
+                # A password field draws dots; the record says only whether it holds something.
+                secret = definition is not None and definition.subtype == "PASSWORD"
+                entry["value"] = ("<set>" if value else "") if secret else value
+                if "text" not in entry:
+                    entry["text"] = definition.name if definition is not None else prop
+            elif name == "template_list":
+                entry["list"] = args[0] if args else kwargs.get("listtype_name")
+            self._items.append(entry)
+            if isinstance(outcome, bpy.types.UILayout):
+                return RecordingLayout(outcome, self._items, self._enabled(), self._active())
+            return outcome
+
+        return call
+
+
+def operator_label(idname: str) -> str:
+    """An operator's label as a button shows it when the draw code gives no text."""
+    module, name = idname.split(".", 1)
+    try:
+        return getattr(getattr(bpy.ops, module), name).get_rna_type().name
+    except (AttributeError, KeyError):
+        return idname
+
+
+class PanelView:
+    """What a recorded draw function sees as `self`: the panel, with its layout wrapped."""
+
+    def __init__(self, panel: Any, layout: RecordingLayout):
+        self.layout = layout
+        self._panel = panel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._panel, name)
+
+
+def texts(items: list[dict[str, Any]]) -> list[str]:
+    """The texts of recorded layout items, in draw order."""
+    return [item["text"] for item in items if item.get("text")]
+
+
+class Driver:
+    """A state machine advanced by one bpy.app.timers callback; each phase returns the next delay."""
+
+    def __init__(self) -> None:
+        self.phase = "ui"
+        self.phase_started = now()
+        self.module = ""
+        self.tab_y = 0
+        self.tab_clicks = 0
+        self.panel_layouts: dict[str, dict[str, Any]] = {}
+        self.view_draws: list[float] = []
+        self.imported_at: float | None = None
+        self.shot_attempts = 0
+        self.prefs_window: Any = None
+
+    # --- Blender lookups ----------------------------------------------------------------------------
+    @staticmethod
+    def window() -> Any:
+        return bpy.context.window_manager.windows[0]
+
+    def view3d(self) -> tuple[Any, Any, Any]:
+        """(VIEW_3D area, its sidebar region, its main region) of the main window."""
+        for area in self.window().screen.areas:
+            if area.type == "VIEW_3D":
+                regions = {region.type: region for region in area.regions}
+                return area, regions["UI"], regions["WINDOW"]
+        raise RuntimeError("no VIEW_3D area in the main window")
+
+    def override(self) -> Any:
+        window = self.window()
+        area, sidebar, _ = self.view3d()
+        return bpy.context.temp_override(window=window, screen=window.screen, area=area, region=sidebar)
+
+    def addon_package(self) -> Any:
+        return sys.modules[self.module]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The add-on's job list (WindowManager.modelslab_jobs) as plain dicts."""
+        names = ("name", "state", "progress", "message", "category", "fix", "eta", "object_name")
+        rows = getattr(bpy.context.window_manager, "modelslab_jobs", None) or []
+        return [{name: getattr(row, name, None) for name in names} for row in rows]
+
+    def collection_objects(self) -> list[Any]:
+        collection = bpy.data.collections.get(CONFIG.get("collection", "ModelsLab"))
+        return [obj for obj in collection.objects if obj.type == "MESH"] if collection else []
+
+    @staticmethod
+    def to_screen(window: Any, region: Any, x: float, y: float) -> tuple[int, int]:
+        """Region pixel (origin bottom-left) -> X screen pixel (origin top-left)."""
+        return int(window.x + region.x + x), int(window.y + window.height - (region.y + y))
+
+    # --- recording what the panels draw -----------------------------------------------------------
+    def record_draws(self, cls: type, name: str, method: str = "draw") -> None:
+        """Replace a registered UI class's draw function by one that draws the same through RecordingLayout
+        and keeps what it drew (the newest draw of each panel; a UIList's rows are kept per row)."""
+        original = getattr(cls, method)
+        layouts = self.panel_layouts
+
+        if method == "draw_item":
+            # Blender passes UIList.draw_item's arguments by the count the function declares: spell them all.
+            def draw_item(
+                ui_list: Any,
+                context: Any,
+                layout: Any,
+                data: Any,
+                item: Any,
+                icon: Any,
+                active_data: Any,
+                active_property: Any,
+                index: Any = 0,
+                flt_flag: Any = 0,
+            ) -> None:
+                items: list[dict[str, Any]] = []
+                recording = RecordingLayout(layout, items)
+                original(ui_list, context, recording, data, item, icon, active_data, active_property, index, flt_flag)
+                rows = layouts.setdefault(name, {"at": now(), "rows": {}})
+                rows["at"] = now()
+                rows["rows"][item.local_id] = {"name": item.name, "items": items}
+
+            setattr(cls, method, draw_item)
+            return
+
+        def draw(panel: Any, context: Any) -> None:
+            items: list[dict[str, Any]] = []
+            layout = RecordingLayout(panel.layout, items)
+            original(PanelView(panel, layout), context)
+            layouts[name] = {"at": now(), "items": items, "texts": texts(items)}
+
+        setattr(cls, method, draw)
+
+    def view_draw_recorder(self) -> None:
+        self.view_draws.append(now())
+
+    # --- the timer ----------------------------------------------------------------------------------
+    def step(self) -> float | None:
+        try:
+            return getattr(self, "phase_" + self.phase)()
+        except Exception:
+            error(f"phase {self.phase} raised:\n{traceback.format_exc()}")
+            return self.finish()
+
+    def enter(self, phase: str) -> None:
+        RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
+        log(f"phase {phase}")
+        self.phase = phase
+        self.phase_started = now()
+
+    def timed_out(self, what: str, seconds: float | None = None) -> bool:
+        if now() - self.phase_started <= (seconds or float(CONFIG.get("timeout", 60))):
+            return False
+        error(f"timed out in phase {self.phase}: {what}")
+        return True
+
+    def phase_ui(self) -> float | None:
+        area, sidebar, _ = self.view3d()
+        space = area.spaces.active
+        space.show_region_ui = True
+        space.shading.type = "SOLID"
+        space.shading.color_type = "VERTEX"  # the imported meshes carry vertex colours
+        space.overlay.show_floor = True
+        cube = bpy.data.objects.get("Cube")
+        if cube is not None:  # the factory cube sits where the imports land (the 3D cursor)
+            bpy.data.objects.remove(cube)
+        package = self.addon_package()
+        sidebar_module = sys.modules[f"{self.module}.panels.sidebar"]
+        panels = [
+            cls
+            for cls in vars(sidebar_module).values()
+            if isinstance(cls, type) and issubclass(cls, bpy.types.Panel) and getattr(cls, "is_registered", False)
+        ]
+        RESULT["panel_classes"] = sorted(cls.__name__ for cls in panels)
+        for cls in panels:
+            self.record_draws(cls, cls.__name__)
+        self.record_draws(sidebar_module.MODELSLAB_UL_jobs, "MODELSLAB_UL_jobs", "draw_item")
+        bpy.types.SpaceView3D.draw_handler_add(self.view_draw_recorder, (), "WINDOW", "POST_PIXEL")
+        RESULT["addon_package"] = package.__name__
+        sidebar.tag_redraw()
+        self.tab_y = 0  # region pixels from the bottom: the add-on's tab is the lowest one, registered last
+        self.enter("tab")
+        return 0.3
+
+    def phase_tab(self) -> float | None:
+        # Walk up the tab strip on the sidebar's right edge from the bottom, clicking like a user; Blender reports
+        # which tab is in front. Clicking the tab already in front folds the sidebar: clicking again unfolds it.
+        _, sidebar, _ = self.view3d()
+        category = CONFIG["category"]
+        RESULT.setdefault("tab_log", []).append([self.tab_y, sidebar.width, sidebar.active_panel_category])
+        if sidebar.active_panel_category == category and sidebar.width > 100:
+            RESULT["tab_clicks"] = self.tab_clicks
+            RESULT["sidebar"] = {"width": sidebar.width, "height": sidebar.height}
+            self.enter("connection")
+            return 0.1
+        if self.tab_y > sidebar.height or self.tab_clicks > 120:
+            error(f"clicking along the sidebar's tab strip never brought {category!r} to the front")
+            return self.finish()
+        if sidebar.width > 100:
+            self.tab_y += 14
+        x, y = self.to_screen(self.window(), sidebar, sidebar.width - 9, self.tab_y)
+        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True)
+        self.tab_clicks += 1
+        return 0.15
+
+    def phase_connection(self) -> float | None:
+        addon = bpy.context.preferences.addons[self.module]
+        if not RESULT.get("connection_started"):
+            addon.preferences.api_key = os.environ["MODELSLAB_API_KEY"]
+            addon.preferences.base_url = CONFIG["server_url"]
+            with self.override():
+                RESULT["connection_started"] = sorted(bpy.ops.modelslab.test_connection())
+            return 0.1
+        status = dict(sys.modules[f"{self.module}.blender.preferences"].connection_status)
+        if status.get("icon") == "TIME" and not self.timed_out("Test Connection never answered", 20):
+            return 0.1
+        RESULT["connection_status"] = status
+        settings = bpy.context.scene.modelslab
+        settings.image_source = "FILE"
+        settings.image_path = CONFIG["images"][0]
+        self.submit(CONFIG["failing_image"])
+        self.enter("failed")
+        return 0.1
+
+    def submit(self, image: str) -> None:
+        with self.override():
+            outcome = sorted(bpy.ops.modelslab.image_to_3d("INVOKE_DEFAULT", image=image))
+        RESULT.setdefault("calls", []).append({"image": image, "return": outcome, "at": round(now(), 3)})
+
+    def phase_failed(self) -> float | None:
+        rows = self.rows()
+        if rows and rows[0]["state"] == "failed":
+            RESULT["failed_row"] = rows[0]
+            for image in CONFIG["images"]:
+                self.submit(image)
+            self.enter("imports")
+            return 0.1
+        if rows and rows[0]["state"] not in RUNNING_STATES:
+            error(f"the first job ended {rows[0]['state']!r}, expected 'failed': {rows[0]}")
+            return self.finish()
+        return None if self.timed_out(f"the first job did not fail: {rows}") else 0.1
+
+    def phase_imports(self) -> float | None:
+        rows = self.rows()[1:]
+        if len(rows) == len(CONFIG["images"]) and all(row["state"] == "imported" for row in rows):
+            self.imported_at = now()
+            RESULT["imported_rows"] = rows
+            for image in CONFIG["images"]:
+                self.submit(image)
+            self.enter("running")
+            return 0.1
+        ended = [row for row in rows if row["state"] not in RUNNING_STATES | {"imported", "downloaded"}]
+        if ended:
+            error(f"jobs ended without an object: {ended}")
+            return self.finish()
+        return self.finish() if self.timed_out(f"three jobs did not import: {rows}") else 0.1
+
+    def phase_running(self) -> float | None:
+        rows = self.rows()[1 + len(CONFIG["images"]) :]
+        moving = [row for row in rows if row["state"] in RUNNING_STATES and row["progress"] > 0]
+        if len(moving) == len(CONFIG["images"]):
+            self.arrange()
+            self.enter("shot")
+            return 0.1
+        if any(row["state"] not in RUNNING_STATES for row in rows):
+            error(f"a job finished before all three were seen running with progress: {rows}")
+            return self.finish()
+        return self.finish() if self.timed_out(f"three jobs never ran with progress: {rows}") else 0.05
+
+    def arrange(self) -> None:
+        """Show the failed job's details; put the imported objects side by side in front of the view."""
+        bpy.context.window_manager.modelslab_jobs_index = 0
+        objects = self.collection_objects()
+        RESULT["objects"] = [
+            {
+                "name": obj.name,
+                "vertices": len(obj.data.vertices),
+                "collections": [collection.name for collection in obj.users_collection],
+                "color_attributes": [attr.name for attr in obj.data.color_attributes],
+                "location": [round(value, 4) for value in obj.location],
+                "remote_id": str(obj.get("modelslab_remote_id", "")),
+            }
+            for obj in objects
+        ]
+        area, _, main = self.view3d()
+        region_3d = area.spaces.active.region_3d
+        if objects:
+            right = region_3d.view_rotation @ mathutils.Vector((1.0, 0.0, 0.0))
+            right.z = 0.0
+            right.normalize()
+            spacing = max(max(obj.dimensions) for obj in objects) * 1.15
+            for index, obj in enumerate(objects):
+                obj.location += right * ((index - (len(objects) - 1) / 2) * spacing)
+            center = sum((obj.location for obj in objects), mathutils.Vector()) / len(objects)
+            region_3d.view_location = center
+            region_3d.view_distance = spacing * len(objects) * 1.1
+        for window_area in self.window().screen.areas:
+            window_area.tag_redraw()
+
+    def visible_objects(self, shot: str) -> dict[str, Any]:
+        """Per imported object: does the screenshot, at the object's projected centre, differ from the viewport
+        background on the same row (the left edge of the viewport, where nothing stands)?"""
+        import numpy
+
+        area, _, main = self.view3d()
+        region_3d = area.spaces.active.region_3d
+        image = bpy.data.images.load(shot, check_existing=False)
+        try:
+            width, height = image.size
+            pixels = numpy.empty(width * height * 4, dtype=numpy.float32)
+            image.pixels.foreach_get(pixels)
+        finally:
+            bpy.data.images.remove(image)
+        pixels = pixels.reshape(height, width, 4)[::-1, :, :3]  # top row first, like X
+        window = self.window()
+        found: dict[str, Any] = {}
+        for obj in self.collection_objects():
+            corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
+            center = sum(corners, mathutils.Vector()) / 8
+            point = view3d_utils.location_3d_to_region_2d(main, region_3d, center)
+            if point is None:
+                found[obj.name] = {"visible": False, "why": "behind the view"}
+                continue
+            x, y = self.to_screen(window, main, point.x, point.y)
+            bx, _ = self.to_screen(window, main, 12, point.y)
+            if not (0 <= x < width and 0 <= y < height):
+                found[obj.name] = {"visible": False, "why": f"outside the screen at {x},{y}"}
+                continue
+            patch = pixels[max(0, y - 3) : y + 4, max(0, x - 3) : x + 4].reshape(-1, 3)
+            background = numpy.median(pixels[max(0, y - 4) : y + 5, bx : bx + 3].reshape(-1, 3), axis=0)
+            difference = float(numpy.abs(patch - background).sum(axis=1).max())
+            found[obj.name] = {
+                "visible": difference > 0.15,
+                "screen": [x, y],
+                "difference": round(difference, 3),
+                "colour": [round(float(value), 3) for value in numpy.median(patch, axis=0)],
+                "background": [round(float(value), 3) for value in background],
+            }
+        return found
+
+    @staticmethod
+    def x_windows_named(part: str) -> list[str]:
+        """Ids of the X server's windows whose title contains `part` (all named ones for '')."""
+        found = subprocess.run(["xdotool", "search", "--name", f".*{part}.*"], capture_output=True, text=True)
+        ids = []
+        for window_id in found.stdout.split():
+            name = subprocess.run(["xdotool", "getwindowname", window_id], capture_output=True, text=True)
+            if name.stdout.strip() and part in name.stdout:
+                ids.append(window_id)
+        RESULT.setdefault("x_windows", {})[part] = ids
+        return ids
+
+    def take_screenshot(self, path: str) -> None:
+        """The whole X screen, as a user sees it (bpy.ops.screen.screenshot gives a black image in 5.2 here)."""
+        subprocess.run(f"xwd -root -silent | convert xwd:- png:{path}", shell=True, check=True)
+
+    def phase_shot(self) -> float | None:
+        # Wait for the sidebar to draw the state we assert, and for the viewport to draw after the arrangement.
+        layouts = self.panel_layouts
+        if (
+            any(layouts.get(name, {}).get("at", 0) < self.phase_started for name in SHOWN_PANELS)
+            or not self.view_draws
+            or self.view_draws[-1] < self.phase_started
+        ):
+            self.view3d()[1].tag_redraw()
+            return None if self.timed_out("the sidebar or the viewport never redrew", 20) else 0.1
+        target = CONFIG["screenshot"]
+        self.take_screenshot(target)
+        self.shot_attempts += 1
+        visibility = self.visible_objects(target)
+        shot_at = now()
+        if not all(entry["visible"] for entry in visibility.values()) and not self.timed_out(
+            f"the viewport did not show every imported object: {visibility}", 60
+        ):
+            for window_area in self.window().screen.areas:
+                window_area.tag_redraw()
+            return 0.5
+        rows = self.rows()
+        RESULT["screenshots"]["main"] = {
+            "path": target,
+            "attempts": self.shot_attempts,
+            "seconds_after_import": round(shot_at - (self.imported_at or 0.0), 2),
+            "objects": visibility,
+            "rows": rows,
+            "view_draws": len(self.view_draws),
+        }
+        RESULT["panels"]["main"] = json.loads(json.dumps(layouts, default=str))  # as drawn for this screenshot
+        RESULT["panels"]["main"]["shot_at"] = shot_at
+        self.enter("preferences")
+        return 0.05
+
+    def phase_preferences(self) -> float | None:
+        if self.prefs_window is None:
+            bpy.context.preferences.active_section = "ADDONS"
+            bpy.context.window_manager.addon_search = "ModelsLab"
+            bpy.ops.preferences.addon_expand(module=self.module)
+            before = set(bpy.context.window_manager.windows[:])
+            with self.override():
+                bpy.ops.screen.userpref_show(section="ADDONS")
+            new = [window for window in bpy.context.window_manager.windows if window not in before]
+            if not new:
+                error("Preferences did not open a window")
+                return self.finish()
+            self.prefs_window = new[0]
+            self.record_draws(type(bpy.context.preferences.addons[self.module].preferences), "preferences")
+            return 0.3
+        layout = self.panel_layouts.get("preferences")
+        if layout is None or layout["at"] < self.phase_started + 0.3:
+            for area in self.prefs_window.screen.areas:
+                area.tag_redraw()
+            return None if self.timed_out("the add-on's preferences never drew", 20) else 0.2
+        # Just the Preferences window, captured by its X window id. (Resizing it with xdotool does not help: with
+        # no window manager Blender keeps drawing at the size it opened with.)
+        ids = self.x_windows_named("Preferences")
+        if not ids:
+            error(f"no X window named like 'Preferences' among {self.x_windows_named('')}")
+            return self.finish()
+        target = CONFIG["screenshot_preferences"]
+        subprocess.run(f"xwd -id {ids[-1]} -silent | convert xwd:- png:{target}", shell=True, check=True)
+        geometry = f"{self.prefs_window.width}x{self.prefs_window.height}"
+        RESULT["screenshots"]["preferences"] = {"path": target, "window": geometry}
+        RESULT["panels"]["preferences"] = layout
+        RESULT["preferences_section"] = bpy.context.preferences.active_section
+        return self.finish()
+
+    def finish(self) -> None:
+        RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
+        RESULT["rows"] = self.rows() if self.module else []
+        RESULT["scene_objects"] = sorted(obj.name for obj in bpy.context.scene.objects)
+        RESULT["warnings_at_end"] = {key: list(value) for key, value in addon_utils._extensions_warnings_get().items()}
+        RESULT["total_seconds"] = round(now(), 3)
+        write_result()
+        log(f"result written to {CONFIG['result']}; quitting")
+        bpy.ops.wm.quit_blender()
+        return None
+
+
+def install(driver: Driver) -> None:
+    """Blender's own installer, as Preferences > Get Extensions > Install from Disk does it."""
+    preferences = bpy.context.preferences
+    preferences.view.show_splash = False
+    preferences.use_preferences_save = False  # the key set below stays in this session
+    preferences.system.use_region_overlap = False  # the viewport ends where the sidebar begins
+    started = time.perf_counter()
+    outcome = bpy.ops.extensions.package_install_files(
+        repo="user_default", filepath=CONFIG["zip"], enable_on_install=True
+    )
+    enabled = [addon.module for addon in preferences.addons if addon.module.endswith("." + CONFIG["extension_id"])]
+    RESULT["install"] = {
+        "return": sorted(outcome),
+        "seconds": round(time.perf_counter() - started, 3),
+        "enabled": enabled,
+        "warnings": {key: list(value) for key, value in addon_utils._extensions_warnings_get().items()},
+    }
+    if not enabled:
+        raise RuntimeError(f"the extension is not enabled after package_install_files: {outcome}")
+    driver.module = enabled[0]
+
+
+def main() -> None:
+    # A hung main loop must not outlive the test: print every thread's stack and exit.
+    faulthandler.dump_traceback_later(float(CONFIG.get("deadline", 240)), exit=True)
+    log(f"Blender {bpy.app.version_string}, Python {sys.version.split()[0]}")
+    import gpu
+
+    RESULT["gpu"] = {
+        "backend": gpu.platform.backend_type_get(),
+        "renderer": gpu.platform.renderer_get(),
+        "version": gpu.platform.version_get(),
+    }
+    driver = Driver()
+    try:
+        install(driver)
+    except Exception:
+        error(f"installing the extension raised:\n{traceback.format_exc()}")
+        driver.phase = "install"
+        bpy.app.timers.register(driver.finish, first_interval=0.1)
+        return
+    bpy.app.timers.register(driver.step, first_interval=0.5)
+
+
+main()
