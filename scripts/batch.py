@@ -48,7 +48,7 @@ class BatchArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(formats: tuple[str, ...]) -> BatchArgumentParser:
-    """The batch command line (option names are part of the public contract; see docs/SCRIPTS.md)."""
+    """The batch command line (option names and exit codes are a public contract: tests/batch asserts them)."""
     parser = BatchArgumentParser(
         prog="batch.py",
         allow_abbrev=False,
