@@ -1,9 +1,17 @@
-"""Where downloaded meshes live: one file per job, names made safe, old files pruned."""
+"""Where downloaded meshes live: one file per job, names made safe, old meshes pruned.
+
+A mesh is `<cache>/<safe stem>-<local id>.<fmt>`, the local id being the runner's uuid4 hex. The cache folder
+is a preference, so it may be a folder the user also keeps other files in: pruning deletes only regular
+files with exactly that name shape (and the partial downloads `.<that name>.<random>.part` or `.<that
+name>.part` beside them), never anything else, never a symlink or what one points to, never a subfolder.
+Every version of the add-on wrote that shape, so meshes already in users' caches stay readable and age out.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 import unicodedata
 from collections.abc import Iterable
@@ -17,6 +25,11 @@ from .records import JobRecord
 MAX_STEM_LENGTH = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PART_SUFFIX = ".part"
+_FORMATS = "|".join(OUTPUT_FORMATS)
+_UUID4_HEX = r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"  # how the runner makes local ids
+_MESH_NAME = rf"[A-Za-z0-9][A-Za-z0-9._-]*-{_UUID4_HEX}\.(?:{_FORMATS})"
+# The mesh, or a partial download of it (this version's unique temp names, or the fixed one of earlier ones).
+_OWNED_FILE = re.compile(rf"{_MESH_NAME}|\.{_MESH_NAME}(?:\.[A-Za-z0-9_]+)?{re.escape(_PART_SUFFIX)}")
 
 
 def safe_name(text: str, fallback: str = "mesh") -> str:
@@ -85,24 +98,43 @@ class MeshCache:
         return resolved.is_relative_to(self.directory.resolve()) and resolved.is_file()
 
     def files(self) -> list[Path]:
-        """The mesh files (and leftover partial downloads) in the cache, sorted by name."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.iterdir() if p.is_file() and not p.is_symlink())
+        """The files the add-on wrote here (meshes and leftover partial downloads), sorted by name."""
+        owned: list[Path] = []
+        for entry in _entries(self.directory):
+            if _OWNED_FILE.fullmatch(entry.name) and _is_plain_file(entry):
+                owned.append(Path(entry.path))
+        return sorted(owned)
 
     def prune(self, older_than_days: float, keep: Iterable[str | os.PathLike[str]] = ()) -> int:
-        """Delete cached files not modified for older_than_days (except those in keep); return how many."""
+        """Delete the add-on's files (see the module docstring) not modified for older_than_days, except those
+        in keep; return how many. Nothing the add-on did not write is touched."""
         if not isinstance(older_than_days, int | float) or isinstance(older_than_days, bool) or older_than_days < 0:
             raise invalid_input(f"older_than_days must be a number >= 0, got {older_than_days!r}.")
         cutoff = time.time() - float(older_than_days) * 86400.0
-        kept = {Path(p).resolve() for p in keep}
+        kept = {os.path.abspath(p) for p in keep}
         removed = 0
         for path in self.files():
             try:
-                if path.resolve() in kept or path.stat().st_mtime > cutoff:
+                if os.path.abspath(path) in kept or path.lstat().st_mtime > cutoff:
                     continue
                 path.unlink()
                 removed += 1
-            except OSError:  # gone meanwhile, or not ours to delete: pruning is best effort
+            except OSError:  # gone meanwhile, or not deletable: pruning is best effort
                 continue
         return removed
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def _is_plain_file(entry: os.DirEntry[str]) -> bool:
+    """A regular file itself, not a symlink (to anything) and not a folder."""
+    try:
+        return stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return False

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -31,6 +31,7 @@ from .responses import AnswerError, JobStatus, answer_error, as_float, parse_res
 from .transport import (
     ClientConfig,
     cancelled,
+    check_online_access,
     is_loopback,
     network_error,
     never_sent,
@@ -118,11 +119,19 @@ class ModelsLabClient:
         return requests.utils.get_environ_proxies(url)  # env HTTP(S)_PROXY / NO_PROXY, as curl would
 
     def _transport(self, url: str) -> dict[str, Any]:
+        """Per-request settings; refuses (offline) a host that is not loopback when online access is off."""
+        check_online_access(url, self.config)
         return {
             "timeout": (self.config.connect_timeout, self.config.read_timeout),
             "verify": self._verify(),
             "proxies": self._proxies(url),
+            "hooks": {"response": [self._check_redirect]},
         }
+
+    def _check_redirect(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Before a redirect is followed: its target must pass the same online-access rule as the first URL."""
+        if response.is_redirect:
+            check_online_access(urljoin(response.url, response.headers.get("Location", "")), self.config)
 
     def _base(self) -> str:
         base = (self.config.base_url or "").strip().rstrip("/")
@@ -305,7 +314,8 @@ class ModelsLabClient:
 
     def probe(self, url: str, *, timeout: float | None = None) -> bool | None:
         """HEAD a result URL (e.g. a future_link): True if the file is there, False if not (yet) or unreachable,
-        None if the server does not support HEAD. Never raises for network trouble; no key is sent."""
+        None if the server does not support HEAD. Never raises for network trouble; no key is sent.
+        With online access off, a host that is not loopback is never contacted (False)."""
         scheme, netloc, _ = split_url(url)
         if scheme not in ("http", "https") or not netloc:
             return False
@@ -317,7 +327,7 @@ class ModelsLabClient:
             transport["timeout"] = timeout
         try:
             response = self._session().head(url, allow_redirects=True, **transport)
-        except requests.exceptions.RequestException:
+        except (requests.exceptions.RequestException, ModelsLabError):  # a redirect may be refused as offline
             return False
         response.close()
         if response.status_code in (405, 501):
@@ -333,17 +343,28 @@ class ModelsLabClient:
         expected_format: str = "obj",
         cancel: threading.Event | None = None,
         progress: Callable[[int, int | None], None] | None = None,
+        time_limit: float | None = None,
     ) -> Path:
         """Stream the first URL that works (primary, then proxy_links) to target; return target.
 
-        Writes to `.<name>.part` beside target, size-capped and format-checked, renamed only when complete; the
-        temp file is removed on any failure. Each URL gets retries for transient failures (network, truncation,
-        5xx, 429; bad content once), then the next URL is tried.
+        A valid file already at target is used as it is. Otherwise each attempt writes its own temp file beside
+        target (`.<name>.<random>.part`), size-capped, format-checked and checked to name no other file
+        (api.meshcheck), renamed only when complete; the temp file is removed on any failure. Each URL gets
+        retries for transient failures (network, truncation, 5xx, 429; bad content once), then the next URL is
+        tried, all within time_limit seconds (default config.download_time_limit). With online access off,
+        hosts that are not loopback are refused as offline.
         """
 
         def open_stream(url: str) -> requests.Response:
             return self._session().get(url, stream=True, **self._transport(url))
 
         return download_mesh(
-            open_stream, urls, target, self.config, expected_format=expected_format, cancel=cancel, progress=progress
+            open_stream,
+            urls,
+            target,
+            self.config,
+            expected_format=expected_format,
+            cancel=cancel,
+            progress=progress,
+            time_limit=time_limit,
         )

@@ -1,17 +1,25 @@
-"""Downloading a result mesh: streamed to a temp file, size-capped, format-checked, renamed only when complete.
+"""Downloading a result mesh: streamed to a temp file, size-capped, format-checked, checked to be
+self-contained (api.meshcheck), renamed only when complete.
 
 The first URL that works wins (the primary output, then the proxy links). Each URL gets retries for transient
 failures (network, truncation, 5xx, 429; bad content once); failures no other URL can cure (cancel, the size
-cap, the local disk) end the download at once. The temp file is removed on any failure.
+cap, the local disk, the time limit of the whole download) end the download at once. The temp file is removed
+on any failure.
+
+Several processes (two Blenders, a batch) may download the same job into one cache folder: each attempt
+writes its own temp file (mkstemp, locked while written) and renames it into place atomically, and a valid
+file already at the target is used as it is. No process truncates or removes another's file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +28,7 @@ import requests
 import urllib3.exceptions
 
 from .errors import Category, ModelsLabError, invalid_input
+from .meshcheck import check_self_contained
 from .params import OUTPUT_FORMATS
 from .responses import AnswerError, as_float, parse_response, plain_error
 from .transport import ClientConfig, cancelled, host_of, network_error, sleep_unless_cancelled, split_url
@@ -27,6 +36,7 @@ from .transport import ClientConfig, cancelled, host_of, network_error, sleep_un
 log = logging.getLogger(__name__)
 DOWNLOAD_CHUNK = 1 << 20
 MAX_ERROR_BODY = 64 << 10  # of an error answer, only this much is read to classify it
+TEMP_SUFFIX = ".part"
 
 OpenStream = Callable[[str], requests.Response]  # url -> a streamed GET response (the client's session)
 Progress = Callable[[int, int | None], None]  # (bytes so far, expected total or None)
@@ -61,8 +71,13 @@ def download_mesh(
     expected_format: str = "obj",
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    time_limit: float | None = None,
 ) -> Path:
-    """Stream the first URL that works to target and return target (see the module docstring)."""
+    """Stream the first URL that works to target and return target (see the module docstring).
+
+    A valid, self-contained file already at target is returned without downloading. time_limit (seconds,
+    default config.download_time_limit) bounds the whole download: every URL, retry and wait.
+    """
     if isinstance(urls, str):  # one URL given as a plain string
         urls = [urls]
     fmt = (expected_format or "").lower().lstrip(".")
@@ -73,14 +88,20 @@ def download_mesh(
     if not candidates:
         raise ModelsLabError(Category.SERVER, "The service gave no download link for the result.")
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _local_write_error(exc, target.parent) from None
+    limit = config.download_time_limit if time_limit is None else time_limit
+    deadline = time.monotonic() + max(0.0, float(limit))
+    created = not target.parent.exists()
     with _target_lock(target):
-        with contextlib.suppress(OSError):
-            _temp_path(target).unlink(missing_ok=True)  # left by a killed process
-        return _download_any(open_stream, candidates, target, fmt, config, cancel, progress)
+        if _valid_file(target, fmt):
+            return target  # finished earlier, or by another process
+        _remove_abandoned_temp_files(target)
+        try:
+            return _download_any(open_stream, candidates, target, fmt, config, cancel, progress, deadline)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()  # the folder made for this download, when nothing else is in it
+            raise
 
 
 def _download_any(
@@ -91,6 +112,7 @@ def _download_any(
     config: ClientConfig,
     cancel: threading.Event | None,
     progress: Progress | None,
+    deadline: float,
 ) -> Path:
     errors: list[ModelsLabError] = []
     for url in candidates:
@@ -98,8 +120,10 @@ def _download_any(
         while True:
             if cancel is not None and cancel.is_set():
                 raise cancelled("Download cancelled.")
+            if time.monotonic() >= deadline:
+                raise _out_of_time(config, errors)
             try:
-                _download_once(open_stream, url, target, fmt, config, cancel, progress)
+                _download_once(open_stream, url, target, fmt, config, cancel, progress, deadline)
                 return target
             except _DownloadFailure as failure:
                 if failure.final:
@@ -114,10 +138,22 @@ def _download_any(
                 if wait > config.max_retry_after:
                     errors.append(failure.error)
                     break
+                if time.monotonic() + wait >= deadline:
+                    errors.append(failure.error)
+                    raise _out_of_time(config, errors) from None
                 log.info("retrying download in %.2f s after: %s", wait, failure.error)
                 sleep_unless_cancelled(wait, cancel)
                 attempt += 1
     raise _most_telling(errors)
+
+
+def _out_of_time(config: ClientConfig, errors: list[ModelsLabError]) -> ModelsLabError:
+    last = f" The last problem: {errors[-1].message}" if errors else ""
+    return ModelsLabError(
+        Category.NETWORK,
+        f"Gave up downloading the result after {config.download_time_limit:g} s.{last}",
+        "Resume the job later: the result is downloaded again without a new charge.",
+    )
 
 
 def _most_telling(errors: list[ModelsLabError]) -> ModelsLabError:
@@ -126,7 +162,7 @@ def _most_telling(errors: list[ModelsLabError]) -> ModelsLabError:
         return ModelsLabError(
             Category.EXPIRED, "The result file is gone from the server (HTTP 404); outputs expire after 24 h."
         )
-    for category in (Category.BAD_MESH, Category.NETWORK, Category.RATE_LIMITED, Category.SERVER):
+    for category in (Category.OFFLINE, Category.BAD_MESH, Category.NETWORK, Category.RATE_LIMITED, Category.SERVER):
         for error in errors:
             if error.category is category:
                 return error
@@ -141,6 +177,7 @@ def _download_once(
     config: ClientConfig,
     cancel: threading.Event | None,
     progress: Progress | None,
+    deadline: float,
 ) -> None:
     """One attempt on one URL; raises _DownloadFailure saying whether to retry, try the next URL, or stop."""
     host = host_of(url)
@@ -149,12 +186,30 @@ def _download_once(
         if response.status_code != 200:
             raise _refusal(response, host)
         expected = _expected_size(response, host, config.max_download_bytes)
-        _stream_to(target, response, fmt, host, expected, config.max_download_bytes, cancel, progress)
+        stop = _Stop(cancel, deadline, config)
+        _stream_to(target, response, fmt, host, expected, config.max_download_bytes, stop, progress)
+
+
+class _Stop:
+    """Why a transfer must stop before its end: the cancel event, or the whole download's time limit."""
+
+    def __init__(self, cancel: threading.Event | None, deadline: float, config: ClientConfig) -> None:
+        self.cancel = cancel
+        self.deadline = deadline
+        self.config = config
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise _DownloadFailure(cancelled("Download cancelled."), retry=False, final=True)
+        if time.monotonic() >= self.deadline:
+            raise _DownloadFailure(_out_of_time(self.config, []), retry=False, final=True)
 
 
 def _open(open_stream: OpenStream, url: str, config: ClientConfig) -> requests.Response:
     try:
         return open_stream(url)
+    except ModelsLabError as refused:  # refused before any request (online access is off and the host is remote)
+        raise _DownloadFailure(refused, retry=False) from None
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
         error = ModelsLabError(Category.SERVER, f"The download link is not a valid URL ({type(exc).__name__}).")
         raise _DownloadFailure(error, retry=False) from None
@@ -215,21 +270,17 @@ def _stream_to(
     host: str,
     expected: int | None,
     cap: int,
-    cancel: threading.Event | None,
+    stop: _Stop,
     progress: Progress | None,
 ) -> None:
-    """Write the body to the temp file, check it, and rename it to target; the temp file never outlives a failure."""
+    """Write the body to a temp file of this attempt, check it, and rename it to target; the temp file never
+    outlives a failure."""
     check = _FormatCheck(fmt)
-    # A fixed name per target: a .part left by a killed process is overwritten and then removed by the
-    # next attempt (download_mesh() holds a per-target lock, so two threads never share it).
-    temp = _temp_path(target)
-    try:
-        out = open(temp, "wb", buffering=0)
-    except OSError as exc:
-        raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+    out, temp = _open_temp(target)
     try:
         with out:
-            done = _copy_body(response, out, target.parent, host, expected, cap, check, cancel, progress)
+            _hold(out)
+            done = _copy_body(response, out, target.parent, host, expected, cap, check, stop, progress)
         if expected is not None and done != expected:
             error = ModelsLabError(
                 Category.NETWORK, f"The download from {host} was cut short ({done} of {expected} bytes)."
@@ -243,15 +294,89 @@ def _stream_to(
                 retry=True,
                 retry_limit=1,
             )
+        _check_contained(temp, target, fmt, host)
+        _move_into_place(temp, target, fmt, done)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def _open_temp(target: Path) -> tuple[BinaryIO, Path]:
+    """A new, unique temp file beside target (its folder made if needed), opened unbuffered for writing."""
+    for _ in range(2):
         try:
-            if temp.stat().st_size != done:
-                raise OSError(errno.ENOSPC, "the file on disk is shorter than the bytes received")
-            os.replace(temp, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+        except FileNotFoundError:
+            continue  # the folder was removed between the two calls (a cleanup in another process): once more
         except OSError as exc:
             raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        return os.fdopen(fd, "wb", buffering=0), Path(name)
+    raise _DownloadFailure(_interfered(target.parent, "its folder kept disappearing"), retry=True)
+
+
+def _check_contained(temp: Path, target: Path, fmt: str, host: str) -> None:
+    """api.meshcheck on the finished temp file, resolving names against the target's folder."""
+    try:
+        check_self_contained(temp, fmt, display=host)
+    except ModelsLabError as error:
+        # The same bytes come back on a retry; another URL (a mirror) may hold a clean copy.
+        raise _DownloadFailure(error, retry=False) from None
+
+
+def _move_into_place(temp: Path, target: Path, fmt: str, done: int) -> None:
+    """Rename the checked temp file to target, unless another process already put a valid file there."""
+    try:
+        if temp.stat().st_size != done:
+            raise _DownloadFailure(
+                _interfered(target.parent, "the file on disk is shorter than the bytes received"), retry=True
+            )
+    except FileNotFoundError:
+        raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
+    except OSError as exc:
+        raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+    if _valid_file(target, fmt):
+        return  # another process finished first; its file stays (it may be importing it), ours is dropped
+    try:
+        _replace(temp, target)
+    except FileNotFoundError:
+        raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
+    except OSError as exc:
+        if _valid_file(target, fmt):
+            return  # e.g. Windows: the target was open in another process that had just put it there
+        raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+
+
+def _replace(source: Path, target: Path, attempts: int = 5) -> None:
+    """os.replace, retried briefly: on Windows it fails while another process has the target open."""
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # nothing to wait on: the other process holds the file briefly
+
+
+def _valid_file(path: Path, fmt: str) -> bool:
+    """True when path is a regular file that passes the format check and is self-contained."""
+    try:
+        if not path.is_file() or path.is_symlink():
+            return False
+        check = _FormatCheck(fmt)
+        size = 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(DOWNLOAD_CHUNK):
+                size += len(chunk)
+                check.feed(chunk)
+        if check.problem(size) is not None:
+            return False
+        check_self_contained(path, fmt)
+        return True
+    except (OSError, ModelsLabError):
+        return False
 
 
 def _copy_body(
@@ -262,7 +387,7 @@ def _copy_body(
     expected: int | None,
     cap: int,
     check: _FormatCheck,
-    cancel: threading.Event | None,
+    stop: _Stop,
     progress: Progress | None,
 ) -> int:
     """Copy the body chunk by chunk (cancellable, capped, fed to the format check); return the bytes written."""
@@ -271,8 +396,7 @@ def _copy_body(
     read = getattr(response.raw, "read1", None) or response.raw.read
     done = 0
     while True:
-        if cancel is not None and cancel.is_set():
-            raise _DownloadFailure(cancelled("Download cancelled."), retry=False, final=True)
+        stop.check()
         try:
             chunk = read(DOWNLOAD_CHUNK, decode_content=True)
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
@@ -363,8 +487,56 @@ def _target_lock(target: Path) -> threading.Lock:
         return _TARGET_LOCKS.setdefault(key, threading.Lock())
 
 
-def _temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.part")
+def _legacy_temp_path(target: Path) -> Path:
+    """The fixed temp name of earlier versions (one per target), left behind when such a process was killed."""
+    return target.with_name(f".{target.name}{TEMP_SUFFIX}")
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+
+    def _hold(out: BinaryIO) -> None:
+        """Windows refuses to delete a file another process has open: nothing more to do."""
+
+    def _abandoned(path: Path) -> bool:
+        return True  # deleting it fails while its writer still has it open
+
+else:
+    import fcntl
+
+    def _hold(out: BinaryIO) -> None:
+        """Lock the temp file while it is written, so a cleanup in another process can tell it is alive."""
+        with contextlib.suppress(OSError):
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _abandoned(path: Path) -> bool:
+        """True when no live process holds the temp file's lock (its writer was killed)."""
+        try:
+            with open(path, "rb") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True  # closing the handle drops the lock
+        except OSError:
+            return False
+
+
+def _remove_abandoned_temp_files(target: Path) -> None:
+    """Delete temp files of target whose writer is gone (killed mid-download); never one still being written."""
+    try:
+        leftovers = [*target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"), _legacy_temp_path(target)]
+    except OSError:
+        return
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and _abandoned(path):
+                path.unlink()
+
+
+def _interfered(folder: Path, what: str) -> ModelsLabError:
+    """A download spoiled on this disk by something other than lack of space or rights (retried)."""
+    return ModelsLabError(
+        Category.NETWORK,
+        f"The download into {folder} was disturbed ({what}); another process may be using the same folder.",
+        "Try again: nothing is charged for downloading again.",
+    )
 
 
 def _local_write_error(exc: OSError, folder: Path) -> ModelsLabError:
@@ -381,5 +553,6 @@ def _too_big(size: int, cap: int) -> ModelsLabError:
     return ModelsLabError(
         Category.BAD_MESH,
         f"The result file is larger than the download limit ({size / (1 << 20):.1f} MB > {cap / (1 << 20):.1f} MB).",
-        "Raise the download size limit if you trust the file, or generate at a lower resolution.",
+        "Generate at a lower resolution. The limit guards your disk against a runaway server; scripts using the "
+        "api package directly can change it with ClientConfig(max_download_bytes=...).",
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelsLabError, redact
-from .records import JobRecord
+from .records import TERMINAL_STATES, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,33 @@ class JobJournal:
             self.path(local_id).unlink(missing_ok=True)
         except OSError as exc:
             raise journal_error(self.directory, "delete from", exc) from None
+
+    def prune(self, older_than_days: float) -> int:
+        """Delete the files of finished jobs (imported, failed, cancelled) untouched for older_than_days; return
+        how many. Unfinished jobs, unreadable files and files other than <local_id>.json are kept. Reading every
+        file, it belongs off the UI thread, like all()."""
+        if not isinstance(older_than_days, int | float) or isinstance(older_than_days, bool) or older_than_days < 0:
+            raise ModelsLabError("invalid_input", f"older_than_days must be a number >= 0, got {older_than_days!r}.")
+        cutoff = time.time() - float(older_than_days) * 86400.0
+        try:
+            paths = sorted(self.directory.glob("*.json"))
+        except OSError as exc:
+            raise journal_error(self.directory, "read", exc) from None
+        removed = 0
+        for path in paths:
+            try:
+                if path.is_symlink() or path.stat().st_mtime > cutoff:
+                    continue
+                record = self._read(path)
+                if record.state not in TERMINAL_STATES or max(record.updated_at, record.created_at) > cutoff:
+                    continue
+                if path.stat().st_mtime > cutoff:
+                    continue  # saved again meanwhile (another process resumed it)
+                path.unlink()
+                removed += 1
+            except (OSError, ValueError, TypeError, KeyError, RecursionError):
+                continue  # unreadable or gone: all() reports it, pruning leaves it
+        return removed
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of writes interrupted by a crash; only old ones, a live write may be using a fresh one."""

@@ -4,6 +4,7 @@ cancellable waits, and the translation of requests/urllib3 failures into categor
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -16,7 +17,6 @@ import urllib3.exceptions
 
 from .errors import Category, ModelsLabError
 
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 TLS_FIX = (
     "TLS certificate verification failed. Behind a corporate proxy or TLS inspection, set the CA bundle "
     "path (a PEM file with your company's root certificate) in the add-on preferences; verification is "
@@ -43,6 +43,10 @@ class ClientConfig:
     backoff_base: float = 0.5  # seconds, doubles per attempt, capped by backoff_max
     backoff_max: float = 8.0
     max_retry_after: float = 120.0  # a 429's retry_after is honoured up to this; longer -> rate_limited error
+    download_time_limit: float = 900.0  # seconds for a whole download: every link, retry and wait
+    # False when the host application forbids network access (Blender's "Allow Online Access" off): then
+    # only loopback hosts are contacted, whatever URL the server hands out; others are refused as offline.
+    online_access: bool = True
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number attempt + 1 (exponential, capped)."""
@@ -65,9 +69,33 @@ def host_of(url: str) -> str:
 
 
 def is_loopback(url: str) -> bool:
-    """True for a URL on this machine (localhost, 127.x, ::1)."""
-    host = split_url(url)[2]
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    """True for a URL on this machine: the host is `localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    host = split_url(url)[2].rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name such as 127.example.com resolves wherever its owner wants
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+OFFLINE_FIX = (
+    "Allow online access in Blender (Preferences > System > Network, or start it with --online-mode), "
+    "or use a local server URL such as http://127.0.0.1:8765."
+)
+
+
+def check_online_access(url: str, config: ClientConfig) -> None:
+    """Raise ModelsLabError(offline) when url is not on this machine and config forbids network access."""
+    if config.online_access or is_loopback(url):
+        return
+    raise ModelsLabError(
+        Category.OFFLINE,
+        f"Online access is disabled, so {split_url(url)[2] or host_of(url)} was not contacted.",
+        OFFLINE_FIX,
+    )
 
 
 def cancelled(message: str = "Cancelled.") -> ModelsLabError:

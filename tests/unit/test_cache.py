@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,9 @@ def test_names_follow_the_remote_name_and_never_collide(tmp_path: Path) -> None:
 
 def test_prune_removes_only_old_files(tmp_path: Path) -> None:
     cache = MeshCache(tmp_path)
-    old, kept, fresh, part = (tmp_path / n for n in ("old.obj", "kept.obj", "fresh.obj", ".x.obj.abc.part"))
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    old, kept, fresh = (cache.path_for(record(i)) for i in ids)
+    part = old.with_name(f".{old.name}.k2j4_x9q.part")
     for path in (old, kept, fresh, part):
         path.write_text("v 0 0 0\n", encoding="utf-8")
     ten_days_ago = time.time() - 10 * 86400
@@ -106,7 +109,7 @@ def test_prune_removes_only_old_files(tmp_path: Path) -> None:
         os.utime(path, (ten_days_ago, ten_days_ago))
     (tmp_path / "sub").mkdir()  # folders are never touched
     assert cache.prune(7, keep=[kept]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.obj", "kept.obj", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, kept.name, "sub"])
     assert cache.prune(30) == 0
     with pytest.raises(ModelsLabError) as caught:
         cache.prune(-1)
