@@ -124,12 +124,14 @@ endef
 
 # The smoke subset for the Blender versions between the oldest and the newest: validate the zip with that Blender's
 # tool, install it from the zip and enable it, one generate + import, disable with no threads left, the key in
-# no file (.blend included). Selected by name; a renamed test fails the layer instead of silently shrinking it.
+# no file (.blend included), and an update through a remote repository. Selected by name; a renamed test fails
+# the layer instead of silently shrinking it.
 SMOKE_TESTS := test_zip_validates_with_this_blenders_tool \
                test_installs_enables_and_registers_the_shared_names \
                test_operator_imports_the_mesh_at_the_cursor_with_provenance_and_one_undo_step \
                test_disable_enable_cycles_leave_no_threads_and_keep_working \
-               test_key_from_the_environment_works_and_is_not_written_anywhere
+               test_key_from_the_environment_works_and_is_not_written_anywhere \
+               test_studio_repository_installs_then_offers_and_applies_the_next_version_keeping_journal_and_cache
 empty :=
 space := $(empty) $(empty)
 SMOKE_K := $(subst $(space), or ,$(strip $(SMOKE_TESTS)))
