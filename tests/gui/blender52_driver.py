@@ -162,6 +162,20 @@ def texts(items: list[dict[str, Any]]) -> list[str]:
     return [item["text"] for item in items if item.get("text")]
 
 
+def screen_pixels(path: str) -> Any:
+    """A screenshot's RGB pixels as a numpy array [row][column] (rows from the top, like X), read by Blender."""
+    import numpy
+
+    image = bpy.data.images.load(path, check_existing=False)
+    try:
+        width, height = image.size
+        pixels = numpy.empty(width * height * 4, dtype=numpy.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    return pixels.reshape(height, width, 4)[::-1, :, :3]
+
+
 class Driver:
     """A state machine advanced by one bpy.app.timers callback; each phase returns the next delay."""
 
@@ -299,13 +313,29 @@ class Driver:
         bpy.types.SpaceView3D.draw_handler_add(self.view_draw_recorder, (), "WINDOW", "POST_PIXEL")
         RESULT["addon_package"] = package.__name__
         sidebar.tag_redraw()
-        self.tab_y = 0  # region pixels from the bottom: the add-on's tab is the lowest one, registered last
+        self.tab_y = 0  # region pixels from the bottom
         self.enter("tab")
         return 0.3
 
+    def lowest_tab(self, sidebar: Any) -> int | None:
+        """Region y (from the bottom) just inside the lowest tab of the sidebar's tab strip, found on a screenshot:
+        the strip's column is background below its last tab. None when no tab shows there."""
+        shot = str(Path(CONFIG["result"]).with_name("tabs.png"))
+        self.take_screenshot(shot)
+        pixels = screen_pixels(shot)
+        window = self.window()
+        x, _ = self.to_screen(window, sidebar, sidebar.width - 9, 0)
+        column = [self.to_screen(window, sidebar, 0, y)[1] for y in range(sidebar.height)]  # region y -> X row
+        background = pixels[column[2], x]
+        for y in range(2, sidebar.height):
+            if abs(pixels[column[y], x] - background).sum() > 0.05:
+                return y + 12  # the lowest tab's bottom edge is at y; its label starts a little above
+        return None
+
     def phase_tab(self) -> float | None:
-        # Walk up the tab strip on the sidebar's right edge from the bottom, clicking like a user; Blender reports
-        # which tab is in front. Clicking the tab already in front folds the sidebar: clicking again unfolds it.
+        # Click the lowest tab of the strip on the sidebar's right edge, like a user: the add-on's tab comes after
+        # Blender's own. If another tab comes to the front, walk up the strip click by click (clicking the tab
+        # already in front folds the sidebar; the next click unfolds it). Blender reports which tab is in front.
         _, sidebar, _ = self.view3d()
         category = CONFIG["category"]
         RESULT.setdefault("tab_log", []).append([self.tab_y, sidebar.width, sidebar.active_panel_category])
@@ -317,7 +347,10 @@ class Driver:
         if self.tab_y > sidebar.height or self.tab_clicks > 120:
             error(f"clicking along the sidebar's tab strip never brought {category!r} to the front")
             return self.finish()
-        if sidebar.width > 100:
+        if self.tab_clicks == 0:
+            self.tab_y = self.lowest_tab(sidebar) or 0
+            RESULT["lowest_tab_y"] = self.tab_y
+        elif sidebar.width > 100:
             self.tab_y += 14
         x, y = self.to_screen(self.window(), sidebar, sidebar.width - 9, self.tab_y)
         subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], check=True)
@@ -366,15 +399,34 @@ class Driver:
         if len(rows) == len(CONFIG["images"]) and all(row["state"] == "imported" for row in rows):
             self.imported_at = now()
             RESULT["imported_rows"] = rows
-            for image in CONFIG["images"]:
-                self.submit(image)
-            self.enter("running")
-            return 0.1
+            self.enter("sight")
+            return 0.0
         ended = [row for row in rows if row["state"] not in RUNNING_STATES | {"imported", "downloaded"}]
         if ended:
             error(f"jobs ended without an object: {ended}")
             return self.finish()
         return self.finish() if self.timed_out(f"three jobs did not import: {rows}") else 0.1
+
+    def phase_sight(self) -> float | None:
+        # How soon the viewport shows what the add-on imported, by itself (nothing here asks for a redraw):
+        # screenshots until every object's centre (all at the 3D cursor) differs from the background.
+        shot = str(Path(CONFIG["result"]).with_name("sight.png"))
+        self.take_screenshot(shot)
+        visibility = self.visible_objects(shot)
+        seen = all(entry["visible"] for entry in visibility.values())
+        if seen or now() - self.phase_started > 30:
+            RESULT["first_sight"] = {
+                "visible": seen,
+                "seconds_after_import": round(now() - self.imported_at, 2) if self.imported_at else None,
+                "screenshots": RESULT.get("first_sight_attempts", 0) + 1,
+                "objects": visibility,
+            }
+            for image in CONFIG["images"]:
+                self.submit(image)
+            self.enter("running")
+            return 0.1
+        RESULT["first_sight_attempts"] = RESULT.get("first_sight_attempts", 0) + 1
+        return 0.25
 
     def phase_running(self) -> float | None:
         rows = self.rows()[1 + len(CONFIG["images"]) :]
@@ -425,14 +477,8 @@ class Driver:
 
         area, _, main = self.view3d()
         region_3d = area.spaces.active.region_3d
-        image = bpy.data.images.load(shot, check_existing=False)
-        try:
-            width, height = image.size
-            pixels = numpy.empty(width * height * 4, dtype=numpy.float32)
-            image.pixels.foreach_get(pixels)
-        finally:
-            bpy.data.images.remove(image)
-        pixels = pixels.reshape(height, width, 4)[::-1, :, :3]  # top row first, like X
+        pixels = screen_pixels(shot)
+        height, width = pixels.shape[:2]
         window = self.window()
         found: dict[str, Any] = {}
         for obj in self.collection_objects():

@@ -40,6 +40,7 @@ SESSION_TIMEOUT = 240.0  # the driver exits by itself after DRIVER_DEADLINE
 DRIVER_DEADLINE = 200.0
 GUEST_EXAMPLES = "/srv/examples"  # a neutral folder: the screenshots show it, never a path of this machine
 FAILURE_TEXT = "Generation failed: the model could not process this image"
+FIRST_SIGHT_BOUND_S = 10.0  # measured: about 1 s after the last import (software OpenGL, Solid shading)
 SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
 SCREENSHOT_PREFERENCES = REPO_ROOT / "docs" / "screenshot-preferences.png"
 OUTPUT_TAIL = 8000
@@ -306,6 +307,9 @@ def test_imported_objects_are_in_the_scene_and_visible(session: Session) -> None
         assert obj["vertices"] > 0 and obj["collections"] == ["ModelsLab"], obj
         assert obj["name"] in result["scene_objects"], obj
         assert obj["remote_id"] in server_ids, (obj, server_ids)
+    # The viewport showed the imports by itself (nothing asked it to redraw), soon after the last one.
+    first = result["first_sight"]
+    assert first["visible"] and first["seconds_after_import"] < FIRST_SIGHT_BOUND_S, first
     shot = result["screenshots"]["main"]
     assert set(shot["objects"]) == {obj["name"] for obj in objects}, shot["objects"]
     for name, seen in shot["objects"].items():
