@@ -289,7 +289,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(size) if size > 0 else b""
 
     def client_is_loopback(self) -> bool:
-        return is_loopback_host(self.client_address[0])
+        address = self.client_address[0]
+        return is_loopback_host(address) and address not in self.server.config.remote_peers
 
     def do_GET(self) -> None:
         self.dispatch()
@@ -754,6 +755,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job-seconds", type=float, default=0.0, help="every job takes at least this long")
     parser.add_argument("--data-dir", default=None, help="where uploads and outputs go (default: a temp dir)")
     parser.add_argument("--allow-remote-images", action="store_true", help="fetch init_image from any host")
+    parser.add_argument(
+        "--remote-peers",
+        default="",
+        help="comma-separated loopback addresses whose clients are treated as on another machine (for tests)",
+    )
     parser.add_argument("--fault", action="append", default=[], help="fault rule as JSON (repeatable)")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed of the RNG behind `probability`")
     parser.add_argument("--balance", type=float, default=100.0, help="starting wallet balance (USD)")
@@ -799,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         job_seconds=max(0.0, args.job_seconds),
         data_dir=data_dir,
         allow_remote_images=args.allow_remote_images,
+        remote_peers=frozenset(a.strip() for a in args.remote_peers.split(",") if a.strip()),
         balance=args.balance,
         max_queue=max(0, args.max_queue),
         log_requests=args.log_requests,

@@ -44,6 +44,8 @@ class Config:
     balance: float = 100.0
     max_queue: int = 0
     log_requests: bool = False
+    # Loopback addresses whose clients count as on another machine: lets tests play a remote client on loopback.
+    remote_peers: frozenset[str] = frozenset()
 
 
 @dataclass

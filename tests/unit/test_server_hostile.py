@@ -3,14 +3,14 @@
 Bound to 0.0.0.0, it must keep each key's jobs to that key, never fetch its own machine's loopback services for
 someone else nor tell open from closed ports, and accept back the links it hands out. Its hostile-mesh faults
 must really serve files that point outside themselves, and the counters and held jobs that multi-process tests
-rely on must be there. A "remote" client here is this machine reached through a non-loopback address.
+rely on must be there. A "remote" client here connects from 127.0.0.2, which the server is told to treat as
+another machine.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import socket
 import struct
 import threading
 import time
@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from server.process import ServerProcess, start_server, wait_until
+from tests.helpers.sockets import closed_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGE = EXAMPLES / "vase_plain.png"
@@ -32,24 +33,20 @@ SUBMIT = "/api/v1/enterprise/3d/image_to_3d"
 FETCH = "/api/v1/enterprise/3d/fetch/"
 
 
-def lan_address() -> str | None:
-    """A non-loopback IPv4 address of this machine (clients connecting through it are not loopback clients)."""
-    candidates: list[str] = []
-    try:
-        candidates += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
-    except OSError:
-        pass
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing address
-            candidates.append(probe.getsockname()[0])
-        except OSError:
-            pass
-    return next((address for address in candidates if not address.startswith("127.")), None)
+# Every byte stays on loopback: the server treats clients connecting from this address as on another machine.
+LAN = "127.0.0.2"
 
 
-LAN = lan_address()
-needs_lan = pytest.mark.skipif(LAN is None, reason="this machine has no non-loopback IPv4 address")
+class SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    """Connects from a chosen local address (the "remote" client's)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
 
 
 class Client:
@@ -60,6 +57,8 @@ class Client:
         self.key = key
         self.session = requests.Session()
         self.session.trust_env = False
+        if host == LAN:
+            self.session.mount("http://", SourceAddressAdapter(LAN))
 
     def post(self, path: str, **body: Any) -> requests.Response:
         return self.session.post(self.base + path, json={"key": self.key, **body}, timeout=30)
@@ -115,7 +114,9 @@ class ImageServer:
 @pytest.fixture(scope="module")
 def open_server() -> Iterator[ServerProcess]:
     """Bound to every interface with two keys: the offline backend the README offers to a studio network."""
-    with start_server("--host", "0.0.0.0", "--keys", f"{KEY_A},{KEY_B}", "--workers", "2") as srv:
+    with start_server(
+        "--host", "0.0.0.0", "--keys", f"{KEY_A},{KEY_B}", "--workers", "2", "--remote-peers", LAN
+    ) as srv:
         yield srv
 
 
@@ -164,7 +165,6 @@ def test_a_key_reads_only_its_own_jobs(open_server: ServerProcess) -> None:
     assert b.fetch(first).status_code == 404 and a.fetch(first).status_code == 200
 
 
-@needs_lan
 def test_links_built_from_the_host_header_are_accepted_back(open_server: ServerProcess) -> None:
     remote = Client(open_server, str(LAN), KEY_A)
     upload = remote.upload()
@@ -176,7 +176,6 @@ def test_links_built_from_the_host_header_are_accepted_back(open_server: ServerP
     assert requests.get(done["output"][0], timeout=10).status_code == 200
 
 
-@needs_lan
 def test_a_remote_client_cannot_make_it_fetch_loopback_services(
     open_server: ServerProcess, images: ImageServer
 ) -> None:
@@ -201,12 +200,6 @@ def test_a_remote_client_cannot_make_it_fetch_loopback_services(
     assert allowed.status_code == 200 and images.paths == ["/vase.png"]
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_image_errors_do_not_tell_open_from_closed_ports(open_server: ServerProcess, images: ImageServer) -> None:
     local = Client(open_server, "127.0.0.1", KEY_A)
     answers = {
@@ -224,7 +217,6 @@ def test_image_errors_do_not_tell_open_from_closed_ports(open_server: ServerProc
     assert next(iter(bodies.values()))[0] == 400
 
 
-@needs_lan
 def test_webhooks_carry_the_clients_address_and_only_local_clients_reach_loopback(open_server: ServerProcess) -> None:
     received: list[dict] = []
 
@@ -256,14 +248,14 @@ def test_webhooks_carry_the_clients_address_and_only_local_clients_reach_loopbac
 
 
 def test_with_remote_images_private_and_loopback_addresses_stay_refused(images: ImageServer) -> None:
-    with start_server("--host", "0.0.0.0", "--allow-remote-images") as srv:
-        remote = Client(srv, LAN or "127.0.0.1", "k")
+    with start_server("--host", "0.0.0.0", "--allow-remote-images", "--remote-peers", LAN) as srv:
+        remote = Client(srv, LAN, "k")
         for url in (
             f"http://0.0.0.0:{images.port}/vase.png",
             f"http://127.1:{images.port}/vase.png",
             f"http://2130706433:{images.port}/vase.png",
             f"http://[::ffff:127.0.0.1]:{images.port}/vase.png",
-            *([f"http://{LAN}:{images.port}/vase.png"] if LAN else []),
+            f"http://{LAN}:{images.port}/vase.png",
         ):
             refused = remote.post(SUBMIT, init_image=url, resolution=32)
             assert refused.status_code == 400 and "image URL not reachable" in refused.json()["message"], url
