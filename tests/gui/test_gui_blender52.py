@@ -104,6 +104,7 @@ class Session:
     zip_origin: str
     guest_dir: Path  # the session's folder on the host side of the chroot
     server_stats: dict[str, Any]
+    key_leaks: list[str]  # files of the session (user dir, journal, cache, quit.blend, result) holding the key
 
     def report(self) -> str:
         errors = (self.result or {}).get("errors") or []
@@ -224,7 +225,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
                     shutil.copyfile(source, folder / name)
         result_path = guest_dir / "result.json"
         result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
-        yield Session(result, returncode, output, seconds, api_key, zip_origin, guest_dir, stats)
+        key = api_key.encode()
+        leaks = [str(path) for path in guest_dir.rglob("*") if path.is_file() and key in path.read_bytes()]
+        yield Session(result, returncode, output, seconds, api_key, zip_origin, guest_dir, stats, leaks)
     finally:
         shutil.rmtree(guest_dir, ignore_errors=True)
 
@@ -329,6 +332,7 @@ def test_screenshots_replace_the_documented_ones(session: Session) -> None:
     shutil.copyfile(preferences, SCREENSHOT_PREFERENCES)
 
 
-def test_api_key_is_not_printed(session: Session) -> None:
+def test_api_key_is_in_no_file_and_no_output(session: Session) -> None:
     session.checked()
     assert session.api_key not in session.output, "the API key was printed"
+    assert not session.key_leaks, f"the API key was written to {session.key_leaks}"
