@@ -8,21 +8,24 @@ It does what a user does and records what Blender itself says at each step, for 
 1. install the extension zip with Blender's own installer (extensions.package_install_files into the
    user_default repository, enabled on install); record the extension platform's warnings;
 2. open the 3D viewport's sidebar and click the ModelsLab tab with xdotool (Region.active_panel_category is
-   read-only in 5.2), walking up the tab strip until Blender reports the ModelsLab category in front;
+   read-only in 5.2): the lowest tab of the strip, found on a screenshot; if Blender then reports another
+   category in front, walk up the strip click by click;
 3. put the key (from MODELSLAB_API_KEY) and the server URL into the add-on's preferences, press Test Connection;
-4. choose an image in the sidebar; one job that fails (the server fails its first poll), three that import,
-   then three more that stay running with their progress bars;
+4. choose an image in the sidebar; one job that fails (the server fails its first submit), three that import
+   (then measure how soon the viewport shows them by itself: screenshots until their pixels differ from the
+   background), then three more that stay running with their progress bars;
 5. select the failed job's row, frame the imported objects, take a screenshot from the X server and check in
    Blender, on the screenshot's pixels, that every imported object is visible in the viewport (retaking it
-   until they are: the viewport draws new meshes only once their shaders are compiled);
+   until they are, within a bound);
 6. open Preferences > Add-ons at the ModelsLab entry, screenshot that window;
 7. write the result JSON and quit.
 
 What the panels show is recorded as they draw: each ModelsLab panel's (and the job list's and the preferences')
 draw function runs with a RecordingLayout that forwards every call to Blender's layout and writes down the
 label, button, property and progress bar it made, with its text and enabled state.
-The config (JSON, written by the test) holds no secret: keys workdir, zip, images, server_url, category,
-result, screenshot, screenshot_preferences, timeout, failing_image.
+The config (JSON, written by the test) holds no secret: keys zip, extension_id, images, failing_image,
+server_url, category, result, screenshot, screenshot_preferences, timeout (per phase), deadline (the whole run:
+past it, faulthandler prints every thread's stack and Blender exits).
 """
 
 from __future__ import annotations
