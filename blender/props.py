@@ -35,6 +35,13 @@ OUTPUT_FORMAT_ITEMS = [
     ("stl", "STL", "STL (geometry only, no colours)"),
 ]
 
+FACING_ITEMS = [
+    ("-Y", "-Y", "The image's front faces -Y (Blender's front view)"),
+    ("Y", "Y", "The image's front faces +Y"),
+    ("X", "X", "The image's front faces +X"),
+    ("-X", "-X", "The image's front faces -X"),
+]
+
 
 class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     """The panel's parameters; also the fallback for unset operator properties."""
@@ -84,6 +91,42 @@ class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     )
     track_id: StringProperty(
         name="Track ID", description="Optional id echoed back in the webhook call", maxlen=MAX_TRACK_ID_LENGTH
+    )
+
+    # --- import options: how a result is placed and prepared in the scene (blender/placement.py) ---
+    # bake_size 1..255 stays possible here: Generate refuses it with a clear error (placement.check_import_options).
+    ground: BoolProperty(
+        name="Ground",
+        description="Origin at the bottom centre; the object stands on the 3D cursor",
+        default=False,
+    )
+    target_height: FloatProperty(
+        name="Height",
+        description="Scale uniformly to this height in scene units (0 keeps the service's size)",
+        default=0.0,
+        min=0.0,
+        soft_max=100.0,
+        subtype="DISTANCE",
+        unit="LENGTH",
+    )
+    fit_to_selected: BoolProperty(
+        name="Fit to Selected",
+        description="Replace the selected object: its place and rotation, scaled to fit its box; it is hidden",
+        default=False,
+    )
+    facing: EnumProperty(name="Facing", items=FACING_ITEMS, default="-Y")
+    as_asset: BoolProperty(
+        name="Mark as Asset",
+        description="Mark the object as an asset (preview, tags, ModelsLab catalog) for the Asset Browser",
+        default=False,
+    )
+    bake_size: IntProperty(
+        name="Bake Texture",
+        description="Bake the vertex colours to a texture of this size (0 = off, else 256 to 4096)",
+        default=0,
+        min=0,
+        max=4096,
+        subtype="PIXEL",
     )
 
 
