@@ -29,7 +29,7 @@ _SETTING_DEFAULTS: dict[str, Any] = {
     "ca_bundle": "",
     "proxy": "",
     "max_concurrent_jobs": 4,
-    "poll_timeout": 600.0,
+    "poll_timeout": 3600.0,
     "cache_dir": "",
     "cache_retention_days": 30,
     "auto_import": True,
@@ -172,8 +172,9 @@ class ModelsLabPreferences(bpy.types.AddonPreferences):
     )
     poll_timeout: IntProperty(
         name="Poll Timeout (s)",
-        description="Stop waiting for a job after this many seconds; it stays resumable",
-        default=600,
+        description="Stop waiting for a job after this many seconds (3D jobs often take 5-15 minutes); "
+        "a job still processing then is resumed by itself the next time the add-on starts",
+        default=3600,
         min=10,
         max=86400,
     )

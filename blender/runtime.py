@@ -8,6 +8,7 @@ same code. Worker threads (api.jobs) never touch bpy; everything here runs on Bl
   results.wait_for() / wait_any() (which pump here) and import with importer.import_job().
 """
 
+import queue
 import sys
 import threading
 import time
@@ -21,12 +22,21 @@ from ..api import GenerationParams, ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
 from .importer import import_job
 from .inputs import ImageInput, resolve_image
-from .rows import clear_row_index, sync_rows, tag_redraw, update_row
+from .rows import FINISHED_ROWS_HORIZON, MAX_ROWS, clear_row_index, sync_rows, tag_redraw, update_row
 from .session import (
+    OTHER,
+    RECOVERED,
+    asked_from_here,
     check_ready,
+    current_blend_file,
     get_runner,
+    journal,
     journal_has_files,
+    note_settled,
+    ownership,
     peek_runner,
+    refresh_balance,
+    session_lock,
     settings,
     shutdown_runner,
     state,
@@ -40,6 +50,7 @@ MAX_EVENTS_PER_TICK = 32
 ACTIVE_INTERVAL = 0.1  # seconds between ticks while jobs run
 IDLE_INTERVAL = 1.0
 REDRAW_EVERY = 1.0  # elapsed-time labels tick once a second
+FOREIGN_RECHECK = 2.0  # seconds between two looks at the jobs another live process owns
 
 EventCallback = Callable[["JobEvent"], None]
 
@@ -53,6 +64,12 @@ class _Loop:
         self.last_redraw = 0.0
         self.registered = False
         self.prewarm: threading.Thread | None = None
+        # Work done off the main thread (the journal scan, the re-check of other processes' jobs) hands its
+        # results to the main thread through this queue; pump() applies them.
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.scan: threading.Thread | None = None
+        self.watch: threading.Thread | None = None
+        self.stop = threading.Event()
 
 
 _loop = _Loop()
@@ -77,7 +94,14 @@ def submit(
     runner = get_runner()
     want_import = current.auto_import if auto_import is None else bool(auto_import)
     job_extra = dict(extra or {})
-    job_extra.update({"auto_import": want_import, "origin": origin, "original_source": resolved.original})
+    job_extra.update(
+        {
+            "auto_import": want_import,
+            "origin": origin,
+            "original_source": resolved.original,
+            "blend_file": current_blend_file(),  # a recovered job is imported only into this file
+        }
+    )
     record = runner.submit(resolved.source, params, name=name or resolved.name, extra=job_extra)
     state.hidden.discard(record.local_id)
     state.submitted_here.add(record.local_id)
@@ -99,6 +123,8 @@ def resume_job(local_id: str) -> "JobRecord":
     """Resume one job (poll again, never resubmit)."""
     check_ready()
     record = get_runner().resume(local_id)
+    if ownership(record) == RECOVERED:
+        state.recovered.add(local_id)
     if record.state not in SETTLED_STATES:
         state.active.add(local_id)
     pump(max_imports=0)
@@ -116,12 +142,25 @@ def resume_unfinished() -> list["JobRecord"]:
         return [r for r in runner.records() if not r.is_terminal]
     state.resumed = True
     records = runner.resume_unfinished()
-    for record in records:
-        if record.state not in SETTLED_STATES:
-            state.active.add(record.local_id)
+    _note_resumed(records, runner.foreign())
     pump(max_imports=0)
     ensure_timer()
     return records
+
+
+def _note_resumed(records: list["JobRecord"], foreign: list["JobRecord"]) -> None:
+    """Track what a journal scan found (main thread): resumed jobs run here, other processes' jobs are watched."""
+    for record in records:
+        if ownership(record) == RECOVERED:
+            state.recovered.add(record.local_id)
+        if record.state not in SETTLED_STATES:
+            state.active.add(record.local_id)
+    for record in foreign:
+        state.foreign[record.local_id] = record
+        if record.local_id not in state.hidden:
+            update_row(record, record.message)
+    if state.foreign:
+        _start_watch()
 
 
 # --- events --------------------------------------------------------------------------------------------------------
@@ -143,9 +182,10 @@ def pump(
     on_event: EventCallback | None = None,
 ) -> bool:
     """Apply queued job events on the main thread; import up to max_imports meshes; True while work remains."""
+    background_work = _apply_inbox()
     runner = peek_runner()
     if runner is None:
-        return False
+        return background_work
     events = runner.drain_events(max_events)
     for event in events:
         _apply_event(event)
@@ -165,18 +205,29 @@ def pump(
     if events or imported or (state.active and now - _loop.last_redraw >= REDRAW_EVERY):
         _loop.last_redraw = now
         tag_redraw()
-    return bool(state.active or state.pending_imports or (max_events is not None and len(events) >= max_events))
+    return bool(
+        background_work
+        or state.active
+        or state.pending_imports
+        or (max_events is not None and len(events) >= max_events)
+    )
 
 
 def _apply_event(event: "JobEvent") -> None:
     record = event.record
     if record.state in SETTLED_STATES:
+        charged_before = len(state.money.charged)
+        note_settled(record)
+        if len(state.money.charged) > charged_before and not bpy.app.background:
+            refresh_balance()  # the sidebar's balance follows what was spent
         failed = record.state in (JobState.FAILED, JobState.TIMED_OUT)
         if record.local_id in state.active and failed and not bpy.app.background:
             print(f"ModelsLab: {record.name}: {record.state}: {event.message}", file=sys.stderr)  # the panel: the fix
         state.active.discard(record.local_id)
     else:
         state.active.add(record.local_id)
+    if getattr(record, "adopted_from_closed_session", False):
+        state.recovered.add(record.local_id)
     if record.state == JobState.DOWNLOADED and not bpy.app.background and _wants_auto_import(record):
         state.pending_imports.append(record.local_id)
     if record.local_id not in state.hidden:
@@ -184,13 +235,149 @@ def _apply_event(event: "JobEvent") -> None:
 
 
 def _wants_auto_import(record: "JobRecord") -> bool:
-    """Jobs submitted in this session follow their own choice; resumed ones follow the preference."""
+    """Jobs submitted in this session follow their own choice; resumed ones follow the preference, and one
+    taken over from a closed session only into the .blend it was started from (else the row offers Import)."""
     if record.local_id in state.pending_imports:
         return False
     preference = settings().auto_import
     if record.local_id in state.submitted_here:
         return bool(record.extra.get("auto_import", preference))
+    owner = ownership(record)
+    if owner == OTHER or (owner == RECOVERED and not asked_from_here(record)):
+        return False
     return preference
+
+
+# --- work off the main thread: the startup scan and the re-check of other processes' jobs -------------------------
+def _apply_inbox() -> bool:
+    """Apply what the background threads found (main thread); True while one of them still works."""
+    while True:
+        try:
+            kind, payload = _loop.inbox.get_nowait()
+        except queue.Empty:
+            break
+        try:
+            if kind == "scan":
+                _apply_scan(*payload)
+            elif kind == "foreign":
+                _apply_foreign(payload)
+        except Exception:  # one bad result must not stop the others
+            traceback.print_exc()
+    scanning = _loop.scan is not None and _loop.scan.is_alive()
+    return scanning or not _loop.inbox.empty()
+
+
+def _start_scan() -> None:
+    """Read the journal on a worker thread: resume this process's (and orphaned) unfinished jobs, find the
+    ones other live processes own, and collect recent jobs for the list; the main thread applies the result."""
+    if _loop.scan is not None and _loop.scan.is_alive():
+        return
+    runner = None
+    current = settings()
+    if current.api_key:
+        try:
+            check_ready(current)
+            runner = get_runner()
+            state.resumed = True
+        except ModelsLabError as exc:
+            print(f"ModelsLab: unfinished jobs not resumed: {exc}", file=sys.stderr)
+    jobs = journal()
+    lock = session_lock()
+
+    def work() -> None:
+        try:
+            if runner is not None:
+                resumed = runner.resume_unfinished()
+                foreign = runner.foreign()
+            else:
+                resumed = []
+                foreign = [r for r in jobs.unfinished() if r.owner != lock.session_id and lock.owner_alive(r.owner)]
+            horizon = time.time() - FINISHED_ROWS_HORIZON
+            recent = [r for r in jobs.all() if not r.is_terminal or r.updated_at > horizon][-MAX_ROWS:]
+            _loop.inbox.put(("scan", (resumed, foreign, recent)))
+        except ModelsLabError as exc:
+            print(f"ModelsLab: the job journal could not be read: {exc}", file=sys.stderr)
+        except Exception:
+            traceback.print_exc()
+
+    thread = threading.Thread(target=work, name="modelslab-journal-scan", daemon=True)
+    _loop.scan = thread
+    thread.start()
+    ensure_timer()
+
+
+def _apply_scan(resumed: list["JobRecord"], foreign: list["JobRecord"], recent: list["JobRecord"]) -> None:
+    runner = peek_runner()
+    held = {r.local_id for r in runner.records()} if runner is not None else set()
+    foreign_ids = {r.local_id for r in foreign}
+    for record in recent:  # jobs of earlier sessions, for the list (the runner's own are shown from events)
+        if record.local_id not in held and record.local_id not in foreign_ids and record.local_id not in state.hidden:
+            update_row(record)
+    _note_resumed(resumed, foreign)
+    if runner is not None:  # downloaded earlier and waiting: the same rule as a fresh download
+        for record in runner.records():
+            if record.state == JobState.DOWNLOADED and not bpy.app.background and _wants_auto_import(record):
+                state.pending_imports.append(record.local_id)
+    tag_redraw()
+
+
+def _start_watch() -> None:
+    """Follow the jobs of other live processes on a worker thread: their progress for the list, and the moment
+    their owner ends (then this process takes them over)."""
+    if _loop.watch is not None and _loop.watch.is_alive():
+        return
+    jobs = journal()
+    stop = _loop.stop
+
+    def work() -> None:
+        while not stop.wait(FOREIGN_RECHECK):
+            lock = state.lock
+            ids = list(state.foreign)
+            if lock is None or not lock.held or not ids:
+                return
+            found = []
+            for local_id in ids:
+                try:
+                    record = jobs.load(local_id)
+                except ModelsLabError:
+                    record = None
+                alive = record is not None and lock.owner_alive(record.owner)
+                found.append((local_id, record, alive))
+            _loop.inbox.put(("foreign", found))
+
+    thread = threading.Thread(target=work, name="modelslab-foreign-jobs", daemon=True)
+    _loop.watch = thread
+    thread.start()
+
+
+def _apply_foreign(found: list[tuple[str, "JobRecord | None", bool]]) -> None:
+    lock = state.lock
+    mine = lock.session_id if lock is not None else None
+    orphaned = []
+    for local_id, record, alive in found:
+        if local_id not in state.foreign:
+            continue
+        if record is not None and record.owner:
+            state.owners_seen[record.owner] = (alive, time.monotonic())
+        if record is None or record.is_terminal or record.owner == mine:
+            state.foreign.pop(local_id, None)
+        elif alive:
+            state.foreign[local_id] = record
+        else:
+            state.foreign.pop(local_id, None)
+            orphaned.append(local_id)
+        if record is not None and local_id not in state.hidden:
+            update_row(record, record.message)
+    runner = peek_runner()
+    for local_id in orphaned:  # the owner closed or crashed: take the job over (once, under the takeover lock)
+        if runner is None:
+            continue
+        try:
+            resume_job(local_id)
+        except ModelsLabError as exc:
+            print(f"ModelsLab: job {local_id} not taken over: {exc}", file=sys.stderr)
+    if state.foreign:
+        _start_watch()
 
 
 # --- the timer and handlers ----------------------------------------------------------------------------------------
@@ -233,17 +420,14 @@ def _start_prewarm() -> None:
 
 
 def _startup() -> None:
-    """First tick after enabling (interactive): preload the client, show journaled jobs, resume unfinished ones."""
+    """First tick after enabling (interactive): preload the client; the journal is read on a worker thread
+    (list, resume of this process's and orphaned jobs, other processes' jobs) and applied on the main thread."""
     if not _loop.registered:
         return None
     _start_prewarm()
     try:
-        sync_rows()
-        if journal_has_files() and settings().api_key:
-            try:
-                resume_unfinished()
-            except ModelsLabError as exc:
-                print(f"ModelsLab: unfinished jobs not resumed: {exc}", file=sys.stderr)
+        if journal_has_files():
+            _start_scan()
     except Exception:
         traceback.print_exc()
     return None
@@ -253,14 +437,17 @@ def _startup() -> None:
 def _on_load_post(*_args: Any) -> None:
     """After a file loads: rebuild the rows; interactive sessions resume and queue pending imports."""
     try:
-        sync_rows()
-        if bpy.app.background:
-            return
         runner = peek_runner()
-        if runner is None:
-            _startup()
+        if runner is None and not bpy.app.background:
+            _startup()  # the journal is read off the main thread; the rows follow from that
             return
-        for record in runner.records():
+        sync_rows()
+        if runner is None or bpy.app.background:
+            return
+        for record in state.foreign.values():
+            if record.local_id not in state.hidden:
+                update_row(record, record.message)
+        for record in runner.records():  # e.g. a recovered job whose own .blend was just opened
             if record.state == JobState.DOWNLOADED and _wants_auto_import(record):
                 state.pending_imports.append(record.local_id)
         ensure_timer()
@@ -271,6 +458,7 @@ def _on_load_post(*_args: Any) -> None:
 def register() -> None:
     """Install handlers and (interactive) the startup tick. Cheap: no network modules are imported."""
     _loop.registered = True
+    _loop.stop = threading.Event()
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
     if not bpy.app.background:
@@ -286,6 +474,13 @@ def unregister() -> None:
     _loop.timer_on = False
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    _loop.stop.set()
+    for thread in (_loop.scan, _loop.watch):
+        if thread is not None:
+            thread.join(10.0)  # journal reads only (the scan's resume stops with the runner below)
+    _loop.scan = _loop.watch = None
+    while not _loop.inbox.empty():
+        _loop.inbox.get_nowait()
     shutdown_runner(wait=True)
     if _loop.prewarm is not None:
         _loop.prewarm.join(10.0)  # imports only: finishes quickly; no thread is left behind

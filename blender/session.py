@@ -8,6 +8,8 @@ reset with it, and the client is only swapped under running jobs when none are a
 import hashlib
 import os
 import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,27 @@ if TYPE_CHECKING:
     from ..api.client import ModelsLabClient
     from ..api.jobs import JobRunner
     from ..api.journal import JobJournal
+    from ..api.ledger import Ledger
+    from ..api.ownership import SessionLock
     from ..api.records import JobRecord
+
+OWNER_RECHECK = 2.0  # seconds an answer to "is that process alive?" is reused before asking the OS again
+MINE, OTHER, RECOVERED = "mine", "other", "recovered"
+
+
+class Money:
+    """What this session spent: jobs that may have been charged, and the wallet balance at start and now."""
+
+    def __init__(self) -> None:
+        self.charged: set[str] = set()  # jobs submitted in this session that settled and may have been charged
+        self.ledgered: dict[str, str] = {}  # local id -> the settled state last written to the ledger
+        self.balance_at_start: dict[str, Any] | None = None
+        self.balance: dict[str, Any] | None = None
+        self.balance_error = ""
+        self.checked_at = 0.0
+        self.thread: threading.Thread | None = None
+        self.again = False  # a refresh was asked for while one was running
+        self.lock = threading.Lock()
 
 
 class SessionState:
@@ -36,12 +58,20 @@ class SessionState:
         self.active: set[str] = set()  # jobs not settled yet (from events)
         self.hidden: set[str] = set()  # cleared from the list by the user
         self.submitted_here: set[str] = set()  # submitted in this session (their extra["auto_import"] applies)
+        self.lock: SessionLock | None = None  # this process's claim on its jobs (api.ownership)
+        self.owners_seen: dict[str, tuple[bool, float]] = {}  # session id -> (alive, when checked)
+        self.foreign: dict[str, JobRecord] = {}  # unfinished jobs another live process owns, as last read
+        self.recovered: set[str] = set()  # jobs this process took over from a closed session
+        self.money = Money()
 
     def forget_jobs(self) -> None:
         """Drop the tracking of the current runner's jobs (it is going away)."""
         self.active.clear()
         self.pending_imports.clear()
         self.submitted_here.clear()
+        self.foreign.clear()
+        self.recovered.clear()
+        self.owners_seen.clear()
         self.resumed = False
 
 
@@ -102,6 +132,11 @@ def user_dir() -> Path:
 def journal_dir() -> Path:
     """Where the job journal lives: <user dir>/jobs."""
     return user_dir() / "jobs"
+
+
+def sessions_dir() -> Path:
+    """Where each process holds the lock that marks its jobs as its own: <user dir>/sessions."""
+    return user_dir() / "sessions"
 
 
 def uploads_dir() -> Path:
@@ -169,6 +204,7 @@ def get_runner() -> "JobRunner":
             cache,
             max_workers=int(current.max_concurrent_jobs),
             poll_timeout=float(current.poll_timeout),
+            owner=session_lock(),
         )
         state.runner = runner
         state.client_signature = signature
@@ -199,6 +235,12 @@ def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
             runner.client.close()
         except Exception as exc:  # closing sessions must not stop unregister
             print(f"ModelsLab: closing the client failed: {exc}", file=sys.stderr)
+    balance_thread = state.money.thread
+    if wait and balance_thread is not None:
+        balance_thread.join(timeout)  # one wallet request at most: the client's own timeouts bound it
+    lock, state.lock = state.lock, None
+    if lock is not None:
+        lock.release()  # this process's unfinished jobs may now be taken over by another one
 
 
 # --- the journal ---------------------------------------------------------------------------------------------------
@@ -230,3 +272,165 @@ def get_record(local_id: str) -> "JobRecord | None":
         return journal().load(local_id)
     except ModelsLabError:
         return None
+
+
+# --- ownership across processes ------------------------------------------------------------------------------------
+def session_lock() -> "SessionLock":
+    """This process's session lock in sessions_dir(), created on first use and held until shutdown_runner()."""
+    lock = state.lock
+    if lock is None or not lock.held:
+        from ..api.ownership import SessionLock
+
+        lock = state.lock = SessionLock(sessions_dir())
+    return lock
+
+
+def owner_alive(session_id: str | None, *, fresh: bool = False) -> bool:
+    """Whether another live process holds session_id (this process counts too); answers are reused for
+    OWNER_RECHECK seconds unless fresh (the background re-check asks fresh)."""
+    if not session_id:
+        return False
+    now = time.monotonic()
+    seen = state.owners_seen.get(session_id)
+    if seen is not None and not fresh and now - seen[1] < OWNER_RECHECK:
+        return seen[0]
+    alive = session_lock().owner_alive(session_id)
+    state.owners_seen[session_id] = (alive, now)
+    return alive
+
+
+def ownership_of(local_id: str) -> str:
+    """ownership() by job id without reading any file (for drawing rows): what this session last learnt."""
+    if local_id in state.foreign:
+        return OTHER
+    return RECOVERED if local_id in state.recovered else MINE
+
+
+def ownership(record: "JobRecord") -> str:
+    """ "other": a live other process (another Blender or a batch) owns the job: view only, never touched here;
+    "recovered": this process took it over from a session that closed or crashed; "mine": everything else."""
+    lock = state.lock
+    mine = lock.session_id if lock is not None and lock.held else None
+    if record.owner and record.owner != mine and owner_alive(record.owner):
+        return OTHER
+    if getattr(record, "adopted_from_closed_session", False) or (record.extra or {}).get("recovered"):
+        return RECOVERED
+    return MINE
+
+
+def current_blend_file() -> str:
+    """The open .blend's absolute path ("" while it was never saved)."""
+    import bpy
+
+    return str(bpy.data.filepath or "")
+
+
+def asked_from_here(record: "JobRecord") -> bool:
+    """True when the job was started from the .blend open now (an unsaved file matches nothing)."""
+    started_from = str((record.extra or {}).get("blend_file") or "")
+    current = current_blend_file()
+    if not started_from or not current:
+        return False
+    return os.path.normcase(os.path.abspath(started_from)) == os.path.normcase(os.path.abspath(current))
+
+
+# --- money ---------------------------------------------------------------------------------------------------------
+def ledger() -> "Ledger":
+    """The ledger shared by every process using this user folder: <user dir>/ledger.jsonl."""
+    from ..api.ledger import LEDGER_NAME, Ledger
+
+    return Ledger(user_dir() / LEDGER_NAME)
+
+
+def note_settled(record: "JobRecord") -> None:
+    """A job reached a settled state here: one ledger line per (job, state), and the session's count of
+    jobs that may have been charged (main thread; a ledger that cannot be written is reported, never fatal)."""
+    from ..api.records import may_have_been_charged
+
+    money = state.money
+    state_text = str(record.state)
+    if money.ledgered.get(record.local_id) == state_text:
+        return
+    money.ledgered[record.local_id] = state_text
+    try:
+        ledger().record(record)
+    except ModelsLabError as exc:
+        print(f"ModelsLab: {exc.message}", file=sys.stderr)
+    if record.local_id in state.submitted_here and may_have_been_charged(record):
+        money.charged.add(record.local_id)
+
+
+def wallet_balance_now() -> "dict[str, Any] | None":
+    """Ask the server for the wallet balance (blocking); None when it cannot be had (never raises).
+    The first answer of the session is kept as the balance at start."""
+    money = state.money
+    try:
+        current = check_ready()
+        runner = peek_runner()
+        client = runner.client if runner is not None else make_client(current)
+        try:
+            answer = client.wallet_balance()
+        finally:
+            if runner is None:
+                client.close()
+    except ModelsLabError as exc:
+        with money.lock:
+            money.balance_error = exc.message
+        return None
+    except Exception as exc:  # the balance is information: never let it stop work
+        with money.lock:
+            money.balance_error = str(exc)[:200]
+        return None
+    with money.lock:
+        if money.balance_at_start is None:
+            money.balance_at_start = dict(answer)
+        money.balance = dict(answer)
+        money.balance_error = ""
+        money.checked_at = time.time()
+    return dict(answer)
+
+
+def refresh_balance() -> None:
+    """wallet_balance_now() on a background thread (at most one at a time; a request meanwhile runs after it)."""
+    money = state.money
+    with money.lock:
+        if money.thread is not None and money.thread.is_alive():
+            money.again = True
+            return
+        money.again = False
+
+    def work() -> None:
+        while True:
+            wallet_balance_now()
+            with money.lock:
+                if not money.again or state.runner is None:
+                    return
+                money.again = False
+
+    thread = threading.Thread(target=work, name="modelslab-wallet", daemon=True)
+    money.thread = thread
+    thread.start()
+
+
+def money() -> dict[str, Any]:
+    """This session's money for the sidebar and the batch summary: charged_jobs (submitted here, may have been
+    charged), balance / balance_at_start ({"balance", "currency"} or None), spent (start - now, when both are
+    known), balance_error (why the balance is unknown) and the ledger file's path."""
+    data = state.money
+    with data.lock:
+        start = dict(data.balance_at_start) if data.balance_at_start else None
+        now = dict(data.balance) if data.balance else None
+        error = data.balance_error
+        checked = data.checked_at
+    spent = None
+    if start and now and start.get("currency") == now.get("currency"):
+        spent = round(float(start["balance"]) - float(now["balance"]), 6)
+    return {
+        "charged_jobs": len(data.charged),
+        "balance": now,
+        "balance_at_start": start,
+        "spent": spent,
+        "balance_error": error,
+        "balance_checked_at": checked,
+        "ledger": str(ledger().path),
+    }
