@@ -43,6 +43,13 @@ FACING_ITEMS = [
 ]
 
 
+def _image_path_changed(_settings: object, _context: object) -> None:
+    """A new path is checked afresh (the sidebar says at once what is wrong with it)."""
+    from . import image_check
+
+    image_check.forget()
+
+
 class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     """The panel's parameters; also the fallback for unset operator properties."""
 
@@ -55,6 +62,7 @@ class ModelsLabSceneSettings(bpy.types.PropertyGroup):
         name="Image",
         description="Local image file; // paths are relative to the saved .blend",
         subtype="FILE_PATH",
+        update=_image_path_changed,
     )
     image_url: StringProperty(name="Image URL", description="http(s) URL of the input image", maxlen=MAX_URL_LENGTH)
     foreground_ratio: FloatProperty(
@@ -134,14 +142,22 @@ class ModelsLabJobRow(bpy.types.PropertyGroup):
     """One job as the UI shows it; rebuilt from the runner's events, never saved."""
 
     local_id: StringProperty()
-    # `name` is PropertyGroup's built-in label property, used by the UIList filter.
+    # `name` is PropertyGroup's built-in label property, used by the UIList filter: the job's name, numbered
+    # when the list shows it more than once ("duck_512 (2)"); base_name is the job's own name.
+    base_name: StringProperty()
     state: StringProperty()
     progress: FloatProperty(min=0.0, max=1.0, subtype="FACTOR")
+    bar: FloatProperty(
+        name="Progress", min=0.0, max=1.0, subtype="FACTOR", description="the bar as drawn: moves with elapsed/eta"
+    )
     message: StringProperty()
     category: StringProperty()
     fix: StringProperty()
     created: FloatProperty(description="seconds since SESSION_EPOCH")
-    finished: FloatProperty(description="seconds since SESSION_EPOCH, 0 while running")
+    finished: FloatProperty(description="seconds since SESSION_EPOCH when the job ended, 0 while running")
+    took: FloatProperty(description="how long the job ran, submit to result (a later re-import does not count)")
+    submitted: FloatProperty(description="seconds since SESSION_EPOCH when the server took the job, 0 before")
+    due: FloatProperty(description="seconds since SESSION_EPOCH when the server should be done, 0 when unknown")
     eta: FloatProperty(default=-1.0)
     remote_id: StringProperty()
     source: StringProperty()
@@ -149,6 +165,8 @@ class ModelsLabJobRow(bpy.types.PropertyGroup):
     object_name: StringProperty()
     result_url: StringProperty()
     was_submitted: BoolProperty()
+    owner: StringProperty(description="mine, other (a live other Blender works on it) or recovered")
+    blend_file: StringProperty(description="the .blend the job was started from")
 
 
 CLASSES = (ModelsLabSceneSettings, ModelsLabJobRow)

@@ -11,6 +11,7 @@ import bpy
 
 from ..api import ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
+from . import session, ui_text
 from .props import SESSION_EPOCH
 from .session import get_record, journal, journal_has_files, peek_runner, state
 
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 MAX_ROWS = 50  # job rows rebuilt from the journal after a restart
 FINISHED_ROWS_HORIZON = 24 * 3600.0  # finished jobs older than this are not listed again after a restart
 _ERROR_STATES = (JobState.FAILED, JobState.CANCELLED)
+NOTICE_OPERATOR = "notify"  # bpy.ops.modelslab.notify: a report in the status bar and the Info log
 
 _row_index: dict[str, int] = {}
+notices: list[tuple[str, str]] = []  # (level, text) of the status-bar notices this session gave, newest last
 
 
 def job_rows() -> Any:
@@ -31,7 +34,8 @@ def job_rows() -> Any:
 
 
 def update_row(record: "JobRecord", message: str | None = None) -> None:
-    """Show the record in its row (adding one, and selecting it, for a job not listed yet)."""
+    """Show the record in its row (adding one, and selecting it, for a job not listed yet); a job that ends
+    while listed is announced in the status bar."""
     global _row_index
     rows = job_rows()
     if rows is None:
@@ -44,17 +48,44 @@ def update_row(record: "JobRecord", message: str | None = None) -> None:
         if index is None:
             row = rows.add()
             row.local_id = record.local_id
+            row.state = ""
             index = _row_index[record.local_id] = len(rows) - 1
             wm: Any = bpy.context.window_manager
             wm.modelslab_jobs_index = index
+            row.name = _numbered(rows, record.name, index)
         row = rows[index]
+    before = row.state
     _fill_row(row, record, message)
+    ended = before and before not in SETTLED_STATES and record.state in SETTLED_STATES
+    imported = before == JobState.DOWNLOADED and record.state != before
+    if (ended or imported) and record.local_id not in state.pending_imports:
+        notice = ui_text.finished_notice(
+            row.name, str(record.state), row.object_name, row.took, row.message or record.message
+        )
+        if notice is not None:
+            announce(*notice)
+
+
+def _numbered(rows: Any, name: str, index: int) -> str:
+    """The row's name, numbered when earlier rows show the same job name ("duck_512 (2)")."""
+    same = sum(1 for i, r in enumerate(rows) if i < index and r.base_name == name)
+    return name if same == 0 else f"{name} ({same + 1})"
+
+
+def _owner(record: "JobRecord") -> str:
+    ownership = getattr(session, "ownership", None)
+    if ownership is None:
+        return "mine"
+    try:
+        return str(ownership(record))
+    except Exception:  # the list must draw whatever the ownership check hits
+        return "mine"
 
 
 def _fill_row(row: Any, record: "JobRecord", message: str | None = None) -> None:
     settled = record.state in SETTLED_STATES
     failed = record.state in _ERROR_STATES
-    row.name = record.name
+    row.base_name = record.name
     row.state = str(record.state)
     row.progress = float(record.progress)
     error = record.error or {}
@@ -63,8 +94,17 @@ def _fill_row(row: Any, record: "JobRecord", message: str | None = None) -> None
     text = error.get("message") if failed and error else (message or record.message)
     row.message = (text or "")[:500]
     row.created = record.created_at - SESSION_EPOCH
-    row.finished = (record.updated_at - SESSION_EPOCH) if settled else 0.0
-    row.eta = float(record.eta) if record.eta is not None and not settled else -1.0
+    ended = ui_text.settled_at(str(record.state), record.history, record.updated_at, record.downloaded_at)
+    row.finished = (ended - SESSION_EPOCH) if settled else 0.0
+    row.took = max(0.0, ended - record.created_at) if settled else 0.0
+    eta = float(record.eta) if record.eta is not None and not settled else -1.0
+    previous_due = row.due + SESSION_EPOCH if row.due and abs(eta - row.eta) < 1e-3 else 0.0
+    due = ui_text.predicted_finish(
+        str(record.state), None if eta < 0 else eta, record.submitted_at, record.updated_at, previous_due
+    )
+    row.eta = eta
+    row.due = due - SESSION_EPOCH if due else 0.0
+    row.submitted = (record.submitted_at - SESSION_EPOCH) if record.submitted_at else 0.0
     row.remote_id = record.remote_id or ""
     row.source = str(record.extra.get("original_source") or record.source)
     row.file_path = record.file_path or ""
@@ -72,6 +112,29 @@ def _fill_row(row: Any, record: "JobRecord", message: str | None = None) -> None
     urls = list(record.output_urls or []) + list(record.proxy_links or [])
     row.result_url = urls[0] if urls else ""
     row.was_submitted = bool(record.was_submitted)
+    row.owner = _owner(record)
+    row.blend_file = str(record.extra.get("blend_file") or "")
+
+
+def announce(level: str, text: str) -> None:
+    """Say something in the status bar and the Info log the way Blender's own background jobs do (a report of
+    a finished operator); background sessions print it. Kept in `notices` as well."""
+    notices.append((level, text))
+    del notices[:-20]
+    if bpy.app.background:
+        print(text, flush=True)
+        return
+    wm = getattr(bpy.context, "window_manager", None)
+    windows = list(wm.windows) if wm is not None else []
+    if not windows:
+        return
+    ops: Any = bpy.ops
+    operator = getattr(ops.modelslab, NOTICE_OPERATOR)
+    try:
+        with bpy.context.temp_override(window=windows[0], screen=windows[0].screen):  # type: ignore[attr-defined]
+            operator("INVOKE_DEFAULT", text=text, level=level)
+    except (RuntimeError, AttributeError, TypeError) as exc:  # e.g. during unregister: the text is in stdout
+        print(f"{text} ({exc})", flush=True)
 
 
 def sync_rows() -> None:
@@ -96,6 +159,7 @@ def sync_rows() -> None:
         row = rows.add()
         row.local_id = record.local_id
         _fill_row(row, record)
+        row.name = _numbered(rows, record.name, len(rows) - 1)
     _row_index = {r.local_id: i for i, r in enumerate(rows)}
     tag_redraw()
 
@@ -131,11 +195,22 @@ def clear_row_index() -> None:
     _row_index = {}
 
 
+def refresh_bars(rows: Any) -> None:
+    """Move the running rows' bars with the time (Blender before 4.0 draws them from this property)."""
+    now = time.time() - SESSION_EPOCH
+    for row in rows:
+        if row.state and row.state not in SETTLED_STATES:
+            row.bar = ui_text.progress_view(now, row.state, row.progress, row.submitted, row.due, row.created)[0]
+
+
 def tag_redraw() -> None:
-    """Redraw the 3D views' sidebars (cheap: no-op without windows)."""
+    """Redraw the 3D views' sidebars (cheap: no-op without windows); running rows' bars move first."""
     wm = getattr(bpy.context, "window_manager", None)
     if wm is None:
         return
+    rows = getattr(wm, "modelslab_jobs", None)
+    if rows is not None:
+        refresh_bars(rows)
     for window in wm.windows:
         screen = window.screen
         if screen is None:

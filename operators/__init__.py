@@ -6,6 +6,7 @@ from .jobs import (
     MODELSLAB_OT_cancel_job,
     MODELSLAB_OT_clear_finished_jobs,
     MODELSLAB_OT_copy_result_url,
+    MODELSLAB_OT_notify,
     MODELSLAB_OT_open_job_folder,
     MODELSLAB_OT_reimport_job,
     MODELSLAB_OT_resume_jobs,
@@ -20,4 +21,5 @@ CLASSES = (
     MODELSLAB_OT_clear_finished_jobs,
     MODELSLAB_OT_resume_jobs,
     MODELSLAB_OT_test_connection,
+    MODELSLAB_OT_notify,
 )

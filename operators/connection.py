@@ -1,5 +1,6 @@
 """modelslab.test_connection: wallet balance, or the categorised error (shown in the preferences)."""
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -8,6 +9,7 @@ import bpy
 from ..api import Category, ModelsLabError
 from ..blender import rows, session
 from ..blender.preferences import connection_status
+from .jobs import report_error
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -34,6 +36,15 @@ def _set_status(text: str, icon: str, fix: str = "") -> None:
     connection_status.update({"text": text, "icon": icon, "fix": fix})
 
 
+def _set_error(error: ModelsLabError) -> None:
+    """The preferences show the sentence and, on its own line, the fix (the category stays in the logs)."""
+    from ..panels.sidebar import people_error
+
+    message, fix = people_error(error.message, error.fix)
+    _set_status(message, "ERROR", fix)
+    print(f"ModelsLab: connection test: {error}", file=sys.stderr)
+
+
 def _run_in_thread() -> None:
     try:
         _pending["result"] = ("ok", check_connection())
@@ -52,7 +63,7 @@ def _poll_result() -> float | None:
     if kind == "ok":
         _set_status(value, "CHECKMARK")
     else:
-        _set_status(f"[{value.category.value}] {value.message}", "ERROR", value.fix)
+        _set_error(value)
     rows.tag_redraw()
     return None
 
@@ -79,8 +90,8 @@ class MODELSLAB_OT_test_connection(bpy.types.Operator):
             try:
                 text = check_connection()
             except ModelsLabError as error:
-                _set_status(f"[{error.category.value}] {error.message}", "ERROR", error.fix)
-                self.report({"ERROR"}, f"[{error.category.value}] {error.message} {error.fix}")
+                _set_error(error)
+                report_error(self, error)
                 return {"CANCELLED"}
             _set_status(text, "CHECKMARK")
             self.report({"INFO"}, text)
@@ -91,8 +102,8 @@ class MODELSLAB_OT_test_connection(bpy.types.Operator):
         try:
             session.check_ready()  # no key / offline: answer at once, no request
         except ModelsLabError as error:
-            _set_status(f"[{error.category.value}] {error.message}", "ERROR", error.fix)
-            self.report({"ERROR"}, f"[{error.category.value}] {error.message} {error.fix}")
+            _set_error(error)
+            report_error(self, error)
             return {"CANCELLED"}
         _set_status("Testing the connection...", "TIME")
         thread = threading.Thread(target=_run_in_thread, name="modelslab-test-connection", daemon=True)

@@ -1,20 +1,80 @@
-"""Per-job operators: cancel, re-import, open folder, copy URL; clear finished; resume unfinished."""
+"""Per-job operators: cancel, re-import, open folder, copy URL; clear finished; resume unfinished; and the
+status-bar notice a finished background job gives."""
 
 # mypy: disable-error-code="valid-type"
 import os
+import shutil
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import EnumProperty, StringProperty
 
 from ..api import ModelsLabError
-from ..blender import batch, importer, results, rows, runtime, session
-from .generate import report_error
+from ..blender import batch, importer, results, rows, runtime, session, ui_text
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 CANCEL_NOTE = "The server may still charge for a job it had already accepted."
+
+
+def report_error(operator: bpy.types.Operator, error: ModelsLabError) -> None:
+    """Report an error as people read it: the sentence, a separator, the fix in the sidebar's words; the
+    category last, in brackets, for scripts and logs."""
+    from ..panels.sidebar import people_error
+
+    message, fix = people_error(error.message, error.fix)
+    text = f"{message} \u2014 {fix}" if fix else message
+    operator.report({"ERROR"}, f"{text} [{error.category.value}]")
+
+
+def open_folder(folder: str) -> bool:
+    """Ask the system's file browser to show folder; False when there is none to ask (or it refused)."""
+    try:
+        if sys.platform.startswith("win"):
+            os.startfile(folder)  # type: ignore[attr-defined]
+            return True
+        opener = "open" if sys.platform == "darwin" else shutil.which("xdg-open")
+        if not opener:
+            return False
+        subprocess.Popen([opener, folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+    except OSError:
+        return False
+
+
+class MODELSLAB_OT_notify(bpy.types.Operator):
+    """Show a job's outcome in the status bar and the Info log, as Blender's own background jobs do"""
+
+    bl_idname = "modelslab.notify"
+    bl_label = "ModelsLab Notice"
+    bl_options = {"INTERNAL"}
+
+    text: StringProperty(options={"SKIP_SAVE"})
+    level: EnumProperty(items=[("INFO", "Info", ""), ("WARNING", "Warning", "")], options={"SKIP_SAVE"})
+
+    # Reports of an operator called from Python stay with the caller; those of a modal operator that finishes
+    # go to the window manager (status bar banner, Info log). So: report on the first timer tick.
+    def invoke(self, context: bpy.types.Context, event: Any) -> "set[OperatorReturnItems]":
+        wm: Any = context.window_manager
+        if context.window is None:
+            return self.execute(context)
+        self._timer = wm.event_timer_add(0.01, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: Any) -> "set[OperatorReturnItems]":
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        wm: Any = context.window_manager
+        wm.event_timer_remove(self._timer)
+        return self.execute(context)
+
+    def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
+        self.report({self.level}, self.text)
+        return {"FINISHED"}
 
 
 def _record_or_report(operator: bpy.types.Operator, job_id: str):  # -> JobRecord | None
@@ -90,7 +150,11 @@ class MODELSLAB_OT_open_job_folder(bpy.types.Operator):
         if bpy.app.background:
             self.report({"INFO"}, f"Folder: {folder}")
             return {"FINISHED"}
-        bpy.ops.wm.path_open(filepath=folder)
+        if not open_folder(folder):
+            # The path stays in the status bar and the Info log (Ctrl+C there copies it).
+            self.report({"WARNING"}, f"No file browser could be opened; the folder is {folder}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Opened {folder}")
         return {"FINISHED"}
 
 
@@ -126,8 +190,18 @@ class MODELSLAB_OT_clear_finished_jobs(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
         count = rows.forget_finished()
-        self.report({"INFO"}, f"Cleared {count} finished job(s)")
+        self.report({"INFO"}, ui_text.cleared_text(count))
         return {"FINISHED"}
+
+
+def _timed_out_rows() -> list:
+    """Resume the listed jobs that stopped waiting (timed out); returns their records."""
+    resumed = []
+    listed = rows.job_rows()
+    for row in list(listed) if listed is not None else []:
+        if row.state == "timed_out":
+            resumed.append(runtime.resume_job(row.local_id))
+    return resumed
 
 
 class MODELSLAB_OT_resume_jobs(bpy.types.Operator):
@@ -140,8 +214,9 @@ class MODELSLAB_OT_resume_jobs(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
         try:
             if not bpy.app.background:
-                records = runtime.resume_unfinished()
-                self.report({"INFO"}, f"Resuming {len(records)} job(s)")
+                records = [r for r in runtime.resume_unfinished() if not r.is_settled]
+                records += [r for r in _timed_out_rows() if r.local_id not in {x.local_id for x in records}]
+                self.report({"INFO"}, ui_text.resume_text(len(records)))
                 return {"FINISHED"}
             finished = batch.resume_journal(on_event=results.print_progress)
         except ModelsLabError as error:

@@ -1,14 +1,18 @@
-"""The sidebar tab: image source with thumbnail, parameters, Generate (or why not), and the job list."""
+"""The sidebar tab: image source with thumbnail, parameters, Generate (or why not), and the job list.
 
-import textwrap
+Laid out for the default sidebar width: a job's row is its state icon and its name (plus a short time left
+while it runs); everything else about the selected job is in the box below the list, one item per line.
+"""
+
+import os
 import time
 from typing import Any
 
 import bpy
 
 from ..api import ModelsLabError
-from ..blender import compat, session
-from ..blender.props import SESSION_EPOCH
+from ..blender import compat, image_check, session, ui_text
+from ..blender.props import SESSION_EPOCH, ModelsLabSceneSettings
 from .previews import preview_icon
 
 CATEGORY = "ModelsLab"
@@ -17,7 +21,7 @@ STATE_ICONS: dict[str, Any] = {
     "queued": "TIME",
     "uploading": "EXPORT",
     "submitting": "EXPORT",
-    "submitted": "TIME",
+    "submitted": "SORTTIME",
     "processing": "SORTTIME",
     "downloading": "IMPORT",
     "downloaded": "FILE_TICK",
@@ -26,7 +30,25 @@ STATE_ICONS: dict[str, Any] = {
     "failed": "ERROR",
     "cancelled": "CANCEL",
 }
-STATE_LABELS = {"timed_out": "still on server"}
+OWNER_ICONS: dict[str, Any] = {"other": "WINDOW", "recovered": "RECOVER_LAST"}
+STATE_WORDS = {
+    "queued": "Waiting to start",
+    "uploading": "Uploading",
+    "submitting": "Submitting",
+    "submitted": "Processing on the server",
+    "processing": "Processing on the server",
+    "downloading": "Downloading",
+    "downloaded": "Downloaded, not imported yet",
+    "imported": "Imported",
+    "timed_out": "Still processing on the server",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+OTHER_BLENDER = "Running in another Blender"
+RECOVERED = "Recovered from a closed session"
+# Extra words the sidebar uses for API fields that are no property of its own.
+EXTRA_LABELS = {"init_image": "Image", "image_url": "Image URL", "base_url": "Server URL", "api_key": "API Key"}
+_labels: dict[str, str] = {}
 
 
 def scene_settings(context: bpy.types.Context) -> Any:
@@ -34,38 +56,52 @@ def scene_settings(context: bpy.types.Context) -> Any:
     return getattr(context.scene, "modelslab", None)
 
 
-def generate_blocker(context: bpy.types.Context) -> str | None:
-    """Why Generate cannot run now (no key, no image, online access off), or None."""
+def field_labels() -> dict[str, str]:
+    """API field name -> the label the sidebar shows for it (from the scene properties' own names)."""
+    if not _labels:
+        properties = ModelsLabSceneSettings.bl_rna.properties  # type: ignore[attr-defined]
+        _labels.update({prop.identifier: prop.name for prop in properties if prop.identifier != "rna_type"})
+        _labels.update(EXTRA_LABELS)
+    return _labels
+
+
+def people_error(message: str, fix: str) -> tuple[str, str]:
+    """A categorised error's message and fix as the sidebar says them (labels, not API field names)."""
+    return ui_text.people_error(message, fix, field_labels())
+
+
+def image_verdict(context: bpy.types.Context) -> image_check.ImageCheck | None:
+    """What the image path's file is like (None when the image is a URL or no path is set yet)."""
+    settings = scene_settings(context)
+    if settings is None or settings.image_source == "URL" or not settings.image_path.strip():
+        return None
+    if settings.image_path.startswith("//") and not bpy.data.filepath:
+        return None
+    return image_check.check_image_path(os.path.normpath(bpy.path.abspath(settings.image_path)))
+
+
+def generate_blocker(context: bpy.types.Context) -> tuple[str, str] | None:
+    """Why Generate cannot run now, and what to do: (reason, fix), or None."""
     current = session.settings()
     if not current.api_key:
-        return "Set your API key in Preferences > Add-ons > ModelsLab (or MODELSLAB_API_KEY)"
+        return "No API key is set.", "Enter it in Preferences > Add-ons > ModelsLab (or set MODELSLAB_API_KEY)."
     try:
         compat.check_online_access(current.base_url)
     except ModelsLabError:
-        return "Online access is off: allow it in Preferences > System > Network"
+        return "Online access is off.", "Allow it in Preferences > System > Network."
     settings = scene_settings(context)
     if settings.image_source == "URL":
         if not settings.image_url.strip():
-            return "Enter an image URL"
-    elif not settings.image_path.strip():
-        return "Choose an image file"
-    elif settings.image_path.startswith("//") and not bpy.data.filepath:
-        return "Save the .blend first (the image path is relative to it)"
+            return "No image URL yet.", "Enter an image URL above."
+        return None
+    if not settings.image_path.strip():
+        return "No image chosen yet.", "Choose an image file above."
+    if settings.image_path.startswith("//") and not bpy.data.filepath:
+        return "The image path is relative to the .blend file.", "Save the .blend first, or use an absolute path."
+    verdict = image_verdict(context)
+    if verdict is not None and not verdict.ok:
+        return verdict.problem, verdict.fix
     return None
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-
-
-def _elapsed(item: Any) -> str:
-    end = item.finished if item.finished else time.time() - SESSION_EPOCH
-    return _duration(end - item.created)
 
 
 def _wrap_width(context: bpy.types.Context | None) -> int:
@@ -79,12 +115,50 @@ def _wrap_width(context: bpy.types.Context | None) -> int:
 
 
 def _wrapped(layout: Any, text: str, width: int = 40, icon: str = "NONE") -> None:
-    for index, line in enumerate(textwrap.wrap(text, width) or [""]):
-        layout.label(text=line, icon=icon if index == 0 else "BLANK1")
+    """Text over as many labels as it needs; continuation lines line up with the first line's text."""
+    follow = "BLANK1" if icon != "NONE" else "NONE"
+    for index, line in enumerate(ui_text.wrap(text, width)):
+        layout.label(text=line, icon=icon if index == 0 else follow)
+
+
+def _now() -> float:
+    return time.time() - SESSION_EPOCH
+
+
+def running_view(item: Any) -> tuple[float, str]:
+    """(bar fraction, text) for a running row at this moment: time left counting down from the eta."""
+    return ui_text.progress_view(_now(), item.state, item.progress, item.submitted, item.due, item.created)
+
+
+def draw_bar(layout: Any, item: Any, fraction: float, text: str) -> None:
+    """A progress bar: layout.progress (4.0+); before that the row's bar property, as a read-only slider."""
+    if getattr(layout, "progress", None) is not None:
+        compat.draw_progress(layout, fraction, text)
+        return
+    sub = layout.row()
+    sub.enabled = False
+    sub.prop(item, "bar", text=text, slider=True)
+
+
+def is_running(item: Any) -> bool:
+    return item.state in RUNNING_STATES
+
+
+def is_stalled(item: Any) -> bool:
+    """A job listed as running that this Blender does not work on (left over, e.g. resume was refused)."""
+    return is_running(item) and item.owner != "other" and item.local_id not in session.state.active
+
+
+def row_icon(item: Any) -> str:
+    if item.owner in OWNER_ICONS:
+        return OWNER_ICONS[item.owner]
+    if item.state == "imported" and item.object_name and item.object_name not in bpy.data.objects:
+        return "UNLINKED"
+    return STATE_ICONS.get(item.state, "DOT")
 
 
 class MODELSLAB_UL_jobs(bpy.types.UIList):
-    """One row per job: name, state/progress, elapsed, a quick action."""
+    """One row per job: state icon and name; while it runs, its time left and a Cancel button."""
 
     bl_idname = "MODELSLAB_UL_jobs"
 
@@ -100,20 +174,20 @@ class MODELSLAB_UL_jobs(bpy.types.UIList):
         index: int | None = 0,
         flt_flag: int | None = 0,
     ) -> None:
-        state = item.state
-        split = layout.split(factor=0.4, align=True)
-        split.label(text=item.name, icon=STATE_ICONS.get(state, "DOT"))
-        row = split.row(align=True)
-        if state in RUNNING_STATES:
-            label = state if item.eta < 0 else f"{state} ~{_duration(item.eta)}"
-            compat.draw_progress(row, item.progress, label)
-        else:
-            row.label(text=STATE_LABELS.get(state, state))
-        row.label(text=_elapsed(item))
-        if state in RUNNING_STATES:
-            row.operator("modelslab.cancel_job", text="", icon="X", emboss=False).job_id = item.local_id
-        elif state in ("downloaded", "imported"):
-            row.operator("modelslab.reimport_job", text="", icon="IMPORT", emboss=False).job_id = item.local_id
+        row = layout.row(align=True)
+        row.label(text=item.name, icon=row_icon(item))
+        if not is_running(item) or item.owner == "other":
+            return
+        fraction, _text = running_view(item)
+        note = ui_text.short_progress(_now(), item.state, item.submitted, item.due)
+        progress = getattr(row, "progress", None)
+        if progress is not None:  # a small ring with the time left (4.0+)
+            progress(factor=max(0.0, min(1.0, fraction)), type="RING", text=note)
+        elif note:
+            right = row.row(align=True)
+            right.alignment = "RIGHT"
+            right.label(text=note)
+        row.operator("modelslab.cancel_job", text="", icon="X", emboss=False).job_id = item.local_id
 
 
 class _SidebarPanel(bpy.types.Panel):
@@ -133,15 +207,19 @@ class MODELSLAB_PT_generate(_SidebarPanel):
     def draw(self, context: bpy.types.Context) -> None:
         layout: Any = self.layout
         settings = scene_settings(context)
+        width = _wrap_width(context)
         layout.row().prop(settings, "image_source", expand=True)
         if settings.image_source == "URL":
             layout.prop(settings, "image_url", text="")
         else:
             layout.prop(settings, "image_path", text="")
-            path = bpy.path.abspath(settings.image_path) if settings.image_path else ""
-            icon_id = preview_icon(path)
-            if icon_id:
-                layout.template_icon(icon_value=icon_id, scale=6.0)
+            verdict = image_verdict(context)
+            if verdict is not None and verdict.picture:
+                icon_id = preview_icon(os.path.normpath(bpy.path.abspath(settings.image_path)))
+                if icon_id:
+                    layout.template_icon(icon_value=icon_id, scale=6.0)
+            if verdict is not None and verdict.note:
+                _wrapped(layout.column(align=True), verdict.note, width, icon="INFO")
 
         col = layout.column(align=True)
         col.prop(settings, "output_format")
@@ -157,7 +235,10 @@ class MODELSLAB_PT_generate(_SidebarPanel):
         row.enabled = blocker is None
         row.operator("modelslab.image_to_3d", text="Generate", icon="MESH_MONKEY")
         if blocker:
-            _wrapped(layout.column(align=True), blocker, _wrap_width(context), icon="INFO")
+            reason, fix = blocker
+            col = layout.column(align=True)
+            _wrapped(col, reason, width, icon="ERROR" if "image" in reason.lower() else "INFO")
+            _wrapped(col, fix, width, icon="BLANK1")
 
 
 class MODELSLAB_PT_advanced(_SidebarPanel):
@@ -178,6 +259,21 @@ class MODELSLAB_PT_advanced(_SidebarPanel):
         layout.prop(settings, "track_id")
 
 
+def money_line() -> str:
+    """The session's charged jobs and the balance, when the session counts them."""
+    money = getattr(session, "money", None)
+    if money is None:
+        return ""
+    try:
+        data = money()
+    except Exception:  # the list must draw whatever the count hits
+        return ""
+    if isinstance(data, dict):
+        charged = int(data.get("charged") or data.get("charged_jobs") or 0)
+        return ui_text.money_text(charged, data.get("balance"), str(data.get("currency") or ""))
+    return ""
+
+
 class MODELSLAB_PT_jobs(_SidebarPanel):
     """The session's jobs and what can be done with each."""
 
@@ -188,50 +284,69 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
         layout: Any = self.layout
         wm: Any = context.window_manager
         rows = wm.modelslab_jobs
+        width = _wrap_width(context)
         if not len(rows):
-            layout.label(text="No jobs yet")
+            layout.label(text="Finished jobs cleared" if session.state.hidden else "No jobs yet", icon="INFO")
         else:
             layout.template_list(
                 "MODELSLAB_UL_jobs", "", wm, "modelslab_jobs", wm, "modelslab_jobs_index", rows=3, maxrows=8
             )
             index = wm.modelslab_jobs_index
             if 0 <= index < len(rows):
-                self._draw_details(layout, rows[index], _wrap_width(context))
-        row = layout.row(align=True)
-        row.operator("modelslab.clear_finished_jobs", icon="TRASH")
-        row.operator("modelslab.resume_jobs", text="Resume", icon="FILE_REFRESH")
+                self._draw_details(layout, rows[index], width)
+        col = layout.column(align=True)
+        if any(row.state in ("imported", "failed", "cancelled") for row in rows):
+            col.operator("modelslab.clear_finished_jobs", icon="TRASH")
+        if any(row.state == "timed_out" or is_stalled(row) for row in rows):
+            col.operator("modelslab.resume_jobs", text="Resume Waiting", icon="FILE_REFRESH")
+        line = money_line()
+        if line:
+            _wrapped(layout.column(align=True), line, width, icon="FUND")
 
     @staticmethod
     def _draw_details(layout: Any, item: Any, width: int) -> None:
         box = layout.box()
         state = item.state
-        box.label(text=f"{item.name}: {STATE_LABELS.get(state, state)}", icon=STATE_ICONS.get(state, "DOT"))
-        if state in RUNNING_STATES:
-            compat.draw_progress(box, item.progress, STATE_LABELS.get(state, state))
-            timing = f"Elapsed {_elapsed(item)}"
-            if item.eta >= 0:
-                timing += f", server eta ~{_duration(item.eta)}"
-            box.label(text=timing)
+        col = box.column(align=True)
+        _wrapped(col, item.name, width, icon=row_icon(item))
+        if item.owner == "other":
+            _wrapped(col, f"{OTHER_BLENDER}: {STATE_WORDS.get(state, state).lower()}", width)
+            return
+        if item.owner == "recovered":
+            _wrapped(col, RECOVERED, width)
+        if is_running(item):
+            fraction, text = running_view(item)
+            draw_bar(box, item, fraction, text)
+            box.label(text=f"Elapsed {ui_text.duration(_now() - item.created)}")
+            if item.message and state not in ("submitted", "processing"):
+                _wrapped(box.column(align=True), item.message, width)
         else:
-            box.label(text=f"Took {_elapsed(item)}")
-        if item.message and state not in ("failed",):
-            _wrapped(box.column(align=True), item.message, width)
-        if state == "failed":
+            col.label(text=STATE_WORDS.get(state, state))
+            if item.took:
+                col.label(text=f"Took {ui_text.duration(item.took)}")
+        missing = state == "imported" and item.object_name and item.object_name not in bpy.data.objects
+        if state == "imported":
+            shown = "Imported elsewhere (not in this file)" if missing else f"Object: {item.object_name}"
+            _wrapped(box.column(align=True), shown, width)
+        if state == "failed" or (state == "cancelled" and item.category and item.message):
+            message, fix = people_error(item.message, item.fix)
             col = box.column(align=True)
-            _wrapped(col, f"[{item.category}] {item.message}" if item.category else item.message, width, icon="ERROR")
-            if item.fix:
-                _wrapped(col, item.fix, width, icon="QUESTION")
+            _wrapped(col, message, width, icon="ERROR")
+            if fix:
+                col.separator()
+                _wrapped(col, fix, width, icon="HELP")
+        elif state == "cancelled" and item.message:
+            _wrapped(box.column(align=True), item.message, width)
         if state == "timed_out":
-            box.label(text="Still processing on the server: Resume to keep waiting", icon="INFO")
-        row = box.row(align=True)
-        if state in RUNNING_STATES:
-            row.operator("modelslab.cancel_job", icon="X").job_id = item.local_id
+            _wrapped(box.column(align=True), "Resume Waiting keeps polling; the job is not sent again.", width)
+        actions = box.column(align=True)
+        if is_running(item):
+            actions.operator("modelslab.cancel_job", text="Cancel", icon="X").job_id = item.local_id
         if item.file_path or state in ("downloaded", "imported"):
-            label = "Import" if state == "downloaded" else "Re-import"
-            row.operator("modelslab.reimport_job", text=label, icon="IMPORT").job_id = item.local_id
-        row = box.row(align=True)
-        row.operator("modelslab.open_job_folder", icon="FILE_FOLDER").job_id = item.local_id
+            label = "Import" if state == "downloaded" or missing else "Re-import"
+            actions.operator("modelslab.reimport_job", text=label, icon="IMPORT").job_id = item.local_id
+        actions.operator("modelslab.open_job_folder", text="Open Folder", icon="FILE_FOLDER").job_id = item.local_id
         if item.result_url:
-            row.operator("modelslab.copy_result_url", text="Copy URL", icon="COPYDOWN").job_id = item.local_id
-        if state in RUNNING_STATES and item.was_submitted:
+            actions.operator("modelslab.copy_result_url", text="Copy URL", icon="COPYDOWN").job_id = item.local_id
+        if is_running(item) and item.was_submitted:
             _wrapped(box.column(align=True), "Cancel stops waiting; the server may still charge for this job.", width)
