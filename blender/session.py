@@ -231,6 +231,9 @@ def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
     state.forget_jobs()
     if runner is not None:
         runner.shutdown(wait=wait, timeout=timeout)
+        for event in runner.drain_events():  # settled after the last pump: the ledger still hears of them
+            if event.record.is_settled:
+                note_settled(event.record)
         try:
             runner.client.close()
         except Exception as exc:  # closing sessions must not stop unregister
