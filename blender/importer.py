@@ -8,6 +8,7 @@ removes whatever it created and raises ModelsLabError(bad_mesh).
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,10 @@ import bpy
 from ..api import Category, ModelsLabError
 from ..api.errors import invalid_input
 from ..api.records import TERMINAL_STATES, JobState
+from .assets import mark_asset
+from .bake import bake_vertex_colors
 from .inputs import drop_prepared_upload
+from .placement import apply_placement, check_import_options
 from .rows import update_row
 from .session import get_runner, settings
 
@@ -88,10 +92,13 @@ def import_mesh(
     name: str,
     options: ImportOptions | None = None,
     provenance: Provenance | None = None,
+    import_options: dict[str, Any] | None = None,
 ) -> bpy.types.Object:
     """Import filepath (obj/glb/ply/stl) as one new selected, active object at the 3D cursor.
 
-    Raises ModelsLabError(bad_mesh) with nothing left behind when the file cannot be imported.
+    import_options (placement.check_import_options): grounding, target height, fit to a placeholder, facing,
+    then a baked texture and the asset mark. Raises ModelsLabError(bad_mesh) with nothing left behind when the
+    file cannot be imported; a bake or asset step that fails leaves the object as imported, with a warning.
     """
     options = options or ImportOptions()
     fmt = (fmt or os.path.splitext(filepath)[1].lstrip(".")).lower()
@@ -131,6 +138,9 @@ def import_mesh(
             modifier.ratio = options.decimate_ratio
         if provenance is not None:
             provenance.apply(obj)
+        if import_options:
+            applied = apply_placement(obj, import_options, scene)
+            obj["modelslab_import"] = json.dumps(applied, sort_keys=True)
         for ob in context.selected_objects:
             if ob != obj:
                 ob.select_set(False)
@@ -142,9 +152,33 @@ def import_mesh(
     except Exception as exc:  # an importer's own error: report it as a bad mesh, leave nothing behind
         _remove_objects(created or [ob for ob in bpy.data.objects if ob.as_pointer() not in before])
         raise bad_mesh(f"Blender could not import the {fmt.upper()} file: {_short(exc)}") from exc
+    if import_options:
+        _finish(context, obj, import_options, has_colors)
     if options.undo_push:
         push_undo(UNDO_MESSAGE)
     return obj
+
+
+def _finish(context: bpy.types.Context, obj: bpy.types.Object, import_options: dict[str, Any], colors: bool) -> None:
+    """Bake and mark as asset; a failure here keeps the imported object and is reported as a warning."""
+    warnings = []
+    size = int(import_options.get("bake_size") or 0)
+    if size:
+        try:
+            if not colors:
+                raise bad_mesh("the mesh has no vertex colours to bake")
+            bake_vertex_colors(obj, size, COLOR_ATTRIBUTE, context)
+        except (ModelsLabError, RuntimeError) as exc:
+            warnings.append(f"texture not baked: {_short(exc)}")
+    if import_options.get("as_asset"):
+        try:
+            if not mark_asset(obj):
+                warnings.append("not marked as an asset: this Blender has no asset API")
+        except (ModelsLabError, RuntimeError) as exc:
+            warnings.append(f"not marked as an asset: {_short(exc)}")
+    if warnings:
+        obj["modelslab_warning"] = "; ".join(warnings)
+        print(f"ModelsLab: {obj.name}: {'; '.join(warnings)}", file=sys.stderr)
 
 
 def push_undo(message: str) -> None:
@@ -418,6 +452,7 @@ def import_job(local_id: str, context: bpy.types.Context | None = None, *, again
                 name=record.name,
                 options=ImportOptions.from_settings(settings()),
                 provenance=provenance,
+                import_options=check_import_options(record.extra.get("import_options")),
             )
     except ModelsLabError as exc:
         if record.state == JobState.DOWNLOADED:

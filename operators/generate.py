@@ -4,11 +4,12 @@
 from typing import TYPE_CHECKING
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..api import ModelsLabError
 from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, PARAM_FIELDS, RESOLUTION_RANGE
-from ..blender import inputs, results, runtime
+from ..blender import inputs, placement, results, runtime
+from ..blender.props import FACING_ITEMS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -69,20 +70,52 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     )
     webhook: StringProperty(name="Webhook", options={"SKIP_SAVE"})
     track_id: StringProperty(name="Track ID", options={"SKIP_SAVE"})
+    # Import options (unset: the scene's Import settings); checked by placement.check_import_options.
+    ground: BoolProperty(
+        name="Ground", description="Origin at the bottom centre, standing on the 3D cursor", options={"SKIP_SAVE"}
+    )
+    target_height: FloatProperty(
+        name="Height",
+        description="Uniform scale to this height in scene units (0 keeps the size)",
+        soft_min=0.0,
+        subtype="DISTANCE",
+        unit="LENGTH",
+        options={"SKIP_SAVE"},
+    )
+    fit_to_selected: BoolProperty(
+        name="Fit to Selected",
+        description="Take the selected object's place, rotation and box; it is hidden",
+        options={"SKIP_SAVE"},
+    )
+    facing: EnumProperty(name="Facing", items=FACING_ITEMS, default="-Y", options={"SKIP_SAVE"})
+    as_asset: BoolProperty(name="Mark as Asset", options={"SKIP_SAVE"})
+    bake_size: IntProperty(
+        name="Bake Texture",
+        description="Bake the vertex colours to a texture this size (0 = off, 256 to 4096)",
+        soft_min=0,
+        soft_max=placement.BAKE_SIZE_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
         values = {name: getattr(self, name) for name in PARAM_FIELDS if self.properties.is_property_set(name)}
         if "output_format" in values:
             values["output_format"] = values["output_format"].strip().lower() or None
         image = self.image.strip() or scene_image(context)
+        scene_settings = getattr(context.scene, "modelslab", None)
+        explicit = {
+            name: getattr(self, name) for name in placement.OPTION_FIELDS if self.properties.is_property_set(name)
+        }
         try:
-            params = inputs.build_params(values, getattr(context.scene, "modelslab", None))
+            params = inputs.build_params(values, scene_settings)
+            import_options = placement.collect_import_options(explicit, scene_settings, context)
             resolved = inputs.resolve_image(image)
+            extra = {"import_options": import_options}
             if not bpy.app.background:
-                record = runtime.submit(resolved, params, origin="operator")
+                record = runtime.submit(resolved, params, origin="operator", extra=extra)
                 self.report({"INFO"}, f"ModelsLab: generating {record.name} (see the sidebar's job list)")
                 return {"FINISHED"}
-            record = runtime.submit(resolved, params, auto_import=False, origin="operator")
+            record = runtime.submit(resolved, params, auto_import=False, origin="operator", extra=extra)
             print(f"ModelsLab: {record.name}: submitted as job {record.local_id}", flush=True)
             final = results.wait_for(record.local_id, None, results.print_progress)
             obj = results.object_or_raise(final)
