@@ -1,4 +1,4 @@
-"""Vertex colours -> an image texture: Smart UV Project, a Cycles (CPU) diffuse-colour bake of the `Color`
+"""Vertex colours -> an image texture: Smart UV Project, a Cycles (CPU) emission bake of the `Color`
 attribute, the object's material switched to the image, the image packed into the .blend.
 
 Game engines and most exporters do not carry vertex colours reliably; an image texture they all understand.
@@ -40,9 +40,9 @@ def bake_vertex_colors(
     for node in tree.nodes:
         node.select = node == texture
     tree.nodes.active = texture  # the bake writes into the active image node
-    with _cycles_cpu(context.scene), _only_selected(obj, context) as override:
+    with _cycles_cpu(context.scene), _only_selected(obj, context) as override, _emitting(tree, color_attribute):
         with context.temp_override(**override):
-            result = bpy.ops.object.bake(type="DIFFUSE", pass_filter={"COLOR"}, margin=BAKE_MARGIN, use_clear=True)
+            result = bpy.ops.object.bake(type="EMIT", margin=BAKE_MARGIN, use_clear=True)
     if "FINISHED" not in result:
         raise ModelsLabError(Category.BAD_MESH, f"Baking {obj.name}'s colours did not finish ({sorted(result)}).")
     image.pack()
@@ -80,6 +80,26 @@ def _baking_material(obj: bpy.types.Object, color_attribute: str) -> bpy.types.M
     if not any(n.type == "ATTRIBUTE" and n.attribute_name == color_attribute for n in tree.nodes):
         raise ModelsLabError(Category.BAD_MESH, f"{obj.name}'s material does not read the {color_attribute} colours.")
     return material
+
+
+@contextmanager
+def _emitting(tree: Any, color_attribute: str) -> Iterator[None]:
+    """The attribute straight into an Emission shader on the output while baking: the bake then holds exactly the
+    vertex colours (a diffuse-colour bake of the Principled BSDF is slightly darkened by its specular layer)."""
+    output = next((n for n in tree.nodes if n.type == "OUTPUT_MATERIAL" and n.is_active_output), None)
+    output = output or next(n for n in tree.nodes if n.type == "OUTPUT_MATERIAL")
+    attribute = next(n for n in tree.nodes if n.type == "ATTRIBUTE" and n.attribute_name == color_attribute)
+    surface = output.inputs["Surface"]
+    previous = [link.from_socket for link in surface.links]
+    emission = tree.nodes.new("ShaderNodeEmission")
+    tree.links.new(attribute.outputs["Color"], emission.inputs["Color"])
+    tree.links.new(emission.outputs["Emission"], surface)
+    try:
+        yield
+    finally:
+        tree.nodes.remove(emission)
+        for socket in previous:
+            tree.links.new(socket, surface)
 
 
 @contextmanager

@@ -37,10 +37,13 @@ def export_object(obj: bpy.types.Object, path: str | Path, fmt: str | None = Non
     kind = check_export_format(fmt or target.suffix)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _only_selected(obj), _images_beside(obj, target, kind == "obj"):
+        kwargs: dict[str, Any]
         if kind == "glb":
-            result = bpy.ops.export_scene.gltf(
-                filepath=str(target), export_format="GLB", use_selection=True, export_apply=True
-            )
+            gltf: Any = bpy.ops.export_scene.gltf
+            kwargs = {"filepath": str(target), "export_format": "GLB", "use_selection": True, "export_apply": True}
+            if _object_images(obj):  # baked: the texture alone (importers multiply COLOR_0 into it)
+                kwargs.update(_no_vertex_colors(gltf))
+            result = gltf(**kwargs)
         elif kind == "fbx":
             result = bpy.ops.export_scene.fbx(
                 filepath=str(target),
@@ -51,7 +54,7 @@ def export_object(obj: bpy.types.Object, path: str | Path, fmt: str | None = Non
             )
         else:
             op: Any = bpy.ops.wm.obj_export
-            kwargs: dict[str, Any] = {
+            kwargs = {
                 "filepath": str(target),
                 "export_selected_objects": True,
                 "apply_modifiers": True,
@@ -65,6 +68,14 @@ def export_object(obj: bpy.types.Object, path: str | Path, fmt: str | None = Non
     if "FINISHED" not in result or not target.is_file():
         raise invalid_input(f"Blender's {kind.upper()} exporter did not write {target.name} ({sorted(result)}).")
     return target
+
+
+def _no_vertex_colors(gltf: Any) -> dict[str, Any]:
+    """The glTF exporter's switch for leaving vertex colours out (renamed in Blender 4.2)."""
+    props = {p.identifier for p in gltf.get_rna_type().properties}
+    if "export_vertex_color" in props:
+        return {"export_vertex_color": "NONE"}
+    return {"export_colors": False} if "export_colors" in props else {}
 
 
 def _object_images(obj: bpy.types.Object) -> list[Any]:

@@ -10,6 +10,7 @@ Every scenario measures and reports numbers from the scene; the test module asse
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -84,9 +85,8 @@ def material_images(obj: Any) -> list[dict[str, Any]]:
         material = slot.material
         if material is None or material.node_tree is None:
             continue
-        for link in material.node_tree.links:
-            node = link.from_node
-            if node.type == "TEX_IMAGE" and node.image is not None and link.to_socket.name == "Base Color":
+        for node in _upstream(material.node_tree, "Base Color"):
+            if node.type == "TEX_IMAGE" and node.image is not None:
                 image = node.image
                 found.append(
                     {
@@ -97,6 +97,19 @@ def material_images(obj: Any) -> list[dict[str, Any]]:
                         "has_data": bool(image.has_data) or image.packed_file is not None,
                     }
                 )
+    return found
+
+
+def _upstream(tree: Any, socket_name: str) -> list[Any]:
+    """Every node feeding the Principled BSDF's socket, directly or through other nodes."""
+    principled = [n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"]
+    found: list[Any] = []
+    todo = [link.from_node for link in tree.links if link.to_node in principled and link.to_socket.name == socket_name]
+    while todo:
+        node = todo.pop()
+        if node not in found:
+            found.append(node)
+            todo.extend(link.from_node for link in tree.links if link.to_node == node)
     return found
 
 
@@ -256,7 +269,7 @@ def bake_export(context: Any, image: str, params: dict[str, Any], size: int, out
     np.savez(reference, positions=world_vertices(obj), colors=srgb)
     out["reference"] = str(reference)
     out["vertex_color_mean_srgb"] = srgb.mean(axis=0).tolist()
-    exporter = sys.modules[f"{context.module}.blender.export"]
+    exporter = importlib.import_module(f"{context.module}.blender.export")
     out["exports"] = {}
     for fmt in ("glb", "fbx", "obj"):
         path = exporter.export_object(obj, Path(out_dir) / f"model.{fmt}", fmt)
@@ -296,7 +309,7 @@ def assets(context: Any, image: str, params: dict[str, Any], blend_path: str, li
     out["catalog_before_save"] = catalog.is_file()
     bpy.ops.wm.save_as_mainfile(filepath=blend_path)
     out["catalog_after_save"] = catalog.read_text(encoding="utf-8") if catalog.is_file() else None
-    writer = sys.modules[f"{context.module}.blender.assets"]
+    writer = importlib.import_module(f"{context.module}.blender.assets")
     library = writer.write_asset_library([obj, other], library_dir)
     out["library"] = str(library)
     out["other_is_asset_after"] = other.asset_data is not None

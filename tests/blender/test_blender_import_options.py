@@ -168,7 +168,8 @@ def test_baked_texture_survives_a_gltf_round_trip(
     ]
     assert not result["attribute_still_linked"]
     assert result["render_engine_after"] == result["render_engine_before"]  # the bake put the scene's engine back
-    assert result["in_scene_corner_difference"]["median"] < 0.02, result["in_scene_corner_difference"]
+    # sRGB 0..1 units; the bake reads 8-bit texels, so about 0.002 is the floor
+    assert result["in_scene_corner_difference"]["median"] < 0.005, result["in_scene_corner_difference"]
 
     for fmt in ("glb", "fbx", "obj"):
         assert Path(result["exports"][fmt]).stat().st_size > 10_000, fmt
@@ -178,9 +179,10 @@ def test_baked_texture_survives_a_gltf_round_trip(
     back = inspect("glb", result["exports"]["glb"], result["reference"])
     assert len(back["meshes"]) == 1
     assert back["images"] and back["images"][0]["size"] == [512, 512], back["images"]
+    assert back["color_attributes"] == []  # the texture alone: no vertex colours multiplied into it
     assert back["position_match_max"] < 1e-3, back["position_match_max"]
-    assert back["mean_colour_difference"] < 0.02, back
-    assert back["corner_difference"]["median"] < 0.02 and back["corner_difference"]["p95"] < 0.1, back
+    assert back["mean_colour_difference"] < 0.005, back
+    assert back["corner_difference"]["median"] < 0.005 and back["corner_difference"]["p95"] < 0.02, back
 
 
 def test_assets_are_marked_and_a_library_reads_back_in_a_clean_bpy(
