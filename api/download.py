@@ -294,8 +294,11 @@ def _stream_to(
                 retry=True,
                 retry_limit=1,
             )
+        _check_complete(temp, target, done)
         _check_contained(temp, target, fmt, host)
-        _move_into_place(temp, target, fmt, done)
+        if not _move_into_place(temp, target, fmt):
+            with contextlib.suppress(OSError):
+                temp.unlink()  # another process finished first: its file stays (it may be importing it), ours goes
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -316,36 +319,45 @@ def _open_temp(target: Path) -> tuple[BinaryIO, Path]:
     raise _DownloadFailure(_interfered(target.parent, "its folder kept disappearing"), retry=True)
 
 
+def _check_complete(temp: Path, target: Path, done: int) -> None:
+    """The temp file on disk is still there and holds every byte received."""
+    try:
+        size = temp.stat().st_size
+    except FileNotFoundError:
+        raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
+    except OSError as exc:
+        raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+    if size != done:
+        raise _DownloadFailure(
+            _interfered(target.parent, "the file on disk is shorter than the bytes received"), retry=True
+        )
+
+
 def _check_contained(temp: Path, target: Path, fmt: str, host: str) -> None:
     """api.meshcheck on the finished temp file, resolving names against the target's folder."""
     try:
         check_self_contained(temp, fmt, display=host)
     except ModelsLabError as error:
+        if not temp.exists():
+            raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
         # The same bytes come back on a retry; another URL (a mirror) may hold a clean copy.
         raise _DownloadFailure(error, retry=False) from None
 
 
-def _move_into_place(temp: Path, target: Path, fmt: str, done: int) -> None:
-    """Rename the checked temp file to target, unless another process already put a valid file there."""
-    try:
-        if temp.stat().st_size != done:
-            raise _DownloadFailure(
-                _interfered(target.parent, "the file on disk is shorter than the bytes received"), retry=True
-            )
-    except FileNotFoundError:
-        raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
-    except OSError as exc:
-        raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+def _move_into_place(temp: Path, target: Path, fmt: str) -> bool:
+    """Rename the checked temp file to target and return True, or return False when another process already
+    put a valid file there."""
     if _valid_file(target, fmt):
-        return  # another process finished first; its file stays (it may be importing it), ours is dropped
+        return False
     try:
         _replace(temp, target)
     except FileNotFoundError:
         raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
     except OSError as exc:
         if _valid_file(target, fmt):
-            return  # e.g. Windows: the target was open in another process that had just put it there
+            return False  # e.g. Windows: the target was open in another process that had just put it there
         raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
+    return True
 
 
 def _replace(source: Path, target: Path, attempts: int = 5) -> None:
