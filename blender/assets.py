@@ -35,7 +35,7 @@ _CATALOG_HEADER = (
 
 def can_mark_assets() -> bool:
     """Whether this Blender has the asset API (3.0+)."""
-    return hasattr(bpy.types.ID, "asset_mark")
+    return "asset_mark" in bpy.types.ID.bl_rna.functions
 
 
 def mark_asset(obj: bpy.types.Object, *, preview: bool = True) -> bool:

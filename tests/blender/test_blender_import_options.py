@@ -202,7 +202,7 @@ def test_assets_are_marked_and_a_library_reads_back_in_a_clean_bpy(
         library_dir=str(library_dir),
     )
     asset = result["asset"]
-    assert asset is not None and result["warning"] is None, result
+    assert asset is not None and result["warning"] is None, result["warning"]
     assert asset["catalog_id"] == result["catalog_id_constant"]
     assert "source: duck_512.png" in asset["tags"] and "seed: 42" in asset["tags"], asset["tags"]
     assert f"job: {result['job_id']}" in asset["tags"] and f"resolution: {FAST_PARAMS['resolution']}" in asset["tags"]
