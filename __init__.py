@@ -17,19 +17,24 @@ from . import operators, panels  # noqa: E402
 from .blender import preferences, props, runtime, scripting  # noqa: E402
 
 SCRIPT_MODULE_ALIAS = "modelslab"
+# Installed as an extension (module bl_ext.<repository>.modelslab_3d), Blender's policy forbids adding top-level
+# modules: scripts reach the API as this package's `scripting` attribute (see README). The legacy add-on keeps
+# the `import modelslab` alias, where no such policy applies.
+_ADD_SCRIPT_ALIAS = not (__package__ or __name__).startswith("bl_ext.")
 
 _CLASSES = (*preferences.CLASSES, *props.CLASSES, *operators.CLASSES, *panels.CLASSES)
 
 
 def register() -> None:
-    """Register classes, properties, handlers and the `import modelslab` alias."""
+    """Register classes, properties, handlers and (legacy add-on only) the `import modelslab` alias."""
     import bpy
 
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     props.register_properties()
     runtime.register()
-    sys.modules.setdefault(SCRIPT_MODULE_ALIAS, scripting)
+    if _ADD_SCRIPT_ALIAS:
+        sys.modules.setdefault(SCRIPT_MODULE_ALIAS, scripting)
 
 
 def unregister() -> None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..api import Category, ModelsLabError
-from ..api.records import JobState
+from ..api import ModelsLabError
+from ..api.records import JobState, may_have_been_charged
 from .importer import import_job
-from .inputs import build_params, display_name
+from .inputs import build_params, display_name, source_identity
 from .results import failure_row, interrupted_row, original_source, result_of, wait_any
 from .runtime import resume_job, resume_unfinished, submit
 from .session import get_record, journal, peek_runner, settings
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
     from ..api.records import JobEvent, JobRecord
 
 WAIT_SLICE = 0.25  # seconds one wait for "any job settled" blocks before a stop request is checked again
-# A refusal means the server never took the job; anything else after SUBMITTING may have been charged.
-_REFUSED = frozenset(
-    c.value for c in (Category.RATE_LIMITED, Category.INVALID_INPUT, Category.AUTH, Category.CREDITS, Category.OFFLINE)
-)
-
 Row = dict[str, Any]
 
 
@@ -46,23 +41,6 @@ class BatchItem:
     started: float = field(default_factory=time.monotonic)
     resumed: bool = False
     row: Row | None = None
-
-
-def source_key(source: str) -> str:
-    """The same input given twice (relative or absolute path, or URL) maps to one key."""
-    if "://" in source:
-        return source
-    return str(Path(source).expanduser().absolute())
-
-
-def may_have_been_charged(record: "JobRecord") -> bool:
-    """Whether a job may have reached the server: it has a remote id, or a submit was cut off unanswered
-    (record.was_submitted, except when the server answered with a refusal)."""
-    if record.remote_id:
-        return True
-    if (record.error or {}).get("category") in _REFUSED:
-        return False  # refused by the server, or stopped before anything was sent
-    return bool(record.was_submitted)
 
 
 class Batch:
@@ -112,7 +90,7 @@ class Batch:
     def add(self, images: Iterable[str]) -> None:
         """Inputs to submit (in order), except those a resumed job already covers."""
         for image in images:
-            if source_key(image) in self.covered:
+            if source_identity(image) in self.covered:
                 continue
             item = BatchItem(image=image)
             self.items.append(item)
@@ -121,7 +99,7 @@ class Batch:
     def follow(self, record: "JobRecord", note: str | None = None) -> BatchItem:
         """Report a job that already exists (resumed or downloaded earlier); never submitted again."""
         item = BatchItem(image=original_source(record), local_id=record.local_id, resumed=True)
-        self.covered.add(source_key(item.image))
+        self.covered.add(source_identity(item.image))
         self.items.append(item)
         self.active[record.local_id] = item
         self.last_state[record.local_id] = str(record.state)
@@ -134,17 +112,18 @@ class Batch:
 
         Imported jobs count when the earlier run never reported them (`reported`: job ids it did), or when
         reimport_reported (the killed run's scene is gone): they are imported again from the cache, no request.
+        Reported ones are left alone, and their inputs are not submitted again.
         Failed ones that may have been charged are reported, never sent again; others are simply resubmitted.
         """
         latest: dict[str, JobRecord] = {}
         for record in journal().all():
             if (record.extra or {}).get("batch") != self.tag:
                 continue
-            key = source_key(original_source(record))
+            key = source_identity(original_source(record))
             if key not in latest or record.created_at > latest[key].created_at:
                 latest[key] = record
         chosen = []
-        for record in latest.values():
+        for key, record in latest.items():
             ended = record.state in (JobState.FAILED, JobState.CANCELLED)
             if ended and not may_have_been_charged(record):
                 continue  # the server never took it: an input given again is simply submitted again
@@ -152,6 +131,7 @@ class Batch:
                 if not (record.file_path and Path(record.file_path).is_file()):
                     continue
                 if record.local_id in reported and not reimport_reported:
+                    self.covered.add(key)  # done and reported earlier: given again, it is not submitted again
                     continue
             chosen.append(record)
         for record in sorted(chosen, key=lambda r: r.created_at):

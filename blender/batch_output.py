@@ -1,13 +1,16 @@
-"""What a headless batch leaves behind besides its result rows: the imported objects laid out in a row, a copy
-of each mesh and a small preview render in the output folder, and the saved .blend.
+"""What a headless batch leaves behind: its result rows in OUT/results.jsonl, the imported objects laid out in a
+row, a copy of each mesh and a small preview render in the output folder, and the saved .blend.
 
 Kept apart from the engine (blender/batch.py): none of this changes which jobs run or how they end, and the
 script API's run() does without it.
 """
 
+import contextlib
+import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import bpy
 from mathutils import Vector
@@ -17,6 +20,100 @@ from ..api.cache import safe_name
 PREVIEW_SIZE = 256
 PREVIEW_SAMPLES = 12
 ROW_GAP = 0.4  # scene units between imported objects laid out in a row
+
+
+class ResultsLog:
+    """OUT/results.jsonl: one JSON line appended (and flushed) per result, so a batch of any size costs the same
+    per row. A later line for the same job (or, before it had one, the same input) supersedes an earlier one.
+
+    keep_previous (--resume) keeps what earlier runs wrote; otherwise the file starts empty at the first row.
+    """
+
+    def __init__(self, out_dir: Path, keep_previous: bool) -> None:
+        self.path = out_dir / "results.jsonl"
+        self.rows: dict[str, dict[str, Any]] = read_results(self.path) if keep_previous else {}
+        self.keep_previous = keep_previous
+        self._handle: IO[str] | None = None
+
+    def reported_imports(self) -> set[str]:
+        """Job ids an earlier run reported as imported."""
+        return {str(row["job_id"]) for row in self.rows.values() if row.get("status") == "imported"}
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row at the end of the file, flushed (a killed batch keeps every row reported before)."""
+        if self._handle is None:
+            self._handle = self._open()
+        if row.get("job_id"):
+            self.rows.pop(_image_key(row), None)
+        self.rows[result_key(row)] = row
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Close the file (rows are already flushed)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _open(self) -> IO[str]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.keep_previous:
+            return open(self.path, "w", encoding="utf-8")
+        lines = _line_count(self.path)
+        if lines > len(self.rows):
+            # Earlier runs left superseded lines: write the current rows once, so resumes never pile them up.
+            tmp = self.path.with_name(f".results.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows.values())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        handle = open(self.path, "a+", encoding="utf-8")
+        if handle.tell() > 0:
+            handle.seek(handle.tell() - 1)
+            if handle.read(1) != "\n":  # a run killed in the middle of a line: start on a fresh one
+                handle.write("\n")
+        return handle
+
+
+def result_key(row: dict[str, Any]) -> str:
+    """What a result row is about: its job, or its input while it has no job."""
+    return str(row.get("job_id") or _image_key(row))
+
+
+def _image_key(row: dict[str, Any]) -> str:
+    return f"image:{row.get('image')}"
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of a results file by result_key(), later lines superseding earlier ones; damaged lines skipped."""
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return rows
+    with handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                if row.get("job_id"):
+                    rows.pop(_image_key(row), None)
+                rows[result_key(row)] = row
+    return rows
+
+
+def _line_count(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except FileNotFoundError:
+        return 0
 
 
 class BatchOutput:

@@ -3,6 +3,8 @@ and the generation parameters (explicit values, then the scene's settings, then 
 
 import hashlib
 import os
+import stat
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +42,31 @@ def display_name(image: str) -> str:
     return _last_part(image).name or image
 
 
+def source_identity(image: str) -> str:
+    """The one identity of an image argument, as the journal stores it and every caller compares it.
+
+    A URL stays as given; a path is made absolute (`~` expanded, `//` against the saved .blend's folder) and
+    normalised, so `../examples/a.png` and `/work/examples/a.png` are the same input. Symlinks are kept (the
+    path the user gave is what they recognise). A `//` path of an unsaved file stays as given.
+    """
+    text = (image or "").strip()
+    if not text or is_url(text):
+        return text
+    if text.startswith("//"):
+        if not bpy.data.filepath:
+            return text
+        path = bpy.path.abspath(text)
+    else:
+        path = os.path.expanduser(text)
+    return os.path.normpath(os.path.abspath(path))
+
+
 def resolve_image(image: str) -> ImageInput:
     """Validate an image argument: http(s) URL, absolute/relative path or `//`-relative to the saved .blend.
 
     Local images the service cannot take (over 5 MB, or a format Blender reads but the service does not) are
-    re-encoded as PNG (downscaled if needed) with Blender's image API. Raises ModelsLabError(invalid_input).
+    re-encoded as PNG (downscaled if needed, EXIF orientation applied) with Blender's image API.
+    Raises ModelsLabError(invalid_input).
     """
     text = (image or "").strip()
     if not text:
@@ -52,20 +74,40 @@ def resolve_image(image: str) -> ImageInput:
     if is_url(text):
         check_http_url(text, "image")
         return ImageInput(text, _clean_name(_last_part(text).stem), text, True)
-    if text.startswith("//"):
-        if not bpy.data.filepath:
-            raise invalid_input(
-                f"The path {text} is relative to the .blend file, but this file has not been saved.",
-                "Save the .blend file first, or use an absolute path.",
-            )
-        path = bpy.path.abspath(text)
-    else:
-        path = os.path.expanduser(text)
-    path = os.path.normpath(os.path.abspath(path))
+    if text.startswith("//") and not bpy.data.filepath:
+        raise invalid_input(
+            f"The path {text} is relative to the .blend file, but this file has not been saved.",
+            "Save the .blend file first, or use an absolute path.",
+        )
+    path = source_identity(text)
     if not os.path.isfile(path):
-        raise invalid_input(f"Image file not found: {path}", "Check the path; the file may have been moved.")
+        raise _not_an_image_file(path)
     prepared = prepare_local_image(path)
     return ImageInput(prepared, _clean_name(Path(path).stem), path, False)
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISDIR, "a folder", "Choose an image file inside it."),
+    (stat.S_ISFIFO, "a named pipe (FIFO)", "Save the image to an ordinary file and choose that."),
+    (stat.S_ISCHR, "a character device", "Choose an ordinary image file."),
+    (stat.S_ISBLK, "a block device", "Choose an ordinary image file."),
+    (stat.S_ISSOCK, "a socket", "Choose an ordinary image file."),
+)
+
+
+def _not_an_image_file(path: str) -> ModelsLabError:
+    """The error for a path that is not a regular file: say what it is (stat never opens it, so a FIFO never
+    blocks here)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return invalid_input(f"Image file not found: {path}", "Check the path; the file may have been moved.")
+    except OSError as exc:
+        return invalid_input(f"Cannot access the image file {path}: {exc.strerror or exc}", "Check its permissions.")
+    for test, what, fix in _SPECIAL_FILES:
+        if test(mode):
+            return invalid_input(f"{path} is {what}, not an image file.", fix)
+    return invalid_input(f"{path} is not a regular file.", "Choose an ordinary image file.")
 
 
 def _clean_name(stem: str) -> str:
@@ -99,8 +141,11 @@ def prepare_local_image(path: str) -> str:
 
 
 def _reencode_png(path: str, size: int) -> str:
-    stat = os.stat(path)
-    digest = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    stat_result = os.stat(path)
+    orientation = jpeg_orientation(path)
+    # The orientation is part of the key: a copy made before it was applied is never reused.
+    key = f"{path}|{stat_result.st_size}|{stat_result.st_mtime_ns}|upright{orientation}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     out_dir = uploads_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{digest}.png"
@@ -112,6 +157,8 @@ def _reencode_png(path: str, size: int) -> str:
         width, height = int(size_px[0]), int(size_px[1])
         if width <= 0 or height <= 0:
             raise invalid_input(f"Blender could not read the image {path}.", "Convert it to PNG or JPEG.")
+        if orientation != 1:
+            width, height = _apply_orientation(image, orientation)
         scale = 1.0
         for _attempt in range(8):
             if scale < 1.0:
@@ -134,6 +181,93 @@ def _reencode_png(path: str, size: int) -> str:
         f"The image {path} is {size / (1 << 20):.1f} MB and could not be made smaller than 5 MB.",
         "Resize or compress the image, or give an image URL instead.",
     )
+
+
+# Reading the one EXIF field by hand: Blender's Python has no imaging library (no Pillow), and its image loader
+# ignores EXIF orientation, so a phone's portrait photo would be re-encoded sideways.
+_EXIF_ORIENTATION_TAG = 0x0112
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # TEM, RST0-7: markers without a length
+_JPEG_SCAN_BYTES = 1 << 20  # the EXIF block comes before the image data, in the first segments
+
+
+def jpeg_orientation(path: str) -> int:
+    """The EXIF orientation (1-8) of a JPEG file; 1 (as stored) for other files or when there is none."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_JPEG_SCAN_BYTES)
+    except OSError:
+        return 1
+    if not data.startswith(b"\xff\xd8"):
+        return 1
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return 1  # not a marker where one must be: a damaged file, leave it as stored
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF block before it
+            return 1
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
+            return _tiff_orientation(segment[6:])
+        pos += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Orientation from the first IFD of an EXIF TIFF block; 1 when absent or malformed."""
+    if tiff[:4] == b"II*\x00":
+        order = "<"
+    elif tiff[:4] == b"MM\x00*":
+        order = ">"
+    else:
+        return 1
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for index in range(min(count, 512)):
+            (
+                tag,
+                kind,
+                _n,
+            ) = struct.unpack_from(order + "HHI", tiff, ifd + 2 + 12 * index)
+            if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT, stored in the entry itself
+                (value,) = struct.unpack_from(order + "H", tiff, ifd + 2 + 12 * index + 8)
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def _apply_orientation(image: Any, orientation: int) -> tuple[int, int]:
+    """Turn a loaded image's pixels upright (EXIF orientation 2-8); returns the new (width, height)."""
+    import numpy as np  # bundled with Blender
+
+    width, height = int(image.size[0]), int(image.size[1])
+    channels = int(image.channels)
+    buffer = np.empty(width * height * channels, dtype=np.float32)
+    image.pixels.foreach_get(buffer)
+    top_down = buffer.reshape(height, width, channels)[::-1]  # Blender's rows start at the bottom
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }[orientation](top_down)
+    new_height, new_width = int(turned.shape[0]), int(turned.shape[1])
+    if (new_width, new_height) != (width, height):
+        image.scale(new_width, new_height)  # only to give the buffer its new shape: every pixel is set below
+    image.pixels.foreach_set(np.ascontiguousarray(turned[::-1]).ravel())
+    return new_width, new_height
 
 
 def drop_prepared_upload(record: "JobRecord") -> None:

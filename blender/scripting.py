@@ -1,6 +1,10 @@
-"""Script API, also importable as `import modelslab` while the add-on is enabled.
+"""Script API: the enabled add-on package's `scripting` attribute (an extension adds no top-level module, as
+Blender's extension policy asks; the legacy add-on is also `import modelslab`).
 
-    import modelslab
+    import bpy, importlib
+    modelslab = importlib.import_module(
+        next(a for a in bpy.context.preferences.addons.keys() if a.rpartition(".")[2] == "modelslab_3d")
+    ).scripting
     obj = modelslab.generate("/path/to/chair.png", resolution=256)     # background: blocks, returns the object
 
 In a background session (`blender -b`, the bpy module) `generate()` blocks until the mesh is imported and

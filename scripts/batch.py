@@ -15,7 +15,6 @@ The API key comes only from MODELSLAB_API_KEY or the add-on preferences, never f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import json
@@ -110,28 +109,18 @@ def parse_args(parser: BatchArgumentParser, argv: list[str]) -> argparse.Namespa
 
 # --- output -----------------------------------------------------------------------------------------------
 class Output:
-    """Progress on stderr; JSON lines on the real stdout and in OUT/results.jsonl (rewritten atomically)."""
+    """Progress on stderr; JSON lines on the real stdout and appended to OUT/results.jsonl (results: a ResultsLog
+    of blender/batch_output.py)."""
 
-    def __init__(self, out_dir: Path, json_stream: TextIO, keep_previous: bool) -> None:
+    def __init__(self, out_dir: Path, json_stream: TextIO, results: Any) -> None:
         self.out_dir = out_dir
-        self.results_path = out_dir / "results.jsonl"
         self.json_stream = json_stream
-        self.rows: dict[str, dict] = {}
-        if keep_previous and self.results_path.exists():
-            # --resume keeps what earlier runs finished; rows for the same job are replaced.
-            for line in self.results_path.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(ValueError):
-                    row = json.loads(line)
-                    if isinstance(row, dict):
-                        self.rows[self._row_key(row)] = row
-
-    @staticmethod
-    def _row_key(row: dict) -> str:
-        return str(row.get("job_id") or f"image:{row.get('image')}")
+        self.results = results
+        self.results_path = results.path
 
     def reported_imports(self) -> set[str]:
         """Job ids an earlier run reported as imported."""
-        return {str(row["job_id"]) for row in self.rows.values() if row.get("status") == "imported"}
+        return set(self.results.reported_imports())
 
     def progress(self, text: str) -> None:
         """One progress line on stderr."""
@@ -139,23 +128,10 @@ class Output:
         sys.stderr.flush()
 
     def result(self, row: dict) -> None:
-        """Emit one input's final JSON object and persist the results file."""
+        """Emit one input's final JSON object and append it to the results file."""
         self.json_stream.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.json_stream.flush()
-        if row.get("job_id"):
-            self.rows.pop(f"image:{row.get('image')}", None)
-        self.rows[self._row_key(row)] = row
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / f".results.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for kept in self.rows.values():
-                    handle.write(json.dumps(kept, ensure_ascii=False) + "\n")
-            os.replace(tmp, self.results_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        self.results.append(row)
 
 
 def split_stdout() -> TextIO:
@@ -176,25 +152,15 @@ def restore_stdout(json_stream: TextIO) -> None:
 
 # --- the extension ------------------------------------------------------------------------------------------
 def find_enabled_extension() -> ModuleType | None:
-    """The modelslab_3d package already registered in this Blender (extension or legacy add-on), if any.
+    """The modelslab_3d package already enabled in this Blender (extension or legacy add-on), if any.
 
-    Registered means its script module is the `import modelslab` alias its register() installs (the bpy module
-    does not load preferences, so there a calling script must have enabled it), or `blender -b` enabled it
+    Enabled means Blender's add-on loader registered it (it marks the module with `__addon_enabled__`): in the
+    bpy module, which does not load preferences, a calling script must have enabled it; `blender -b` enables it
     from the user's preferences.
     """
-    import bpy
-
     for name, module in list(sys.modules.items()):
-        if name == PACKAGE or name.endswith("." + PACKAGE):
-            scripting = sys.modules.get(f"{name}.blender.scripting")
-            alias = getattr(module, "SCRIPT_MODULE_ALIAS", None)
-            if scripting is not None and alias and sys.modules.get(alias) is scripting:
-                return module
-    for addon in bpy.context.preferences.addons:
-        if addon.module == PACKAGE or addon.module.endswith("." + PACKAGE):
-            loaded = sys.modules.get(addon.module)
-            if loaded is not None:
-                return loaded
+        if name.rpartition(".")[2] == PACKAGE and getattr(module, "__addon_enabled__", False):
+            return module
     return None
 
 
@@ -299,7 +265,9 @@ def _run(ext: Extension, argv: list[str]) -> int:
 
     previous = {signum: signal.signal(signum, on_stop_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     json_stream = split_stdout()
-    output = Output(Path(args.out).absolute(), json_stream, keep_previous=args.resume)
+    out_dir = Path(os.path.normpath(os.path.abspath(os.path.expanduser(args.out))))
+    results = ext.module("blender.batch_output").ResultsLog(out_dir, keep_previous=args.resume)
+    output = Output(out_dir, json_stream, results)
     engine = None
     try:
         engine = run_batch(ext, args, params, output, stop)
@@ -312,6 +280,7 @@ def _run(ext: Extension, argv: list[str]) -> int:
                 f"finished: {engine.imported} imported, {engine.failed} failed of {len(engine.items)}; "
                 f"results in {output.results_path}"
             )
+        results.close()
         restore_stdout(json_stream)
     if engine.interrupted:
         return 128 + received[0] if received else EXIT_INTERRUPTED  # 130 after Ctrl-C, 143 after SIGTERM
