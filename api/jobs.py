@@ -24,13 +24,14 @@ from urllib.parse import unquote, urlsplit
 from .errors import Category, ModelsLabError, invalid_input
 from .params import GenerationParams, check_http_url, is_url
 from .polling import MAX_ODD_ANSWERS
-from .records import SETTLED_STATES, TERMINAL_STATES, JobEvent, JobRecord, JobState
+from .records import SETTLED_STATES, TERMINAL_STATES, JobEvent, JobRecord, JobState, may_have_been_charged
 from .worker import SUBMIT_UNKNOWN_FIX, TIMED_OUT_MESSAGE, WorkerSteps, _Job
 
 if TYPE_CHECKING:
     from .cache import MeshCache
     from .client import ModelsLabClient
     from .journal import JobJournal
+    from .ownership import SessionLock
 
 __all__ = [
     "MAX_ODD_ANSWERS",
@@ -47,6 +48,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FACT_FIELDS = frozenset({"remote_id", "submitted_at", "eta", "future_links", "meta", "image_url", "params"})
+RECOVERED_MESSAGE = "Recovered from a closed session"
+FOREIGN_MESSAGE = "Running in another Blender (or batch) that shares this folder; it is left to that process."
 
 
 def _name_from_source(source: str) -> str:
@@ -69,6 +72,12 @@ class JobRunner(WorkerSteps):
     (BACKOFF) up to poll_interval_max; fetches take a check's place from poll_interval_min after the eta on.
     The download starts as soon as a probe answers 200 or a fetch says success. A job still processing at
     poll_timeout becomes TIMED_OUT (resumable). The timetable's constants are class attributes from WorkerSteps.
+
+    Several processes may share one journal. With an owner (this process's api.ownership.SessionLock) every job
+    it starts names that session, and the runner never polls, downloads or changes a job whose owner is
+    another live process (see foreign()); a job whose owner has ended is taken over once, under the lock's
+    takeover(), and marked adopted_from_closed_session. Without an owner every journaled job is treated as
+    this process's own.
     """
 
     def __init__(
@@ -81,6 +90,7 @@ class JobRunner(WorkerSteps):
         poll_timeout: float = 3600.0,
         poll_interval_min: float = 1.0,
         poll_interval_max: float = 5.0,
+        owner: SessionLock | None = None,
     ) -> None:
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or not 1 <= max_workers <= 64:
             raise invalid_input(f"max_workers must be a whole number from 1 to 64, got {max_workers!r}.")
@@ -98,6 +108,7 @@ class JobRunner(WorkerSteps):
         self.poll_timeout = float(poll_timeout)
         self.poll_interval_min = float(poll_interval_min)
         self.poll_interval_max = max(float(poll_interval_max), self.poll_interval_min)
+        self.owner = owner
         self.events: queue.Queue[JobEvent] = queue.Queue()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -168,6 +179,7 @@ class JobRunner(WorkerSteps):
             updated_at=now,
             history=[[JobState.QUEUED.value, now]],
             extra=extra,
+            owner=self.owner.session_id if self.owner is not None else None,
         )
         self.journal.save(record)  # a journal that cannot be written stops the job before anything is sent
         job = _Job(record)
@@ -178,19 +190,36 @@ class JobRunner(WorkerSteps):
         return record.copy()
 
     def resume_unfinished(self) -> list[JobRecord]:
-        """Take over the journal's unfinished jobs; returns copies of them after resuming.
+        """Take over the journal's unfinished jobs that are this process's to run; returns copies after resuming.
 
         SUBMITTED/PROCESSING/DOWNLOADING/TIMED_OUT jobs poll/download again; QUEUED/UPLOADING start again (never
         charged yet); SUBMITTING becomes FAILED(network) and is never resubmitted. DOWNLOADED jobs whose file
         exists are left for the caller to import (one event each, like a fresh download); those whose file
         vanished are downloaded again. Corrupt journal files are skipped (see journal.problems).
+        With an owner, jobs of another live process are skipped (see foreign()); jobs whose process has ended
+        are adopted (owner = this session, adopted_from_closed_session = True).
         """
         self._check_open()
         resumed: list[JobRecord] = []
         for record in self.journal.unfinished():
-            job = self._adopt(record)
-            resumed.append(self._resume_job(job, explicit=False))
+            job = self._claim(record)
+            if job is not None:
+                resumed.append(self._resume_job(job, explicit=False))
         return resumed
+
+    def foreign(self) -> list[JobRecord]:
+        """Copies of the journal's unfinished jobs that another live process owns, oldest first (empty without
+        an owner). This runner never polls, downloads or changes them; read the journal again to follow them."""
+        if self.owner is None:
+            return []
+        with self._lock:
+            held = set(self._jobs)
+        found = [
+            record
+            for record in self.journal.unfinished()
+            if record.local_id not in held and self._owned_elsewhere(record)
+        ]
+        return sorted(found, key=lambda r: r.created_at)
 
     def resume(self, local_id: str) -> JobRecord:
         """Resume one job (also a failed or cancelled one the server had accepted: it is polled, never resubmitted)."""
@@ -207,7 +236,7 @@ class JobRunner(WorkerSteps):
                     return record.copy()
                 if record.state == JobState.SUBMITTING:
                     message = "Cancelled while submitting: the server may have accepted the job and may still charge."
-                elif record.was_submitted:
+                elif may_have_been_charged(record):
                     message = "Cancelled: stopped waiting. The server had accepted the job and may still charge for it."
                 else:
                     message = "Cancelled before anything was sent; nothing was charged."
@@ -363,7 +392,10 @@ class JobRunner(WorkerSteps):
         record = self.journal.load(local_id) if isinstance(local_id, str) else None
         if record is None:
             raise invalid_input(f"No job with id {str(local_id)[:80]!r}.")
-        return self._adopt(record)
+        claimed = self._claim(record)
+        if claimed is None:
+            raise invalid_input(f"Job {record.name!r}: {FOREIGN_MESSAGE}")
+        return claimed
 
     def _adopt(self, record: JobRecord) -> _Job:
         """The runner's job for a journal record (the one already held wins)."""
@@ -372,6 +404,34 @@ class JobRunner(WorkerSteps):
             if job is None:
                 job = self._jobs[record.local_id] = _Job(record)
             return job
+
+    def _owned_elsewhere(self, record: JobRecord) -> bool:
+        """True when another live process owns the record (never without an owner of our own)."""
+        owner = self.owner
+        return owner is not None and record.owner != owner.session_id and owner.owner_alive(record.owner)
+
+    def _claim(self, record: JobRecord) -> _Job | None:
+        """The runner's job for a journal record, taking it over when its owner has ended; None when another live
+        process owns it. The check and the journal write happen under the folder-wide takeover lock, so of two
+        processes adopting the same job one wins and the other then sees a live owner."""
+        owner = self.owner
+        with self._lock:
+            held = self._jobs.get(record.local_id)
+        if held is not None or owner is None or record.owner == owner.session_id:
+            return held or self._adopt(record)
+        with owner.takeover():
+            current = self.journal.load(record.local_id) or record
+            if current.owner == owner.session_id:
+                return self._adopt(current)
+            if owner.owner_alive(current.owner):
+                return None
+            current.owner = owner.session_id
+            current.adopted_from_closed_session = True
+            if not current.is_terminal:
+                current.message = f"{RECOVERED_MESSAGE}: {current.message}" if current.message else RECOVERED_MESSAGE
+            current.updated_at = time.time()
+            self.journal.save(current)
+        return self._adopt(current)
 
     @staticmethod
     def _is_idle(job: _Job) -> bool:
@@ -506,7 +566,7 @@ class JobRunner(WorkerSteps):
             if record.remote_id is None:
                 raise invalid_input(
                     f"Job {record.local_id} never got a server id, so it cannot be resumed.",
-                    "Generate it again." if not record.was_submitted else SUBMIT_UNKNOWN_FIX,
+                    "Generate it again." if not may_have_been_charged(record) else SUBMIT_UNKNOWN_FIX,
                 )
         if state in (JobState.QUEUED, JobState.UPLOADING):  # never sent: goes to the current server
             base_url, flavor = self._client_target(self.client)

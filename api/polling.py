@@ -6,10 +6,11 @@ last fetch or probe found; the schedule answers what is due and until when to sl
 One stream of checks, each either a HEAD probe of the first future link (cheap: 404 until the file exists) or
 a status fetch:
 
-- Nothing is sent before the predicted finish (submit time + the server's `eta`), except one fetch every
-  eta_wait_cap seconds while that is far away (it refreshes the eta).
-- The first check is at the predicted finish; then one every head_interval (50 ms) for head_window seconds:
-  the fast window that catches an honest eta within a few milliseconds.
+- Before the predicted finish (submit time + the server's `eta`) only fetches are sent: one every
+  eta_wait_cap seconds while it is far away, and one fetch_lead seconds before it (at most half the eta):
+  it catches a failed job or a new eta (a late job moves the prediction) before the probes begin.
+- The first probe is at the predicted finish; then one check every head_interval (50 ms) for head_window
+  seconds: the fast window that catches an honest eta within a few milliseconds.
 - After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
   head_interval and at most interval_max. A late job is noticed within a fifth of the time it has taken,
   and a job clearly not near done is asked less and less often.
@@ -32,6 +33,7 @@ HEAD_INTERVAL = 0.05  # the shortest gap between two checks: never more than 20 
 HEAD_WINDOW = 0.1  # how long after the predicted finish the checks stay that tight
 BACKOFF = 0.2  # after the fast window, the gap is this fraction of the time since the submit
 ETA_WAIT_CAP = 30.0  # never wait longer than this between two fetches
+FETCH_LEAD = 0.3  # the last fetch before the predicted finish is sent this long (at most half the eta) before it
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PollTiming:
     head_window: float = HEAD_WINDOW
     backoff: float = BACKOFF
     eta_wait_cap: float = ETA_WAIT_CAP
+    fetch_lead: float = FETCH_LEAD
 
 
 class PollSchedule:
@@ -75,7 +78,9 @@ class PollSchedule:
         self.fetch_interval = timing.interval_min
         self.next_check = min(self.predicted, start + timing.eta_wait_cap)
         self.next_fetch = start  # fetches wait for this too (spacing while probing, back-off after errors)
-        if eta is not None and self.probing and self.next_check >= self.predicted:
+        if eta is not None and can_fetch and self.next_check >= self.predicted:
+            self.next_check = max(start, self.predicted - min(timing.fetch_lead, max(0.0, eta) / 2))
+        elif eta is not None and self.probing and self.next_check >= self.predicted:
             self.next_fetch = self.predicted + timing.interval_min  # the probes watch the predicted finish first
         self.last_fetch = -math.inf
         self.final_check = False

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import Category
 from .textenum import TextEnum
 
 
@@ -60,6 +61,8 @@ class JobRecord:
     downloaded_at: float | None = None
     history: list[list[Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the session id (api.ownership) of the process working on the job
+    adopted_from_closed_session: bool = False  # taken over after the process that started it ended
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe deep copy of the fields."""
@@ -88,6 +91,9 @@ class JobRecord:
                 raise ValueError(f"job record field {name!r} is not a list")
         if values.get("remote_id") is not None:
             values["remote_id"] = str(values["remote_id"])
+        if values.get("owner") is not None and not isinstance(values["owner"], str):
+            raise ValueError("job record field 'owner' is not text")
+        values["adopted_from_closed_session"] = bool(values.get("adopted_from_closed_session", False))
         return cls(**values)
 
     def copy(self) -> JobRecord:
@@ -108,6 +114,22 @@ class JobRecord:
     def was_submitted(self) -> bool:
         """True when a submit may have reached the server (so credits may have been spent)."""
         return self.remote_id is not None or any(entry and entry[0] == JobState.SUBMITTING for entry in self.history)
+
+
+# Answers that mean the server refused the submit (or nothing was sent): no job, no charge.
+_REFUSED = frozenset(
+    c.value for c in (Category.RATE_LIMITED, Category.INVALID_INPUT, Category.AUTH, Category.CREDITS, Category.OFFLINE)
+)
+
+
+def may_have_been_charged(record: JobRecord) -> bool:
+    """Whether the job may have cost credits: it has a remote id, or a submit may have reached the server
+    (record.was_submitted) and did not end in a refusal (rate limit, invalid input, auth, credits, offline)."""
+    if record.remote_id:
+        return True
+    if (record.error or {}).get("category") in _REFUSED:
+        return False
+    return record.was_submitted
 
 
 @dataclass

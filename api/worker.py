@@ -68,6 +68,7 @@ class WorkerSteps:
     HEAD_WINDOW = polling.HEAD_WINDOW
     BACKOFF = polling.BACKOFF
     ETA_WAIT_CAP = polling.ETA_WAIT_CAP
+    FETCH_LEAD = polling.FETCH_LEAD
     PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
     PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
     PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second
@@ -288,6 +289,7 @@ class WorkerSteps:
             head_window=self.HEAD_WINDOW,
             backoff=self.BACKOFF,
             eta_wait_cap=self.ETA_WAIT_CAP,
+            fetch_lead=self.FETCH_LEAD,
         )
 
     def _note_processing(self, job: _Job, status: JobStatus, future: list[str]) -> None:

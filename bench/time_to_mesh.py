@@ -451,16 +451,16 @@ def run(quick: bool = False) -> Outcome:
 
 SCHEDULE_NOTE = (
     "How the project polls (api/polling.py, the same schedule for the operator, the script API and the batch; "
-    "submits are never repeated): nothing is sent before the predicted finish (the submit answer's time + its "
-    "`eta`; a fetch every 30 s while that is far away). The first check is a HEAD of the first `future_links` URL "
-    "at the predicted finish (the real service answers 404 until the file exists), then one every 50 ms for "
-    "0.1 s (the fast window), then the gap grows to a fifth of the job's age (time since the submit), capped "
-    "at 5 s, so a late job is noticed within about 20 % of the time it took and a job clearly not near done is "
-    "asked less and less. A status fetch takes a check's place 1 s after the predicted finish and then at "
-    "doubling intervals (it tells a failed job and brings a new eta, followed when it is later than the next "
-    "check anyway). The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between fetches whatever the eta: with "
-    "`--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after the finish, and with a late job "
-    "it waits up to 4 s, then 8 s, past it."
+    "submits are never repeated): before the predicted finish (the submit answer's time + its `eta`) only "
+    "fetches are sent, one every 30 s while it is far away and one 0.3 s before it (at most half the eta), which "
+    "catches a failed job or a later eta (that moves the prediction). The first HEAD probe of the first "
+    "`future_links` URL is at the predicted finish (the service answers 404 until the file exists), then one "
+    "check every 50 ms for 0.1 s (the fast window), then the gap grows to a fifth of the job's age (time since "
+    "the submit), capped at 5 s: a late job is noticed within about 20 % of the time it took, and a job clearly "
+    "not near done is asked less and less. A fetch takes a check's place 1 s after the predicted finish and then "
+    "at doubling intervals. The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between fetches whatever the "
+    "eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after the finish, and with a "
+    "late job it waits up to 4 s, then 8 s, past it."
 )
 
 

@@ -34,10 +34,14 @@ def odd(http_status: int = 200, message: str = "The service answered with malfor
     return ModelsLabError(Category.SERVER, message, http_status=http_status)
 
 
-def checks(s: PollSchedule, until: float, done_at: float = math.inf, links: bool = True) -> list[tuple[str, float]]:
+def checks(
+    s: PollSchedule, until: float, done_at: float = math.inf, links: bool = True, claimed: float | None = None
+) -> list[tuple[str, float]]:
     """Run the runner's loop on a fake clock (calls take no time) until T0 + until or the file exists at
-    T0 + done_at; fetches answer processing with the honest eta (and future links when links). Returns (kind,
-    seconds after T0) per check."""
+    T0 + done_at; fetches answer processing with an eta towards T0 + claimed (default: the honest done_at; at
+    least 0.2 s, as the local server does) and future links when links. Returns (kind, seconds after T0) per
+    check."""
+    claimed = done_at if claimed is None else claimed
     seen: list[tuple[str, float]] = []
     now = T0
     while now <= T0 + until:
@@ -46,7 +50,7 @@ def checks(s: PollSchedule, until: float, done_at: float = math.inf, links: bool
             s.fetch_started(now)
             if now >= T0 + done_at:
                 return seen
-            eta = None if done_at == math.inf else max(0.2, T0 + done_at - now)
+            eta = None if claimed == math.inf else max(0.2, T0 + claimed - now)
             s.fetch_answered(now, eta, future_links=links)
         elif s.probe_due(now):
             seen.append(("probe", now - T0))
@@ -61,18 +65,33 @@ def checks(s: PollSchedule, until: float, done_at: float = math.inf, links: bool
 
 
 # --- the first check -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("eta", [0.0, 0.4, 3.0, 29.0])
-def test_the_first_check_is_a_probe_at_the_eta(eta: float) -> None:
+@pytest.mark.parametrize(("eta", "fetch_at"), [(0.4, 0.2), (3.0, 2.7), (29.0, 28.7)])
+def test_one_fetch_just_before_the_eta_then_the_first_probe_at_the_eta(eta: float, fetch_at: float) -> None:
     s = schedule(eta)
+    assert s.wake_at() - T0 == pytest.approx(fetch_at)  # 0.3 s early, at most half the eta
+    assert not s.fetch_due(T0 + fetch_at - 0.001) and s.fetch_due(T0 + fetch_at)
+    s.fetch_started(T0 + fetch_at)
+    s.fetch_answered(T0 + fetch_at, eta - fetch_at, future_links=True)  # still processing, on time
     assert s.wake_at() - T0 == pytest.approx(eta)
     assert not s.probe_due(T0 + eta - 0.001) and not s.fetch_due(T0 + eta - 0.001)
-    assert s.probe_due(T0 + eta) and not s.fetch_due(T0 + eta)
+    assert s.probe_due(s.wake_at()) and not s.fetch_due(s.wake_at())
+
+
+def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
+    assert [t for _, t in checks(schedule(0.0), 0.11)] == pytest.approx([0.0, 0.05, 0.1])
+
+
+def test_without_a_remote_id_the_first_check_is_the_probe_at_the_eta() -> None:
+    s = schedule(3.0, can_fetch=False)
+    assert s.wake_at() - T0 == pytest.approx(3.0) and s.probe_due(T0 + 3.0)
 
 
 def test_a_long_eta_is_refreshed_by_a_fetch_every_30_s_until_then() -> None:
     s = schedule(100.0)
     seen = checks(s, 100.0)
     assert seen[:4] == [("fetch", 30.0), ("fetch", 60.0), ("fetch", 90.0), ("probe", 100.0)]
+    hour = checks(schedule(3600.0), 3599.0)  # an hour's eta: a fetch every 30 s until then
+    assert {kind for kind, _ in hour} == {"fetch"} and len(hour) == 3600 / 30 - 1
 
 
 def test_a_resumed_job_is_asked_at_once_with_a_fetch() -> None:
@@ -93,16 +112,16 @@ def test_without_a_remote_id_only_probes_run() -> None:
 def test_without_future_links_every_check_is_a_fetch_never_closer_than_interval_min() -> None:
     s = schedule(3.0, future=False)
     seen = checks(s, 30.0, links=False)
-    assert {kind for kind, _ in seen} == {"fetch"} and seen[0][1] == pytest.approx(3.0)
-    times = [t for _, t in seen]
+    assert {kind for kind, _ in seen} == {"fetch"} and [t for _, t in seen[:2]] == pytest.approx([2.7, 3.0])
+    times = [t for _, t in seen[1:]]
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 1.0 - 1e-9
 
 
 # --- the fast window, the back-off, the cap --------------------------------------------------------------------
 def test_the_fast_window_probes_every_50_ms_for_a_tenth_of_a_second() -> None:
     seen = checks(schedule(3.0), 3.11)
-    assert [kind for kind, _ in seen] == ["probe"] * 3
-    assert [t for _, t in seen] == pytest.approx([3.0, 3.05, 3.1])
+    assert [kind for kind, _ in seen] == ["fetch"] + ["probe"] * 3
+    assert [t for _, t in seen] == pytest.approx([2.7, 3.0, 3.05, 3.1])
 
 
 def test_after_the_fast_window_the_gap_is_a_fifth_of_the_jobs_age() -> None:
@@ -126,12 +145,17 @@ def test_the_gap_never_goes_below_50_ms_nor_above_the_cap() -> None:
 
 def test_a_fetch_takes_a_checks_place_one_interval_after_the_eta_then_doubling() -> None:
     seen = checks(schedule(3.0), 60.0)
-    fetches = [t for kind, t in seen if kind == "fetch"]
+    fetches = [t for kind, t in seen if kind == "fetch"][1:]  # after the one just before the eta
     assert fetches[0] >= 4.0 and fetches[0] - 4.0 < 1.0  # the first check at or after eta + interval_min
     spacing = [b - a for a, b in zip(fetches, fetches[1:], strict=False)]
     assert spacing[0] >= 2.0 and spacing[1] >= 4.0  # then at least 2 s, 4 s, ... apart
     times = [t for _, t in seen]
     assert len(times) == len(set(times))  # a fetch replaces a probe, it is never sent beside one
+
+
+def test_an_honest_later_eta_from_the_fetch_before_the_eta_moves_the_first_probe() -> None:
+    seen = checks(schedule(3.0), 100.0, done_at=7.0)
+    assert seen == [("fetch", pytest.approx(2.7)), ("probe", pytest.approx(7.0))]
 
 
 def test_a_later_eta_moves_the_prediction_a_small_one_does_not() -> None:
@@ -164,16 +188,18 @@ def test_probing_starts_when_a_fetch_brings_future_links() -> None:
 @pytest.mark.parametrize(
     ("done_at", "found_by", "at_most", "requests"),
     [
-        (3.0, 3.0, 3.0, 1),  # an honest eta: the first probe finds it
-        (3.04, 3.05, 3.05, 2),  # a few ms late: the fast window
-        (5.0, 5.0, 5.0 * 1.2 + 0.05, 7),  # 2 s late: found within a fifth of the job's age
-        (60.0, 60.0, 65.0, 30),  # long late: the cap
+        (2.5, 2.7, 2.7, 1),  # early: the fetch just before the eta finds it
+        (3.0, 3.0, 3.0, 2),  # an honest eta: the fetch, then the first probe finds it
+        (3.04, 3.05, 3.05, 3),  # a few ms late: the fast window
+        (5.0, 5.0, 5.0 * 1.2 + 0.05, 9),  # 2 s late: found within a fifth of the job's age
+        (60.0, 60.0, 65.0, 32),  # long late: the cap
     ],
 )
 def test_a_late_job_is_found_soon_with_few_requests(
     done_at: float, found_by: float, at_most: float, requests: int
 ) -> None:
-    seen = checks(schedule(3.0), 1000.0, done_at=done_at)
+    """The server's eta keeps promising the original 3 s (as a busy server's does): only the back-off helps."""
+    seen = checks(schedule(3.0), 1000.0, done_at=done_at, claimed=3.0)
     found = seen[-1][1]
     assert found_by <= found + 1e-9 and found <= at_most + 1e-9
     assert len(seen) <= requests
