@@ -19,7 +19,7 @@ VENV_BPY42 := .venv-bpy42
 PIP_FLAGS := --quiet --disable-pip-version-check
 PYTEST_FLAGS ?= -q
 
-.PHONY: help setup setup-bpy setup-gui lint typecheck build repo test test-unit test-py310 test-blender \
+.PHONY: help setup setup-bpy setup-gui setup-gui52 lint typecheck build repo test test-unit test-py310 test-blender \
         test-blender53 test-blender42 test-blender50-smoke test-blender45-smoke test-gui demo server bench soak clean
 
 help:
@@ -92,6 +92,13 @@ setup-gui:
 	else \
 	  echo "!! not root and Blender/Xvfb missing: the gui layer will be skipped"; \
 	fi
+
+# Debian sid's Blender 5.2 (Python 3.14) in a cached root filesystem (~/.cache/modelslab-blender52) for the
+# gui layer; needs root (mmdebstrap, chroot). Built once (~1 min, 1.2 GB), reused afterwards.
+setup-gui52:
+	@if [ "$$(id -u)" != 0 ]; then echo "!! not root: the Blender 5.2 window (gui layer) will be skipped"; exit 0; fi; \
+	command -v mmdebstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }; \
+	scripts/blender52_root.sh ensure
 
 # --- checks -----------------------------------------------------------------------------------
 lint: setup
@@ -171,7 +178,7 @@ test-blender45-smoke: setup $(VENV_BPY45)/.stamp build
 
 test-blender: test-blender53 test-blender42 test-blender50-smoke test-blender45-smoke
 
-test-gui: setup setup-bpy setup-gui build
+test-gui: setup setup-bpy setup-gui setup-gui52 build
 	$(call timed_layer,gui layer,$(VENV)/bin/python,tests/gui)
 
 test: lint typecheck test-unit test-py310 test-blender test-gui soak
@@ -185,7 +192,7 @@ server: setup
 demo: setup $(VENV_BPY50)/.stamp
 	$(VENV_BPY50)/bin/python scripts/demo.py
 
-bench: setup setup-bpy setup-gui build
+bench: setup setup-bpy setup-gui setup-gui52 build
 	$(VENV)/bin/python -m bench
 
 soak: setup $(VENV_BPY50)/.stamp $(VENV_BPY42)/.stamp setup-gui

@@ -19,7 +19,7 @@ def _name(common_name: str) -> x509.Name:
 
 def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     """Write ca.pem, server.pem and server.key (CA-signed, SAN 127.0.0.1 and localhost) into directory."""
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()
