@@ -117,7 +117,7 @@ def run_once(count: int, out_dir: Path) -> float:
     images = [str(out_dir / "in" / f"photo_{index:05d}.png") for index in range(count)]
     results = batch_output.ResultsLog(out_dir, keep_previous=False)
     sink = io.StringIO()
-    progress = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    progress = open(os.devnull, "w", encoding="utf-8")  # closed below
     output = cli.Output(out_dir, sink, results)
     real_stderr = sys.stderr
     started = time.perf_counter()
@@ -133,7 +133,8 @@ def run_once(count: int, out_dir: Path) -> float:
         progress.close()
     lines = results.path.read_text(encoding="utf-8").count("\n")
     if len(rows) != count or engine.imported != count or lines != count:
-        raise RuntimeError(f"expected {count} imported rows, got {len(rows)} ({engine.imported} imported, {lines} lines)")
+        got = f"{len(rows)} rows, {engine.imported} imported, {lines} lines"
+        raise RuntimeError(f"expected {count} imported rows, got {got}")
     return elapsed
 
 
