@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import ModelsLabError
+from ..api.errors import invalid_input
 from ..api.records import JobState, may_have_been_charged
 from .importer import import_job
 from .inputs import build_params, display_name, source_identity
+from .placement import collect_import_options
 from .results import failure_row, interrupted_row, original_source, result_of, wait_any
 from .runtime import resume_job, resume_unfinished, submit
 from .session import get_record, journal, peek_runner, settings
@@ -47,6 +49,7 @@ class Batch:
     """Many images (and/or journaled jobs) -> imported objects, with at most `limit` jobs in flight.
 
     params: generation parameters (unset ones from the scene when use_scene, else the API defaults).
+    import_options: placement of each result (batch_import_options()), stored with each job it submits.
     tag: JSON data stored on each job (extra["batch"]) so a later run can find the jobs to resume.
     on_row(row) gets each input's result as it is known; on_progress(text) a line per change;
     after_import(obj, row) may decorate an imported object's row (copies, previews) before it is reported.
@@ -58,6 +61,7 @@ class Batch:
         *,
         limit: int | None = None,
         use_scene: bool = False,
+        import_options: dict[str, Any] | None = None,
         tag: dict[str, Any] | None = None,
         stop: threading.Event | None = None,
         timeout: float | None = None,
@@ -70,6 +74,7 @@ class Batch:
         self.limit = int(limit if limit is not None else settings().max_concurrent_jobs)
         self.window = self.limit
         self.use_scene = use_scene
+        self.import_options = import_options
         self.tag = tag
         self.stop = stop or threading.Event()
         self.timeout = timeout
@@ -198,7 +203,9 @@ class Batch:
             try:
                 scene = getattr(bpy.context, "scene", None)
                 params = build_params(self.params, getattr(scene, "modelslab", None) if self.use_scene else None)
-                extra = {"batch": self.tag} if self.tag is not None else None
+                extra: dict[str, Any] = {} if self.tag is None else {"batch": self.tag}
+                if self.import_options is not None:
+                    extra["import_options"] = dict(self.import_options)
                 record = submit(item.image, params, auto_import=False, origin="script", extra=extra)
             except ModelsLabError as error:
                 self._report_failure(item, error.to_dict(), None)
@@ -258,6 +265,22 @@ class Batch:
             self.on_row(row)
 
 
+def batch_import_options(values: dict[str, Any], use_scene: bool) -> dict[str, Any]:
+    """Import options for every result of a batch: explicit values, then (use_scene) the scene's Import settings,
+    then the defaults. Never fit_to_selected: many results cannot all take one placeholder's place.
+
+    Raises ModelsLabError(invalid_input) naming the field, before any request.
+    """
+    if values.get("fit_to_selected"):
+        raise invalid_input(
+            "fit_to_selected does not apply to a batch: every result would take the same placeholder's place.",
+            "Generate one image with fit_to_selected, or place the batch's results with ground/target_height.",
+        )
+    scene = getattr(bpy.context, "scene", None)
+    scene_settings = getattr(scene, "modelslab", None) if use_scene else None
+    return collect_import_options({**values, "fit_to_selected": False}, scene_settings)
+
+
 def run_images(
     images: Iterable[str],
     params: dict[str, Any],
@@ -265,9 +288,11 @@ def run_images(
     timeout: float | None = None,
     on_event: Callable[["JobEvent"], None] | None = None,
     on_row: Callable[[Row], None] | None = None,
+    import_options: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Submit every image (max_concurrent_jobs in flight), import each result; one row per input, in order."""
-    engine = Batch(params, timeout=timeout, on_event=on_event, on_row=on_row)
+    placing = batch_import_options(import_options, use_scene=False) if import_options else None
+    engine = Batch(params, import_options=placing, timeout=timeout, on_event=on_event, on_row=on_row)
     engine.add(images)
     return engine.run()
 

@@ -16,6 +16,8 @@ import bpy
 from mathutils import Vector
 
 from ..api.cache import safe_name
+from . import assets
+from .export import export_object
 
 PREVIEW_SIZE = 256
 PREVIEW_SAMPLES = 12
@@ -117,15 +119,20 @@ def _line_count(path: Path) -> int:
 
 
 class BatchOutput:
-    """Decorates each imported object's row: places the object, copies its mesh, renders a preview if asked."""
+    """Decorates each imported object's row: places the object, copies its mesh, renders a preview and exports it
+    (export_format: glb|fbx|obj, through Blender's exporters into OUT/exports) if asked; keeps the objects for an
+    asset library written at the end."""
 
-    def __init__(self, out_dir: Path, render: bool) -> None:
+    def __init__(self, out_dir: Path, render: bool, export_format: str | None = None) -> None:
         self.out_dir = out_dir
         self.render = render
+        self.export_format = export_format
         self.row_edge: float | None = None  # right edge of the row of imported objects
+        self.objects: list[bpy.types.Object] = []
 
     def __call__(self, obj: bpy.types.Object, row: dict[str, Any]) -> None:
         self.place_in_row(obj)
+        self.objects.append(obj)
         if row.get("file"):
             row["file"] = str(self.copy_mesh(Path(row["file"]), obj.name))
         if self.render:
@@ -133,6 +140,17 @@ class BatchOutput:
                 row["preview"] = str(render_preview(obj, self.out_dir / "previews" / f"{safe_name(obj.name)}.png"))
             except Exception as exc:  # a preview is a bonus: the object is imported all the same
                 row["preview_error"] = f"{type(exc).__name__}: {exc}"
+        if self.export_format:
+            target = self.out_dir / "exports" / f"{safe_name(obj.name)}.{self.export_format}"
+            try:
+                row["export"] = str(export_object(obj, target, self.export_format))
+            except Exception as exc:  # the object is imported (and in the saved .blend) all the same
+                row["export_error"] = f"{type(exc).__name__}: {exc}"
+
+    def write_asset_library(self, directory: str) -> Path | None:
+        """The imported objects as assets in a new .blend in directory (catalog file beside it); None if none."""
+        objects = [obj for obj in self.objects if obj.name in bpy.data.objects]
+        return assets.write_asset_library(objects, directory) if objects else None
 
     def place_in_row(self, obj: bpy.types.Object) -> None:
         """Side by side along X from the 3D cursor (the first one stays at the cursor), so none overlap."""

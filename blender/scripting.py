@@ -27,6 +27,7 @@ from ..api.records import JobState
 from . import batch, results, runtime, session
 from .importer import import_job as _import_job
 from .inputs import build_params
+from .placement import OPTION_FIELDS, collect_import_options
 
 __all__ = [
     "Category",
@@ -89,17 +90,36 @@ def _params(values: dict[str, Any], use_scene: bool) -> GenerationParams:
     return build_params(values, getattr(scene, "modelslab", None) if use_scene else None)
 
 
+def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments -> (generation parameters, import options)."""
+    options = {name: values[name] for name in OPTION_FIELDS if name in values}
+    return {name: value for name, value in values.items() if name not in options}, options
+
+
+def _with_import_options(extra: dict | None, options: dict[str, Any], use_scene: bool) -> dict | None:
+    """extra with the checked import options of one submit (the scene's Import settings when use_scene)."""
+    if not options and not use_scene:
+        return extra
+    scene = getattr(bpy.context, "scene", None)
+    checked = collect_import_options(options, getattr(scene, "modelslab", None) if use_scene else None)
+    return {**(extra or {}), "import_options": checked}
+
+
 def submit(
     image: str, *, name: str | None = None, extra: dict | None = None, use_scene: bool = False, **params: Any
 ) -> Any:
     """Validate and submit one job (non-blocking); returns its JobRecord (`.local_id`). Raises ModelsLabError
     (nothing sent) on bad input.
 
-    params: resolution, foreground_ratio, remove_bg, chunk_size, seed, output_format, webhook, track_id.
+    params: resolution, foreground_ratio, remove_bg, chunk_size, seed, output_format, webhook, track_id, and the
+    import options ground, target_height, fit_to_selected, facing, as_asset, bake_size (applied by import_job).
     Unset ones take the API defaults (or the scene's settings when use_scene=True). Never auto-imported by the
     interactive timer: call import_job() when it is downloaded.
     """
-    return runtime.submit(image, _params(params, use_scene), name=name, auto_import=False, origin="script", extra=extra)
+    values, options = _split(params)
+    generation = _params(values, use_scene)
+    extra = _with_import_options(extra, options, use_scene)
+    return runtime.submit(image, generation, name=name, auto_import=False, origin="script", extra=extra)
 
 
 def wait(local_id: str, timeout: float | None = None, on_event: Callable[[Any], None] | None = None) -> Any:
@@ -154,11 +174,15 @@ def generate(
 
     Background session (or wait=True): blocks and returns the bpy.types.Object; raises ModelsLabError on
     failure (the job stays resumable when it timed out). Interactive session: returns a JobHandle at once.
-    Unset params use the scene's ModelsLab settings, like the operator.
+    Unset params (and import options: ground, target_height, fit_to_selected, facing, as_asset, bake_size) use
+    the scene's ModelsLab settings, like the operator.
     """
     blocking = bpy.app.background if wait is None else bool(wait)
+    values, options = _split(params)
+    generation = _params(values, True)
+    extra = _with_import_options(None, options, True)
     record = runtime.submit(
-        image, _params(params, True), name=name, auto_import=None if not blocking else False, origin="script"
+        image, generation, name=name, auto_import=None if not blocking else False, origin="script", extra=extra
     )
     if not blocking:
         return JobHandle(record.local_id, record.name)
@@ -180,7 +204,10 @@ def run(
     (configure(max_concurrent_jobs=K)). timeout bounds the whole run; inputs unfinished then are reported with
     status "interrupted" (`resumable` when the job exists: resume() finishes it later).
     """
-    return batch.run_images(images, params, timeout=timeout, on_event=on_event, on_row=on_result)
+    values, options = _split(params)
+    return batch.run_images(
+        images, values, timeout=timeout, on_event=on_event, on_row=on_result, import_options=options or None
+    )
 
 
 def resume(

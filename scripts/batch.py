@@ -71,6 +71,14 @@ def build_parser(formats: tuple[str, ...]) -> BatchArgumentParser:
     parser.add_argument("--timeout", type=float, metavar="S", help="give up waiting for one job after S seconds")
     parser.add_argument("--render", action="store_true", help="render a small preview PNG of each imported object")
     parser.add_argument("--resume", action="store_true", help="finish jobs an interrupted run left in the journal")
+    placing = parser.add_argument_group("placing the results (unset: the scene's Import settings)")
+    placing.add_argument("--ground", action="store_const", const=True, default=None, help="stand each on the floor")
+    placing.add_argument("--height", type=float, metavar="M", help="scale each to this height (scene units; 0 keeps)")
+    placing.add_argument("--facing", metavar="AXIS", help="axis the image's front faces: -Y (default), Y, X, -X")
+    placing.add_argument("--as-asset", action="store_const", const=True, default=None, help="mark each as an asset")
+    placing.add_argument("--bake", type=int, metavar="N", help="bake the colours into an N px texture (256-4096)")
+    placing.add_argument("--export", metavar="FMT", help="also export each result as glb, fbx or obj into OUT/exports")
+    placing.add_argument("--asset-library", metavar="DIR", help="write the results as assets into a .blend in DIR")
     parser.add_argument("--webhook", metavar="URL", help="URL the server calls when a job is done")
     parser.add_argument("--track-id", metavar="ID", help="id echoed back in the webhook call")
     return parser
@@ -201,9 +209,29 @@ class Extension:
 
 
 # --- entry point --------------------------------------------------------------------------------------------
-def run_batch(ext: Extension, args: argparse.Namespace, params: dict, output: Output, stop: threading.Event) -> Any:
+def import_option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The import options given on the command line (unset ones are left to the scene's settings)."""
+    given = {
+        "ground": args.ground,
+        "target_height": args.height,
+        "facing": args.facing,
+        "as_asset": args.as_asset,
+        "bake_size": args.bake,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def run_batch(
+    ext: Extension,
+    args: argparse.Namespace,
+    params: dict,
+    import_options: dict,
+    output: Output,
+    stop: threading.Event,
+) -> Any:
     """Configure this process's session, plan (resumed jobs first) and run the engine; returns the engine."""
     batch_output = ext.module("blender.batch_output")
+    decorate = batch_output.BatchOutput(output.out_dir, args.render, args.export)
     ext.module("blender.session").configure_batch(
         base_url=args.base_url, flavor=args.flavor, max_workers=args.concurrency, poll_timeout=args.timeout
     )
@@ -211,11 +239,12 @@ def run_batch(ext: Extension, args: argparse.Namespace, params: dict, output: Ou
         params,
         limit=args.concurrency,
         use_scene=True,  # unset parameters come from the scene's settings, as in the UI
+        import_options=import_options,
         tag={"out": str(output.out_dir)},
         stop=stop,
         on_row=output.result,
         on_progress=output.progress,
-        after_import=batch_output.BatchOutput(output.out_dir, args.render),
+        after_import=decorate,
     )
     if args.resume:
         engine.resume_tagged(reported=output.reported_imports(), reimport_reported=bool(args.save_blend))
@@ -227,6 +256,11 @@ def run_batch(ext: Extension, args: argparse.Namespace, params: dict, output: Ou
     engine.run()
     if engine.interrupted:
         output.progress("interrupted: unfinished jobs stay in the journal; run again with --resume")
+    if args.asset_library and decorate.objects:
+        try:
+            output.progress(f"asset library written: {decorate.write_asset_library(args.asset_library)}")
+        except Exception as exc:  # the objects are imported (and saved with --save-blend) all the same
+            output.progress(f"asset library not written: {type(exc).__name__}: {exc}")
     if args.save_blend and engine.imported:
         output.progress(f"saved {batch_output.save_blend(args.save_blend)}")
     return engine
@@ -249,6 +283,9 @@ def _run(ext: Extension, argv: list[str]) -> int:
         args = parse_args(parser, argv)
         params = {name: getattr(args, name) for name in params_module.PARAM_FIELDS if getattr(args, name) is not None}
         ext.module("blender.inputs").build_params(params)  # validated as the operator does, before any request
+        import_options = ext.module("blender.batch").batch_import_options(import_option_values(args), use_scene=True)
+        if args.export:
+            args.export = ext.module("blender.export").check_export_format(args.export)
     except (UsageError, api.ModelsLabError) as error:
         parser.print_usage(sys.stderr)
         text = str(error) if isinstance(error, UsageError) else f"{error.message} [{error.category.value}]"
@@ -270,7 +307,7 @@ def _run(ext: Extension, argv: list[str]) -> int:
     output = Output(out_dir, json_stream, results)
     engine = None
     try:
-        engine = run_batch(ext, args, params, output, stop)
+        engine = run_batch(ext, args, params, import_options, output, stop)
     finally:
         for signum, handler in previous.items():
             # None: Blender's own C-level handler, which Python cannot put back.
