@@ -2,8 +2,10 @@
 
 Starts the local ModelsLab-compatible server on a free loopback port with a throwaway key, runs
 scripts/batch.py (with this interpreter, which has the `bpy` module) on examples/*.png with --render,
-saves demo-output/demo.blend, stops the server and prints what was made and where. Blender's user folder
-(preferences, the job journal, the mesh cache) is demo-output/.blender-user, never the user's own.
+each result grounded and scaled to DEMO_HEIGHT (--ground --height), saves demo-output/demo.blend, renders
+them standing on a floor (demo-output/demo_render.png), stops the server and prints what was made and where.
+Blender's user folder (preferences, the job journal, the mesh cache) is demo-output/.blender-user, never the
+user's own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from server.process import start_server  # noqa: E402  (needs the repo root on s
 OUT_DIR = REPO_ROOT / "demo-output"
 USER_DIR = OUT_DIR / ".blender-user"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.png"))
+DEMO_HEIGHT = 0.5  # metres: each result stands on the floor (the 3D cursor's height) this tall
 
 
 def batch_environment(base_url: str, key: str) -> dict[str, str]:
@@ -67,6 +70,9 @@ def main() -> int:
             "--save-blend",
             str(OUT_DIR / "demo.blend"),
             "--render",
+            "--ground",
+            "--height",
+            str(DEMO_HEIGHT),
             "--concurrency",
             "3",
             *[str(path) for path in EXAMPLES],
@@ -98,7 +104,8 @@ def main() -> int:
 
 
 def render_overview(blend: Path, target: Path) -> Path:
-    """Render every ModelsLab object of the saved scene side by side (Cycles CPU, small): the README picture."""
+    """Render every ModelsLab object of the saved scene side by side, standing on a floor (Cycles CPU, small):
+    the README picture."""
     os.environ["BLENDER_USER_RESOURCES"] = str(USER_DIR)  # before bpy loads: never the user's own config
     import bpy
     from mathutils import Vector
@@ -110,19 +117,37 @@ def render_overview(blend: Path, target: Path) -> Path:
     for obj in scene.objects:
         obj.hide_render = obj not in objects
     corners = [obj.matrix_world @ Vector(corner) for obj in objects for corner in obj.bound_box]
+    floor_z = min(c.z for c in corners)  # the grounded objects' common lowest point
+    corners += [Vector((c.x, c.y - 0.1 * DEMO_HEIGHT, floor_z)) for c in corners]  # a strip of floor in front
     center = sum(corners, Vector()) / len(corners)
-    view = Vector((0.35, -1.0, 0.35)).normalized()
+    bpy.ops.mesh.primitive_plane_add(size=1.0, location=(center.x, center.y, floor_z))
+    floor = bpy.context.active_object
+    floor.name = "Overview floor"
+    floor.scale = (100.0, 100.0, 1.0)
+    floor_material = bpy.data.materials.new("Overview floor")
+    floor_material.diffuse_color = (0.42, 0.42, 0.44, 1.0)
+    if floor_material.node_tree is None:
+        floor_material.use_nodes = True
+    principled = next(n for n in floor_material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    principled.inputs["Base Color"].default_value = (0.42, 0.42, 0.44, 1.0)
+    principled.inputs["Roughness"].default_value = 0.8
+    floor.data.materials.append(floor_material)
+    view = Vector((0.35, -1.0, 0.45)).normalized()
     right = view.cross(Vector((0, 0, 1))).normalized() * -1
     up = right.cross(-view).normalized()
-    width = max(c.dot(right) for c in corners) - min(c.dot(right) for c in corners)
-    height = max(c.dot(up) for c in corners) - min(c.dot(up) for c in corners)
+    across = [c.dot(right) for c in corners]
+    upward = [c.dot(up) for c in corners]
+    width, height = max(across) - min(across), max(upward) - min(upward)
+    # the middle of what the camera sees, not the mean corner (the floor strip would pull the view down)
+    center += right * ((max(across) + min(across)) / 2 - center.dot(right))
+    center += up * ((max(upward) + min(upward)) / 2 - center.dot(up))
     render = scene.render
     render.resolution_x, render.resolution_y, render.resolution_percentage = 960, 400, 100
     aspect = render.resolution_x / render.resolution_y
     camera = bpy.data.objects.new("Overview camera", bpy.data.cameras.new("Overview camera"))
     scene.collection.objects.link(camera)
     camera.data.type = "ORTHO"
-    camera.data.ortho_scale = max(width, height * aspect) * 1.12
+    camera.data.ortho_scale = max(width * 1.1, height * aspect * 1.3)
     camera.data.clip_end = 1000
     camera.location = center + view * (width + height) * 2
     camera.rotation_euler = (-view).to_track_quat("-Z", "Y").to_euler()
