@@ -35,7 +35,8 @@ _CATALOG_HEADER = (
 
 def can_mark_assets() -> bool:
     """Whether this Blender has the asset API (3.0+)."""
-    return "asset_mark" in bpy.types.ID.bl_rna.functions
+    rna: Any = bpy.types.ID.bl_rna
+    return "asset_mark" in rna.functions
 
 
 def mark_asset(obj: bpy.types.Object, *, preview: bool = True) -> bool:

@@ -225,3 +225,26 @@ def _fit_scale(box: Any, size: Any) -> float:
     """The largest uniform scale that keeps size inside box (axes where either is flat are ignored)."""
     ratios = [box[i] / size[i] for i in range(3) if box[i] > _EPSILON and size[i] > _EPSILON]
     return min(ratios) if ratios else 1.0
+
+
+def applied_size_text(obj: "bpy.types.Object | None", scene: "bpy.types.Scene | None" = None) -> str:
+    """An imported object's size (width x depth x height, world space, the scene's units) for a job row, e.g.
+    "0.598 m x 0.321 m x 0.5 m"; "" when there is no such object."""
+    import json
+
+    import bpy
+
+    if obj is None:
+        return ""
+    try:
+        size = [float(v) for v in json.loads(str(obj.get("modelslab_import") or "{}")).get("size") or []]
+    except (TypeError, ValueError):
+        size = []
+    if len(size) != 3:
+        dimensions: Any = obj.dimensions
+        size = list(dimensions)
+    current: Any = scene or bpy.context.scene
+    units = current.unit_settings
+    return " x ".join(
+        bpy.utils.units.to_string(units.system, "LENGTH", value * units.scale_length, precision=3) for value in size
+    )

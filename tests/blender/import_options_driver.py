@@ -163,6 +163,8 @@ def placement(context: Any, image: str, params: dict[str, Any], cursor: list[flo
     out["plain"] = {**plain, "box": box_report(bpy.data.objects[plain["objects"][0]])}
     grounded = _generate({"image": image, **params, "ground": True, "target_height": 1.5})
     out["grounded"] = {**grounded, "box": box_report(bpy.data.objects[grounded["objects"][0]])}
+    placing = importlib.import_module(f"{context.module}.blender.placement")
+    out["grounded"]["size_text"] = placing.applied_size_text(bpy.data.objects[grounded["objects"][0]])
     facing = _generate({"image": image, **params, "ground": True, "target_height": 1.5, "facing": "X"})
     out["facing_x"] = {**facing, "box": box_report(bpy.data.objects[facing["objects"][0]])}
 

@@ -87,6 +87,7 @@ def test_ground_height_facing_fit_and_reimport_measured_in_the_scene(
     ratio = 1.5 / plain["size"][2]
     assert grounded["size"][0] == pytest.approx(plain["size"][0] * ratio, rel=1e-4)  # proportions kept
     assert grounded["import_info"]["size"] == pytest.approx(grounded["size"], abs=1e-3)
+    assert result["grounded"]["size_text"].count(" x ") == 2 and result["grounded"]["size_text"].endswith("1.5 m")
 
     # Facing +X: turned 90 degrees about Z, so the width and depth swap; still grounded at 1.5.
     assert facing["size"][0] == pytest.approx(grounded["size"][1], rel=1e-4)
