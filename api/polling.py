@@ -8,7 +8,7 @@ a status fetch:
 
 - Before the predicted finish (submit time + the server's `eta`) only fetches are sent: one every
   eta_wait_cap seconds while it is far away, and one fetch_lead seconds before it (at most half the eta):
-  it catches a failed job or a new eta (a late job moves the prediction) before the probes begin.
+  it catches a failed job or a new eta (which moves the prediction, sooner or later) before the probes begin.
 - The first probe is at the predicted finish; then one check every head_interval (50 ms) for head_window
   seconds: the fast window that catches an honest eta within a few milliseconds.
 - After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
@@ -120,8 +120,10 @@ class PollSchedule:
         """The fetch answered "processing" at now with this eta (future_links: the answer named some)."""
         self.odd_answers = 0
         self.probing = self.probing or future_links
-        if eta is not None and eta > 0 and now + eta > self._after(now):
-            self.predicted = now + eta  # clearly not near done: wait for the new prediction
+        if eta is not None and eta > 0 and (now < self.predicted or now + eta > self._after(now)):
+            # Before the predicted finish the newest eta wins (sooner or later); after it, only one that is clearly
+            # later (the job is not near done) moves it, so a late job's "almost done" keeps the back-off going.
+            self.predicted = now + eta
         if not self.probing:
             self.fetch_interval = self.timing.interval_min
         elif now < self.predicted:  # a probe looks first at the prediction; a far one is refreshed by fetches

@@ -158,6 +158,16 @@ def test_an_honest_later_eta_from_the_fetch_before_the_eta_moves_the_first_probe
     assert seen == [("fetch", pytest.approx(2.7)), ("probe", pytest.approx(7.0))]
 
 
+def test_before_the_prediction_a_sooner_eta_moves_it_earlier() -> None:
+    s = schedule(600.0)  # a pessimistic first estimate
+    s.fetch_started(T0 + 30.0)
+    s.fetch_answered(T0 + 30.0, 60.0, future_links=True)
+    assert s.predicted == T0 + 90.0
+    assert s.wake_at() == T0 + 60.0 and s.fetch_due(T0 + 60.0)  # still refreshed every 30 s on the way
+    seen = checks(s, 200.0, done_at=90.0)
+    assert seen[-1] == ("probe", pytest.approx(90.0))
+
+
 def test_a_later_eta_moves_the_prediction_a_small_one_does_not() -> None:
     s = schedule(3.0)
     s.fetch_started(T0 + 4.0)
