@@ -8,6 +8,7 @@ same code. Worker threads (api.jobs) never touch bpy; everything here runs on Bl
   results.wait_for() / wait_any() (which pump here) and import with importer.import_job().
 """
 
+import os
 import queue
 import sys
 import threading
@@ -22,7 +23,7 @@ from ..api import GenerationParams, ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
 from .importer import import_job
 from .inputs import ImageInput, resolve_image
-from .rows import FINISHED_ROWS_HORIZON, MAX_ROWS, clear_row_index, sync_rows, tag_redraw, update_row
+from .rows import FINISHED_ROWS_HORIZON, MAX_ROWS, clear_row_index, job_rows, sync_rows, tag_redraw, update_row
 from .session import (
     OTHER,
     RECOVERED,
@@ -158,9 +159,17 @@ def _note_resumed(records: list["JobRecord"], foreign: list["JobRecord"]) -> Non
     for record in foreign:
         state.foreign[record.local_id] = record
         if record.local_id not in state.hidden:
-            update_row(record, record.message)
-    if state.foreign:
-        _start_watch()
+            _show(record)
+
+
+def _show(record: "JobRecord") -> None:
+    """Update the job's row; a job of another process gets a new row only while the list has room."""
+    rows = job_rows()
+    if rows is None:
+        return
+    if len(rows) >= MAX_ROWS and all(row.local_id != record.local_id for row in rows):
+        return
+    update_row(record, record.message)
 
 
 # --- events --------------------------------------------------------------------------------------------------------
@@ -292,9 +301,11 @@ def _start_scan() -> None:
             else:
                 resumed = []
                 foreign = [r for r in jobs.unfinished() if r.owner != lock.session_id and lock.owner_alive(r.owner)]
+            everything = jobs.all()
             horizon = time.time() - FINISHED_ROWS_HORIZON
-            recent = [r for r in jobs.all() if not r.is_terminal or r.updated_at > horizon][-MAX_ROWS:]
-            _loop.inbox.put(("scan", (resumed, foreign, recent)))
+            recent = [r for r in everything if not r.is_terminal or r.updated_at > horizon][-MAX_ROWS:]
+            known = {r.local_id for r in everything}
+            _loop.inbox.put(("scan", (resumed, foreign, recent, known)))
         except ModelsLabError as exc:
             print(f"ModelsLab: the job journal could not be read: {exc}", file=sys.stderr)
         except Exception:
@@ -306,7 +317,9 @@ def _start_scan() -> None:
     ensure_timer()
 
 
-def _apply_scan(resumed: list["JobRecord"], foreign: list["JobRecord"], recent: list["JobRecord"]) -> None:
+def _apply_scan(
+    resumed: list["JobRecord"], foreign: list["JobRecord"], recent: list["JobRecord"], known: set[str]
+) -> None:
     runner = peek_runner()
     held = {r.local_id for r in runner.records()} if runner is not None else set()
     foreign_ids = {r.local_id for r in foreign}
@@ -319,65 +332,88 @@ def _apply_scan(resumed: list["JobRecord"], foreign: list["JobRecord"], recent: 
             if record.state == JobState.DOWNLOADED and not bpy.app.background and _wants_auto_import(record):
                 state.pending_imports.append(record.local_id)
     tag_redraw()
+    if not bpy.app.background:
+        _start_watch(known)
 
 
-def _start_watch() -> None:
-    """Follow the jobs of other live processes on a worker thread: their progress for the list, and the moment
-    their owner ends (then this process takes them over)."""
+def _start_watch(known: "set[str] | None" = None) -> None:
+    """Follow the journal on a worker thread (interactive sessions): jobs another live process starts or runs
+    are listed with their progress, and a job whose owner has ended (closed or crashed) is taken over here.
+
+    Each look lists the journal folder (names only) and reads just the files not seen before and those of other
+    processes' running jobs; known: ids already handled (the startup scan's)."""
     if _loop.watch is not None and _loop.watch.is_alive():
         return
     jobs = journal()
     stop = _loop.stop
+    seen = set(known or ())
+
+    def look(lock: "Any") -> list[tuple[str, "JobRecord | None", bool]]:
+        try:
+            with os.scandir(jobs.directory) as entries:
+                names = [entry.name[: -len(".json")] for entry in entries if entry.name.endswith(".json")]
+        except OSError:
+            names = []
+        watched = set(state.foreign)
+        found = []
+        for local_id in [name for name in names if name not in seen] + sorted(watched):
+            try:
+                record = jobs.load(local_id)
+            except ModelsLabError:
+                record = None
+            if local_id not in watched:
+                seen.add(local_id)
+                if record is None or record.is_terminal or record.owner == lock.session_id:
+                    continue  # finished, or this process's own: nothing to follow
+            alive = record is not None and lock.owner_alive(record.owner)
+            found.append((local_id, record, alive))
+        return found
 
     def work() -> None:
         while not stop.wait(FOREIGN_RECHECK):
             lock = state.lock
-            ids = list(state.foreign)
-            if lock is None or not lock.held or not ids:
-                return
-            found = []
-            for local_id in ids:
-                try:
-                    record = jobs.load(local_id)
-                except ModelsLabError:
-                    record = None
-                alive = record is not None and lock.owner_alive(record.owner)
-                found.append((local_id, record, alive))
-            _loop.inbox.put(("foreign", found))
+            if lock is None or not lock.held:
+                continue  # no runner at the moment (e.g. after modelslab.shutdown())
+            try:
+                found = look(lock)
+            except Exception:  # keep following: one unreadable file must not end the watch
+                traceback.print_exc()
+                continue
+            if found:
+                _loop.inbox.put(("foreign", found))
 
-    thread = threading.Thread(target=work, name="modelslab-foreign-jobs", daemon=True)
+    thread = threading.Thread(target=work, name="modelslab-journal-watch", daemon=True)
     _loop.watch = thread
     thread.start()
+    ensure_timer()  # the timer applies what the watch finds
 
 
 def _apply_foreign(found: list[tuple[str, "JobRecord | None", bool]]) -> None:
+    """What the watch found (main thread): list other processes' jobs, take over those whose owner ended."""
     lock = state.lock
     mine = lock.session_id if lock is not None else None
     orphaned = []
     for local_id, record, alive in found:
-        if local_id not in state.foreign:
+        if record is None:
+            state.foreign.pop(local_id, None)
             continue
-        if record is not None and record.owner:
+        if record.owner:
             state.owners_seen[record.owner] = (alive, time.monotonic())
-        if record is None or record.is_terminal or record.owner == mine:
+        if record.is_terminal or record.owner == mine:
             state.foreign.pop(local_id, None)
         elif alive:
             state.foreign[local_id] = record
         else:
             state.foreign.pop(local_id, None)
             orphaned.append(local_id)
-        if record is not None and local_id not in state.hidden:
-            update_row(record, record.message)
-    runner = peek_runner()
-    for local_id in orphaned:  # the owner closed or crashed: take the job over (once, under the takeover lock)
-        if runner is None:
-            continue
-        try:
-            resume_job(local_id)
-        except ModelsLabError as exc:
-            print(f"ModelsLab: job {local_id} not taken over: {exc}", file=sys.stderr)
-    if state.foreign:
-        _start_watch()
+        if local_id not in state.hidden:
+            _show(record)
+    if orphaned and settings().api_key:
+        for local_id in orphaned:  # taken over once: the runner claims it under the folder-wide takeover lock
+            try:
+                resume_job(local_id)
+            except ModelsLabError as exc:
+                print(f"ModelsLab: job {local_id} not taken over: {exc}", file=sys.stderr)
 
 
 # --- the timer and handlers ----------------------------------------------------------------------------------------
@@ -427,7 +463,10 @@ def _startup() -> None:
     _start_prewarm()
     try:
         if journal_has_files():
-            _start_scan()
+            _start_scan()  # starts the watch once applied
+        else:
+            session_lock()
+            _start_watch()
     except Exception:
         traceback.print_exc()
     return None
@@ -446,7 +485,7 @@ def _on_load_post(*_args: Any) -> None:
             return
         for record in state.foreign.values():
             if record.local_id not in state.hidden:
-                update_row(record, record.message)
+                _show(record)
         for record in runner.records():  # e.g. a recovered job whose own .blend was just opened
             if record.state == JobState.DOWNLOADED and _wants_auto_import(record):
                 state.pending_imports.append(record.local_id)
