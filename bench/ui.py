@@ -1,16 +1,14 @@
 """ui_tick_p99_ms and ui_stall_max_ms: 8 jobs started from the N-panel operator in a real Blender window.
 
-Debian's Blender 3.4 under Xvfb, driven by the gui layer's harness and driver (tests/gui/harness.py,
-tests/gui/driver_jobs.py: a 20 ms timer records main-loop gaps). bench/ui_driver.py runs that driver unchanged
+Debian's Blender 3.4 under Xvfb, driven by the gui layer's harness and driver (tests/helpers/gui.py,
+tests/gui/jobs_driver.py: a 20 ms timer records main-loop gaps). bench/ui_driver.py runs that driver unchanged
 and additionally times every call of the add-on's own timer callbacks (bpy.app.timers.register wrapped before
 the add-on is enabled), with the process's memory. Also reported: Blender's resident memory with 8 jobs.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,16 +23,12 @@ UI_DRIVER = BENCH_DIR / "ui_driver.py"
 
 
 def _harness() -> Any:
-    if not (REPO_ROOT / "tests" / "gui" / "harness.py").exists():
-        raise Missing("tests/gui/harness.py has not landed yet (H5)")
-    if "bench_gui_harness" in sys.modules:
-        return sys.modules["bench_gui_harness"]
-    spec = importlib.util.spec_from_file_location("bench_gui_harness", REPO_ROOT / "tests" / "gui" / "harness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gui_harness"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The gui layer's harness (tests/helpers/gui.py): Debian's Blender under Xvfb, the driver runner."""
+    if not (REPO_ROOT / "tests" / "helpers" / "gui.py").exists():
+        raise Missing("tests/helpers/gui.py (the gui layer's harness) is missing")
+    from tests.helpers import gui
+
+    return gui
 
 
 def run(quick: bool = False) -> Outcome:
@@ -217,7 +211,7 @@ def run(quick: bool = False) -> Outcome:
         f"Xvfb (legacy add-on zip; preference `max_concurrent_jobs` = {JOBS}, so all of them are in flight at once), "
         f"local server with {JOBS} workers and `--job-seconds {JOB_SECONDS:g}`. "
         "`ui_stall_max_ms`: the largest gap between firings of a 20 ms timer from the first operator call to "
-        "the last import (tests/gui/harness.py + driver_jobs.py), excluding gaps during which an object was "
+        "the last import (tests/helpers/gui.py + tests/gui/jobs_driver.py), excluding gaps during which an object was "
         "imported (`import_gaps_ms`) and the gaps that contain the driver's own back-to-back operator calls "
         "(`call_gaps_ms`; each call's own duration is in `operator_call_ms`); `idle_baseline` = the same "
         "timer before any job. `ui_tick_p99_ms`: p99 (nearest rank) duration of the add-on's own `bpy.app.timers` "

@@ -1,6 +1,6 @@
-"""Runs INSIDE Debian's Blender (a real window under Xvfb): tests/gui/driver_jobs.py plus a tick meter.
+"""Runs INSIDE Debian's Blender (a real window under Xvfb): tests/gui/jobs_driver.py plus a tick meter.
 
-    blender ... --python bench/ui_driver.py -- CONFIG.json        (started through tests/gui/harness.run_driver)
+    blender ... --python bench/ui_driver.py -- CONFIG.json        (started through tests/helpers/gui.run_driver)
 
 Before the gui layer's driver installs the add-on, `bpy.app.timers.register` is wrapped so that every timer
 function the add-on registers (its module starts with the add-on's name) is timed on each call: duration,
@@ -21,7 +21,7 @@ import bpy
 
 CONFIG = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
 ADDON_MODULE = CONFIG.get("ticks_module", "modelslab_3d")
-DRIVER = Path(CONFIG.get("jobs_driver") or Path(__file__).resolve().parents[1] / "tests" / "gui" / "driver_jobs.py")
+DRIVER = Path(CONFIG.get("jobs_driver") or Path(__file__).resolve().parents[1] / "tests" / "gui" / "jobs_driver.py")
 TICKS: list[list[float]] = []  # [start (perf_counter), wall ms, objects created, rss MB, main-thread CPU ms]
 WRAPPED: dict[Any, Any] = {}
 TIMER_NAMES: set[str] = set()
