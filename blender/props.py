@@ -43,13 +43,8 @@ FACING_ITEMS = [
 ]
 
 
-def _image_path_changed(_settings: object, _context: object) -> None:
-    """A new path is checked afresh (the sidebar says at once what is wrong with it)."""
-    from . import image_check
-
-    image_check.forget()
-
-
+# No update= callbacks on these properties: bpy 4.2 crashes at exit once any Python update callback was
+# registered. The sidebar's image check is keyed on the path and its stat, so a new path is checked afresh anyway.
 class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     """The panel's parameters; also the fallback for unset operator properties."""
 
@@ -62,7 +57,6 @@ class ModelsLabSceneSettings(bpy.types.PropertyGroup):
         name="Image",
         description="Local image file; // paths are relative to the saved .blend",
         subtype="FILE_PATH",
-        update=_image_path_changed,
     )
     image_url: StringProperty(name="Image URL", description="http(s) URL of the input image", maxlen=MAX_URL_LENGTH)
     foreground_ratio: FloatProperty(
