@@ -1,7 +1,7 @@
 """Scenarios that run inside a fresh Blender process (imported by scenario_driver.py); each returns a JSON-able
 dict.
 
-Only the extension's public surface is used: its operators, its preferences, `import modelslab`,
+Only the extension's public surface is used: its operators, its preferences, its script API (README's one-liner),
 the journal files it writes, and what ends up in bpy.data. Assertions live in the test modules; a
 scenario measures and reports.
 """
@@ -54,6 +54,14 @@ class Context:
 
 
 # --- measuring helpers ------------------------------------------------------------------------------
+
+
+def script_module() -> Any:
+    """The script API the way README tells scripts to reach it (the enabled add-on's scripting module), or None."""
+    import importlib
+
+    name = next((a for a in bpy.context.preferences.addons.keys() if a.rpartition(".")[2] == "modelslab_3d"), None)
+    return importlib.import_module(name).scripting if name else None
 
 
 def object_names() -> set[str]:
@@ -161,7 +169,7 @@ def smoke(context: Context) -> dict[str, Any]:
         if scene_settings is not None
         else None
     )
-    alias = sys.modules.get("modelslab")
+    alias = script_module()
     return {
         "blender": bpy.app.version_string,
         "operators": operators,
@@ -169,6 +177,7 @@ def smoke(context: Context) -> dict[str, Any]:
         "api_key_subtype": api_key_prop.subtype if api_key_prop else None,
         "scene_settings": scene_names,
         "script_alias": bool(alias and hasattr(alias, "generate")),
+        "top_level_alias": "modelslab" in sys.modules,
         "requests_imported": "requests" in sys.modules,
         "user_dir": str(context.user_dir),
         "threads": thread_names(),
@@ -227,7 +236,8 @@ def disable_enable_cycles(context: Context, props: dict[str, Any], cycles: int =
         disabled = {
             "threads": thread_names(),
             "operator_registered": operator_registered(),
-            "script_alias": "modelslab" in sys.modules,
+            "script_alias": script_module() is not None,
+            "top_level_alias": "modelslab" in sys.modules,
             "scene_settings": hasattr(bpy.types.Scene, "modelslab"),
         }
         addon_utils.enable(context.module, default_set=True)
@@ -235,7 +245,8 @@ def disable_enable_cycles(context: Context, props: dict[str, Any], cycles: int =
         enabled = {
             "threads": thread_names(),
             "operator_registered": operator_registered(),
-            "script_alias": "modelslab" in sys.modules,
+            "script_alias": script_module() is not None,
+            "top_level_alias": "modelslab" in sys.modules,
         }
         steps.append({"disabled": disabled, "enabled": enabled})
     last = run_operator(**props)
@@ -258,7 +269,7 @@ def start_and_hang(context: Context, props: dict[str, Any]) -> dict[str, Any]:
 
 def resume_after_restart(context: Context, timeout: float = 60.0) -> dict[str, Any]:
     """A new process with the same user dir: `modelslab.resume()` finishes the journal's unfinished job."""
-    import modelslab  # the alias register() installs
+    modelslab = script_module()
 
     out: dict[str, Any] = {"journal_at_start": journal_records(context)}
     names_before = object_names()
@@ -271,7 +282,7 @@ def resume_after_restart(context: Context, timeout: float = 60.0) -> dict[str, A
 
 def _wait_for_status(local_id: str, wanted: set[str], timeout: float = 30.0) -> str:
     """Poll the script API until the job reaches one of the wanted states (the child is the user here)."""
-    import modelslab
+    modelslab = script_module()
 
     deadline = time.monotonic() + timeout
     status = ""
@@ -305,7 +316,7 @@ def job_operators(context: Context, props: dict[str, Any]) -> dict[str, Any]:
 
 def cancel_running_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
     """Submit (non-blocking script API), cancel with the operator while the server is still working."""
-    import modelslab
+    modelslab = script_module()
 
     names_before = object_names()
     record = modelslab.submit(props.pop("image"), **props)
@@ -322,7 +333,8 @@ def cancel_running_job(context: Context, props: dict[str, Any]) -> dict[str, Any
 def disable_mid_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
     """Disable the add-on while a job waits on the server, then enable again and resume it."""
     import addon_utils
-    import modelslab
+
+    modelslab = script_module()
 
     baseline = thread_names()
     names_before = object_names()
@@ -338,7 +350,7 @@ def disable_mid_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
     out["objects_after_disable"] = sorted(object_names() - names_before)
     addon_utils.enable(context.module, default_set=True)
     context.apply_prefs()
-    alias_again = sys.modules["modelslab"]  # unregister removed the alias, register put it back
+    alias_again = script_module()  # reachable again once re-enabled
 
     out["results"] = alias_again.resume(timeout=60)
     new = sorted(object_names() - names_before)
@@ -348,8 +360,8 @@ def disable_mid_job(context: Context, props: dict[str, Any]) -> dict[str, Any]:
 
 
 def script_api(context: Context, image: str, params: dict[str, Any], bad_params: dict[str, Any]) -> dict[str, Any]:
-    """`import modelslab`: generate() blocks and returns the object; bad input raises ModelsLabError."""
-    import modelslab
+    """The script API: generate() blocks and returns the object; bad input raises ModelsLabError."""
+    modelslab = script_module()
 
     out: dict[str, Any] = {}
     obj = modelslab.generate(image, **params)

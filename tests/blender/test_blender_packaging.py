@@ -127,7 +127,8 @@ def test_installs_enables_and_registers_the_shared_names(user_dir: UserDir, exte
     assert result["api_key_subtype"] == "PASSWORD"
     assert result["scene_settings"] is not None, "bpy.types.Scene.modelslab is not registered"
     assert SCENE_SETTINGS <= set(result["scene_settings"]), SCENE_SETTINGS - set(result["scene_settings"])
-    assert result["script_alias"], "`import modelslab` (with generate) is not available while enabled"
+    assert result["script_alias"], "the script API (with generate) is not reachable while enabled"
+    assert not result["top_level_alias"], "the extension put a top-level `modelslab` module into sys.modules"
     # Enabling must stay light: no HTTP stack and no worker threads until a job needs them.
     assert not result["requests_imported"], "enabling the add-on imported requests"
     assert result["threads"] == ["MainThread"], result["threads"]
