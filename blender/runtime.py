@@ -36,6 +36,7 @@ from .session import (
     note_settled,
     ownership,
     peek_runner,
+    prune_cache,
     refresh_balance,
     session_lock,
     settings,
@@ -103,6 +104,8 @@ def submit(
             "blend_file": current_blend_file(),  # a recovered job is imported only into this file
         }
     )
+    if state.money.balance_at_start is None and state.money.thread is None and not bpy.app.background:
+        refresh_balance()  # the balance before this session's first job (the batch asks for it itself)
     record = runner.submit(resolved.source, params, name=name or resolved.name, extra=job_extra)
     state.hidden.discard(record.local_id)
     state.submitted_here.add(record.local_id)
@@ -286,7 +289,7 @@ def _start_scan() -> None:
     if current.api_key:
         try:
             check_ready(current)
-            runner = get_runner()
+            runner = get_runner(prune=False)  # pruned below, off the main thread
             state.resumed = True
         except ModelsLabError as exc:
             print(f"ModelsLab: unfinished jobs not resumed: {exc}", file=sys.stderr)
@@ -298,6 +301,7 @@ def _start_scan() -> None:
             if runner is not None:
                 resumed = runner.resume_unfinished()
                 foreign = runner.foreign()
+                prune_cache(runner, current)
             else:
                 resumed = []
                 foreign = [r for r in jobs.unfinished() if r.owner != lock.session_id and lock.owner_alive(r.owner)]
@@ -462,6 +466,8 @@ def _startup() -> None:
         return None
     _start_prewarm()
     try:
+        if settings().api_key:
+            refresh_balance()  # the balance when the session starts, for the sidebar
         if journal_has_files():
             _start_scan()  # starts the watch once applied
         else:

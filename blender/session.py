@@ -189,8 +189,11 @@ def peek_runner() -> "JobRunner | None":
     return runner if runner is not None and not runner.closed else None
 
 
-def get_runner() -> "JobRunner":
-    """The session's JobRunner, created on first use; its client follows the current settings."""
+def get_runner(*, prune: bool = True) -> "JobRunner":
+    """The session's JobRunner, created on first use; its client follows the current settings.
+
+    A new runner prunes the mesh cache first unless prune=False (the caller then runs prune_cache() itself,
+    e.g. on a worker thread: it reads the whole journal)."""
     current = settings()
     runner = peek_runner()
     signature = _signature(current)
@@ -209,11 +212,8 @@ def get_runner() -> "JobRunner":
         state.runner = runner
         state.client_signature = signature
         state.resumed = False
-        if current.cache_retention_days > 0:
-            try:
-                runner.prune_cache(current.cache_retention_days)  # keeps the meshes of jobs not imported yet
-            except (OSError, ModelsLabError) as exc:
-                print(f"ModelsLab: could not prune the mesh cache: {exc}", file=sys.stderr)
+        if prune:
+            prune_cache(runner, current)
     elif signature != state.client_signature:
         old = runner.client
         runner.client = make_client(current)
@@ -221,6 +221,15 @@ def get_runner() -> "JobRunner":
         if not state.active:
             old.close()
     return runner
+
+
+def prune_cache(runner: "JobRunner", current: Settings) -> None:
+    """Delete cached meshes older than the retention (keeping those of jobs not imported yet); never raises."""
+    if current.cache_retention_days > 0:
+        try:
+            runner.prune_cache(current.cache_retention_days)
+        except (OSError, ModelsLabError) as exc:
+            print(f"ModelsLab: could not prune the mesh cache: {exc}", file=sys.stderr)
 
 
 def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:
@@ -364,51 +373,77 @@ def note_settled(record: "JobRecord") -> None:
 
 
 def wallet_balance_now() -> "dict[str, Any] | None":
-    """Ask the server for the wallet balance (blocking); None when it cannot be had (never raises).
+    """Ask the server for the wallet balance (blocking, main thread); None when it cannot be had (never raises).
     The first answer of the session is kept as the balance at start."""
-    money = state.money
     try:
         current = check_ready()
-        runner = peek_runner()
-        client = runner.client if runner is not None else make_client(current)
-        try:
-            answer = client.wallet_balance()
-        finally:
-            if runner is None:
-                client.close()
     except ModelsLabError as exc:
-        with money.lock:
-            money.balance_error = exc.message
+        _note_balance(None, exc.message)
         return None
-    except Exception as exc:  # the balance is information: never let it stop work
-        with money.lock:
-            money.balance_error = str(exc)[:200]
+    runner = peek_runner()
+    if runner is not None:
+        return _ask_balance(runner.client)
+    client = make_client(current)
+    try:
+        return _ask_balance(client)
+    finally:
+        client.close()
+
+
+def _ask_balance(client: "ModelsLabClient") -> "dict[str, Any] | None":
+    """client.wallet_balance() noted in state.money; None on any failure (no bpy: runs on worker threads too)."""
+    try:
+        answer = dict(client.wallet_balance())
+    except ModelsLabError as exc:
+        _note_balance(None, exc.message)
         return None
+    except Exception as exc:  # the balance is information: it never stops work
+        _note_balance(None, str(exc)[:200])
+        return None
+    _note_balance(answer, "")
+    return answer
+
+
+def _note_balance(answer: "dict[str, Any] | None", error: str) -> None:
+    money = state.money
     with money.lock:
-        if money.balance_at_start is None:
-            money.balance_at_start = dict(answer)
-        money.balance = dict(answer)
-        money.balance_error = ""
-        money.checked_at = time.time()
-    return dict(answer)
+        money.balance_error = error
+        if answer is not None:
+            if money.balance_at_start is None:
+                money.balance_at_start = dict(answer)
+            money.balance = dict(answer)
+            money.checked_at = time.time()
 
 
 def refresh_balance() -> None:
-    """wallet_balance_now() on a background thread (at most one at a time; a request meanwhile runs after it)."""
+    """Ask for the wallet balance on a worker thread (main thread call; at most one request at a time, and one
+    asked for meanwhile runs after it). Uses the runner's client, or one of its own closed afterwards."""
     money = state.money
+    try:
+        current = check_ready()
+    except ModelsLabError as exc:
+        _note_balance(None, exc.message)
+        return
     with money.lock:
         if money.thread is not None and money.thread.is_alive():
             money.again = True
             return
         money.again = False
+    runner = peek_runner()
+    client = runner.client if runner is not None else make_client(current)
+    own_client = runner is None
 
     def work() -> None:
-        while True:
-            wallet_balance_now()
-            with money.lock:
-                if not money.again or state.runner is None:
-                    return
-                money.again = False
+        try:
+            while True:
+                _ask_balance(client)
+                with money.lock:
+                    if not money.again:
+                        return
+                    money.again = False
+        finally:
+            if own_client:
+                client.close()
 
     thread = threading.Thread(target=work, name="modelslab-wallet", daemon=True)
     money.thread = thread

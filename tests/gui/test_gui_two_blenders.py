@@ -30,6 +30,7 @@ if REASON:
 
 DRIVER = Path(__file__).resolve().parent / "two_blenders_driver.py"
 PROPS = {"resolution": 48}
+JOB_PRICE = 0.2  # what the local server takes from the wallet per accepted submit (server/README.md)
 
 
 class Window:
@@ -172,7 +173,16 @@ def test_a_second_window_leaves_a_running_job_to_the_window_that_started_it(
     assert touched(view_b["requests"], remote_id, record["output_urls"]) == []
     assert list(view_a["objects"].values()) == [local_id]
     assert view_b["objects"] == {}
-    assert view_a["money"]["charged_jobs"] == 1 and view_b["money"]["charged_jobs"] == 0
+    # Money: A counts one charged job and its balance went down by one job's price; B spent nothing.
+    money_a = a.ask("wait_money", charged_jobs=1)["money"]
+    assert money_a["spent"] == pytest.approx(JOB_PRICE)
+    assert money_a["balance"]["balance"] == pytest.approx(server.stats()["wallet"]["balance"])
+    assert view_b["money"]["charged_jobs"] == 0
+    ledger = [json.loads(line) for line in (tmp_path / "shared" / "ledger.jsonl").read_text().splitlines()]
+    assert [(entry["job"], entry["state"], entry["may_have_been_charged"]) for entry in ledger] == [
+        (local_id, "downloaded", True),
+        (local_id, "imported", True),
+    ]
 
 
 def test_a_killed_windows_job_is_taken_over_and_lands_only_in_its_own_blend(

@@ -153,6 +153,13 @@ class Steps:
         objects = modelslab_objects()
         return {"view": view()} if len(objects) >= count else None
 
+    def do_wait_money(self, charged_jobs: int) -> Any:
+        """Until the session counts charged_jobs and the wallet was asked again after the last of them."""
+        money = session().money()
+        if money["charged_jobs"] >= charged_jobs and money["spent"]:
+            return {"money": money}
+        return None
+
     def do_quit(self) -> dict[str, Any]:
         return view()
 
