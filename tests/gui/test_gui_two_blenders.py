@@ -36,7 +36,18 @@ JOB_PRICE = 0.2  # what the local server takes from the wallet per accepted subm
 class Window:
     """One Blender window running the driver; ask() writes a command file and waits for its answer file."""
 
-    def __init__(self, role: str, workdir: Path, zip_path: Path, shared: Path, server: ServerProcess, key: str):
+    def __init__(
+        self,
+        role: str,
+        workdir: Path,
+        zip_path: Path,
+        shared: Path,
+        server: ServerProcess,
+        key: str,
+        *,
+        prefs: dict[str, Any] | None = None,
+        blend: str | None = None,
+    ):
         self.role = role
         self.signals = workdir / "signals"
         self.signals.mkdir(parents=True, exist_ok=True)
@@ -47,7 +58,7 @@ class Window:
         config = {
             "zip": str(zip_path),
             "module": gui.MODULE,
-            "prefs": {"base_url": server.url, "auto_import": True},
+            "prefs": {"base_url": server.url, "auto_import": True, **(prefs or {})},
             "signals": str(self.signals),
             "role": role,
         }
@@ -55,7 +66,8 @@ class Window:
         config_path.write_text(json.dumps(config), encoding="utf-8")
         self.log = home / "blender.log"
         self.log_handle = open(self.log, "w", encoding="utf-8")
-        command = ["xvfb-run", "-a", "-s", f"-screen 0 {gui.DEFAULT_SCREEN}", "blender", "--factory-startup"]
+        command = ["xvfb-run", "-a", "-s", f"-screen 0 {gui.DEFAULT_SCREEN}", "blender", *([blend] if blend else [])]
+        command.append("--factory-startup")
         command += ["--python-exit-code", "3", "--python", str(DRIVER), "--", str(config_path)]
         self.process = subprocess.Popen(
             command,
@@ -113,8 +125,8 @@ def windows(tmp_path: Path, server: ServerProcess) -> Iterator[Any]:
     key = gui_key()
     started: list[Window] = []
 
-    def start(role: str) -> Window:
-        window = Window(role, tmp_path, zip_path, tmp_path / "shared", server, key)
+    def start(role: str, **options: Any) -> Window:
+        window = Window(role, tmp_path, zip_path, tmp_path / "shared", server, key, **options)
         started.append(window)
         return window
 
@@ -226,3 +238,27 @@ def test_a_killed_windows_job_is_taken_over_and_lands_only_in_its_own_blend(
     assert server.stats()["submits"] == 1
     wait_until(lambda: server.downloads(remote_id)["completed"] == 1, timeout=10)
     assert server.downloads(remote_id)["completed"] == 1
+
+
+def test_a_timed_out_job_resumes_by_itself_when_its_blend_is_opened_in_a_new_blender(
+    windows: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    server.set_faults([{"fault": "hold_job", "endpoint": "submit"}])
+    a_blend = str(tmp_path / "a.blend")
+    a = windows("A", prefs={"poll_timeout": 10})
+    a.ask("save_as", timeout=120, path=a_blend)
+    local_id = a.ask("submit", image=str(example_image()), props=PROPS)["local_id"]
+    a.ask("wait_row", timeout=60, local_id=local_id, states=["timed_out"])
+    a.ask("save")
+    a.close()
+    remote_id = server_job(server)["id"]
+    server.release([remote_id])
+
+    # A new Blender started on a.blend (default poll timeout) resumes the job at start-up and imports it there.
+    again = windows("again", blend=a_blend)
+    view = again.ask("wait_objects", timeout=90, count=1)["view"]
+    assert list(view["objects"].values()) == [local_id]
+    assert [row["ownership"] for row in view["rows"] if row["local_id"] == local_id] == ["recovered"]
+    record = journal_record(tmp_path / "shared", local_id)
+    assert record["state"] == "imported" and record["owner"] == view["session"]
+    assert server.stats()["submits"] == 1
