@@ -142,7 +142,12 @@ class ModelsLabJobRow(bpy.types.PropertyGroup):
     state: StringProperty()
     progress: FloatProperty(min=0.0, max=1.0, subtype="FACTOR")
     bar: FloatProperty(
-        name="Progress", min=0.0, max=1.0, subtype="FACTOR", description="the bar as drawn: moves with elapsed/eta"
+        name="Progress",
+        min=0.0,
+        max=100.0,
+        precision=0,
+        subtype="PERCENTAGE",
+        description="The bar as drawn before Blender 4.0 (percent): moves with elapsed/eta",
     )
     message: StringProperty()
     category: StringProperty()

@@ -200,7 +200,8 @@ def refresh_bars(rows: Any) -> None:
     now = time.time() - SESSION_EPOCH
     for row in rows:
         if row.state and row.state not in SETTLED_STATES:
-            row.bar = ui_text.progress_view(now, row.state, row.progress, row.submitted, row.due, row.created)[0]
+            fraction = ui_text.progress_view(now, row.state, row.progress, row.submitted, row.due, row.created)[0]
+            row.bar = 100.0 * fraction
 
 
 def tag_redraw() -> None:

@@ -64,8 +64,8 @@ def predicted_finish(
 def progress_view(
     now: float, state: str, progress: float, submitted_at: float, due: float, created_at: float
 ) -> tuple[float, str]:
-    """(bar fraction, text) for a running job: time left counting down to the predicted finish, then
-    "taking longer than expected"; the bar moves with elapsed/expected between BAR_SUBMITTED and BAR_DUE."""
+    """(bar fraction, short bar text) for a running job: time left counting down to the predicted finish, then
+    "Taking longer than expected"; the bar moves with elapsed/expected between BAR_SUBMITTED and BAR_DUE."""
     if state in BEFORE_SERVER:
         words = {"queued": "Waiting to start", "uploading": "Uploading the image", "submitting": "Submitting"}
         return max(0.0, min(progress, BAR_SUBMITTED)), words[state]
@@ -82,7 +82,16 @@ def progress_view(
         return max(min(progress, BAR_DUE), fraction), f"About {duration(math.ceil(left))} left"
     late = elapsed / expected  # >= 1: creeps toward BAR_LATE_MAX, never reaches it
     fraction = BAR_DUE + (BAR_LATE_MAX - BAR_DUE) * (1.0 - 1.0 / late)
-    return fraction, f"Taking longer than expected ({duration(elapsed)} so far, expected {duration(expected)})"
+    return fraction, "Taking longer than expected"
+
+
+def timing_line(now: float, submitted_at: float, due: float, created_at: float) -> str:
+    """The details' line under the bar: how long the job has run, and how long the server said it would take."""
+    elapsed = f"Elapsed {duration(now - created_at)}"
+    start = submitted_at or created_at
+    if not due or due <= start:
+        return elapsed
+    return f"{elapsed}, expected {duration(due - start)}"
 
 
 def short_progress(now: float, state: str, submitted_at: float, due: float) -> str:

@@ -131,13 +131,16 @@ def running_view(item: Any) -> tuple[float, str]:
 
 
 def draw_bar(layout: Any, item: Any, fraction: float, text: str) -> None:
-    """A progress bar: layout.progress (4.0+); before that the row's bar property, as a read-only slider."""
+    """A progress bar: layout.progress (4.0+); before that the text, and the row's bar property (percent, moved
+    by the rows' refresh) as a read-only slider."""
     if getattr(layout, "progress", None) is not None:
         compat.draw_progress(layout, fraction, text)
         return
-    sub = layout.row()
+    col = layout.column(align=True)
+    col.label(text=text)
+    sub = col.row()
     sub.enabled = False
-    sub.prop(item, "bar", text=text, slider=True)
+    sub.prop(item, "bar", text="", slider=True)
 
 
 def is_running(item: Any) -> bool:
@@ -317,7 +320,7 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
         if is_running(item):
             fraction, text = running_view(item)
             draw_bar(box, item, fraction, text)
-            box.label(text=f"Elapsed {ui_text.duration(_now() - item.created)}")
+            box.label(text=ui_text.timing_line(_now(), item.submitted, item.due, item.created))
             if item.message and state not in ("submitted", "processing"):
                 _wrapped(box.column(align=True), item.message, width)
         else:
@@ -326,7 +329,7 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
                 col.label(text=f"Took {ui_text.duration(item.took)}")
         missing = state == "imported" and item.object_name and item.object_name not in bpy.data.objects
         if state == "imported":
-            shown = "Imported elsewhere (not in this file)" if missing else f"Object: {item.object_name}"
+            shown = "Not in this file (imported elsewhere, or removed)" if missing else f"Object: {item.object_name}"
             _wrapped(box.column(align=True), shown, width)
         if state == "failed" or (state == "cancelled" and item.category and item.message):
             message, fix = people_error(item.message, item.fix)
