@@ -170,6 +170,19 @@ class ModelsLabJobRow(bpy.types.PropertyGroup):
 
 CLASSES = (ModelsLabSceneSettings, ModelsLabJobRow)
 
+# Words people see for API fields that are no scene property.
+EXTRA_LABELS = {"init_image": "Image", "image_url": "Image URL", "base_url": "Server URL", "api_key": "API Key"}
+_labels: dict[str, str] = {}
+
+
+def field_labels() -> dict[str, str]:
+    """API field name -> the label the sidebar shows for it (the scene properties' own names)."""
+    if not _labels:
+        properties = ModelsLabSceneSettings.bl_rna.properties  # type: ignore[attr-defined]
+        _labels.update({prop.identifier: prop.name for prop in properties if prop.identifier != "rna_type"})
+        _labels.update(EXTRA_LABELS)
+    return _labels
+
 
 def register_properties() -> None:
     """Attach the pointer/collection properties (classes must be registered first)."""

@@ -12,7 +12,7 @@ import bpy
 from ..api import ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
 from . import session, ui_text
-from .props import SESSION_EPOCH
+from .props import SESSION_EPOCH, field_labels
 from .session import get_record, journal, journal_has_files, peek_runner, state
 
 if TYPE_CHECKING:
@@ -59,9 +59,8 @@ def update_row(record: "JobRecord", message: str | None = None) -> None:
     ended = before and before not in SETTLED_STATES and record.state in SETTLED_STATES
     imported = before == JobState.DOWNLOADED and record.state != before
     if (ended or imported) and record.local_id not in state.pending_imports:
-        notice = ui_text.finished_notice(
-            row.name, str(record.state), row.object_name, row.took, row.message or record.message
-        )
+        words = ui_text.people_words(row.message or record.message, field_labels())
+        notice = ui_text.finished_notice(row.name, str(record.state), row.object_name, row.took, words)
         if notice is not None:
             announce(*notice)
 
@@ -73,11 +72,13 @@ def _numbered(rows: Any, name: str, index: int) -> str:
 
 
 def _owner(record: "JobRecord") -> str:
-    ownership = getattr(session, "ownership", None)
-    if ownership is None:
-        return "mine"
+    """mine / other / recovered: the session's cheap answer by id (no file read) when it has one."""
     try:
-        return str(ownership(record))
+        by_id = getattr(session, "ownership_of", None)
+        if by_id is not None:
+            return str(by_id(record.local_id))
+        ownership = getattr(session, "ownership", None)
+        return str(ownership(record)) if ownership is not None else "mine"
     except Exception:  # the list must draw whatever the ownership check hits
         return "mine"
 

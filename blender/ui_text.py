@@ -147,7 +147,7 @@ def finished_notice(name: str, state: str, object_name: str, took: float, messag
     if state == "downloaded":
         return "INFO", f"ModelsLab: {name} is ready to import (took {duration(took)}); see the ModelsLab tab"
     if state == "failed":
-        return "WARNING", f"ModelsLab: {name} failed: {_sentence(message)} See the ModelsLab tab"
+        return "WARNING", f"ModelsLab: {name} failed: {_sentence(message)} See the ModelsLab tab."
     if state == "timed_out":
         return "WARNING", f"ModelsLab: {name} is still processing on the server; Resume it in the ModelsLab tab"
     return None

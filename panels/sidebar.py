@@ -12,7 +12,7 @@ import bpy
 
 from ..api import ModelsLabError
 from ..blender import compat, image_check, session, ui_text
-from ..blender.props import SESSION_EPOCH, ModelsLabSceneSettings
+from ..blender.props import SESSION_EPOCH, field_labels
 from .previews import preview_icon
 
 CATEGORY = "ModelsLab"
@@ -46,23 +46,11 @@ STATE_WORDS = {
 }
 OTHER_BLENDER = "Running in another Blender"
 RECOVERED = "Recovered from a closed session"
-# Extra words the sidebar uses for API fields that are no property of its own.
-EXTRA_LABELS = {"init_image": "Image", "image_url": "Image URL", "base_url": "Server URL", "api_key": "API Key"}
-_labels: dict[str, str] = {}
 
 
 def scene_settings(context: bpy.types.Context) -> Any:
     """The scene's ModelsLab settings (scene.modelslab)."""
     return getattr(context.scene, "modelslab", None)
-
-
-def field_labels() -> dict[str, str]:
-    """API field name -> the label the sidebar shows for it (from the scene properties' own names)."""
-    if not _labels:
-        properties = ModelsLabSceneSettings.bl_rna.properties  # type: ignore[attr-defined]
-        _labels.update({prop.identifier: prop.name for prop in properties if prop.identifier != "rna_type"})
-        _labels.update(EXTRA_LABELS)
-    return _labels
 
 
 def people_error(message: str, fix: str) -> tuple[str, str]:
@@ -271,10 +259,8 @@ def money_line() -> str:
         data = money()
     except Exception:  # the list must draw whatever the count hits
         return ""
-    if isinstance(data, dict):
-        charged = int(data.get("charged") or data.get("charged_jobs") or 0)
-        return ui_text.money_text(charged, data.get("balance"), str(data.get("currency") or ""))
-    return ""
+    balance = data.get("balance") or {}
+    return ui_text.money_text(int(data.get("charged_jobs") or 0), balance.get("balance"), balance.get("currency") or "")
 
 
 class MODELSLAB_PT_jobs(_SidebarPanel):

@@ -489,11 +489,13 @@ class Driver:
         session = self.addon("blender.session")
         rows_module = self.addon("blender.rows")
         step = RESULT["steps"].setdefault("other", {})
+        names = ("ownership", "ownership_of")
         if "panel" not in step and "had_ownership" not in step:
-            step["had_ownership"] = hasattr(session, "ownership")
-            self.saved_ownership = getattr(session, "ownership", None)
+            step["had_ownership"] = [name for name in names if hasattr(session, name)]
+            self.saved_ownership = {name: getattr(session, name) for name in names if hasattr(session, name)}
             target = self.ids["slow"]
             session.ownership = lambda record: "other" if record.local_id == target else "mine"
+            session.ownership_of = lambda local_id: "other" if local_id == target else "mine"
             rows_module.sync_rows()
             self.select(target)
             return 0.1
@@ -501,10 +503,11 @@ class Driver:
             return self.wait("no redraw", 0.05)
         step["panel"] = self.snapshot("MODELSLAB_PT_jobs")
         step["list_row"] = self.list_rows.get(self.ids["slow"])
-        if self.saved_ownership is None:
-            del session.ownership
-        else:
-            session.ownership = self.saved_ownership
+        for name in names:
+            if name in self.saved_ownership:
+                setattr(session, name, self.saved_ownership[name])
+            else:
+                delattr(session, name)
         rows_module.sync_rows()
         self.enter("widths")
         return 0.05

@@ -232,4 +232,13 @@ def test_finished_and_failed_jobs_are_reported_in_the_status_bar(session: Sessio
     assert any(re.search(r"\(took \d+s\)$", line) for line in imported), imported
     failed = [line for line in log if line.startswith("ModelsLab: ") and " failed: " in line]
     assert len(failed) == 1, log
+    assert '"Remove Background"' in failed[0] and "remove_bg" not in failed[0], failed
     assert any(f"ModelsLab: {DUCK} (2) imported as " in line for line in log), log
+
+
+def test_the_sessions_charged_jobs_and_balance_are_shown(session: Session) -> None:
+    # four jobs reached the server (one failed there, one cancelled while processing, two imported)
+    late = " ".join(session.step("late")["panel"]["texts"])
+    assert re.search(r"3 jobs may have been charged this session; balance \d+\.\d\d USD", late), late
+    cleared = " ".join(session.step("clear")["panel"]["texts"])
+    assert re.search(r"4 jobs may have been charged this session; balance \d+\.\d\d USD", cleared), cleared
