@@ -39,14 +39,16 @@ from .transport import (
     split_url,
 )
 
-__all__ = ["MESH_FORMATS", "ClientConfig", "JobStatus", "ModelsLabClient", "parse_response"]
+__all__ = ["ADMIN_ACTIONS", "MESH_FORMATS", "ClientConfig", "JobStatus", "ModelsLabClient", "parse_response"]
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"modelslab-blender/{__version__}"
 FLAVOR_PATHS = {"enterprise": "/api/v1/enterprise/3d", "standard": "/api/v6/3d"}
 UPLOAD_PATH = "/api/v6/base64_to_url"
 WALLET_PATH = "/api/wallet_balance"
-SYSTEM_PATH = "/api/v1/enterprise/3d/system_details"
+ENTERPRISE_PATH = FLAVOR_PATHS["enterprise"]
+# The enterprise server's admin endpoints (POST {base}/api/v1/enterprise/3d/<action> with {key}), in menu order.
+ADMIN_ACTIONS = ("system_details", "clear_queue", "clear_cache", "restart_server", "update_server")
 MAX_JSON_BYTES = 8 << 20  # an API answer bigger than this is not one we understand
 MESH_FORMATS = OUTPUT_FORMATS  # the older name of the same tuple
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -143,11 +145,14 @@ class ModelsLabClient:
             )
         return base
 
-    def _flavor_path(self) -> str:
+    def _flavor(self) -> str:
         flavor = (self.config.flavor or "enterprise").strip().lower()
         if flavor not in FLAVOR_PATHS:
             raise invalid_input(f"Unknown API flavour {flavor!r}: use 'enterprise' or 'standard'.")
-        return FLAVOR_PATHS[flavor]
+        return flavor
+
+    def _flavor_path(self) -> str:
+        return FLAVOR_PATHS[self._flavor()]
 
     def _require_key(self) -> None:
         if not self._api_key:
@@ -267,14 +272,24 @@ class ModelsLabClient:
 
     # --- API calls ----------------------------------------------------------------------------------------------
     def submit(self, params: GenerationParams, *, cancel: threading.Event | None = None) -> JobStatus:
-        """Start a job. Retried only when the server surely did not take it (429, connection never made)."""
+        """Start a job at the endpoint of params.kind (image_to_3d or text_to_3d) in the configured flavour.
+
+        Validated first (nothing is sent for bad input). Retried only when the server surely did not take it
+        (429, connection never made).
+        """
         params.validate()
-        path = self._flavor_path() + "/image_to_3d"
-        payload = self._post_json(path, params.to_body(), idempotent=False, cancel=cancel)
+        flavor = self._flavor()
+        body = params.to_body(flavor)
+        path = f"{FLAVOR_PATHS[flavor]}/{params.endpoint}"
+        payload = self._post_json(path, body, idempotent=False, cancel=cancel)
         return JobStatus.from_payload(payload)
 
     def fetch(self, job_id: str, *, cancel: threading.Event | None = None) -> JobStatus:
-        """Poll a job; the URL is built from base_url + flavour + id, never from the server's fetch_result."""
+        """Poll a job; the URL is built from base_url + flavour + id, never from the server's fetch_result.
+
+        Also how a job this add-on did not submit is adopted (one started by the CLI, a web app or a webhook
+        pipeline): the server answers it for the key that submitted it, like any of ours.
+        """
         text = str(job_id).strip() if job_id is not None else ""
         if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
             raise invalid_input(f"Not a valid job id: {text[:40]!r}.")
@@ -308,9 +323,40 @@ class ModelsLabClient:
 
     def system_details(self) -> dict:
         """Server/GPU details of an enterprise server (the `data` object, or the whole answer)."""
-        payload = self._post_json(SYSTEM_PATH, {}, idempotent=True)
+        payload = self.server_admin("system_details")
         data = payload.get("data")
         return dict(data) if isinstance(data, dict) else payload
+
+    def server_admin(self, action: str) -> dict:
+        """Call one of ADMIN_ACTIONS on the enterprise server and return its whole answer (a success JSON object).
+
+        Enterprise flavour only: on the standard flavour, or for an unknown action, invalid_input is raised before
+        any request. Only system_details is retried; the others act on the server and are sent once.
+        """
+        if action not in ADMIN_ACTIONS:
+            raise invalid_input(f"Unknown server action {action!r}: use one of {', '.join(ADMIN_ACTIONS)}.")
+        if self._flavor() != "enterprise":
+            raise invalid_input(
+                f"{action} is an enterprise server action; the standard API has no such endpoint.",
+                "Switch the API flavour to enterprise in the add-on preferences (for a dedicated server).",
+            )
+        return dict(self._post_json(f"{ENTERPRISE_PATH}/{action}", {}, idempotent=action == "system_details"))
+
+    def clear_queue(self) -> dict:
+        """Enterprise: drop the server's queued jobs; returns the server's answer."""
+        return self.server_admin("clear_queue")
+
+    def clear_cache(self) -> dict:
+        """Enterprise: delete the server's cached outputs; returns the server's answer."""
+        return self.server_admin("clear_cache")
+
+    def restart_server(self) -> dict:
+        """Enterprise: restart the server's workers; returns the server's answer."""
+        return self.server_admin("restart_server")
+
+    def update_server(self) -> dict:
+        """Enterprise: update the server's software; returns the server's answer (e.g. the version)."""
+        return self.server_admin("update_server")
 
     def probe(self, url: str, *, timeout: float | None = None) -> bool | None:
         """HEAD a result URL (e.g. a future_link): True if the file is there, False if not (yet) or unreachable,

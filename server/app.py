@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .faults import GENERIC, MESH_KINDS, TERMINAL, FaultBook, FaultError, Fired, parse_rules
-from .store import Config, Job, Store, is_loopback_host
+from .store import SERVER_VERSION, Config, Job, Store, is_loopback_host
 
 log = logging.getLogger("server")
 
@@ -48,15 +48,19 @@ OUTPUT_FORMATS = ("obj", "glb", "ply", "stl")
 MESH_TYPES = {"obj": "model/obj", "glb": "model/gltf-binary", "ply": "application/octet-stream", "stl": "model/stl"}
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp"}
 FETCH_PATHS = {"enterprise": "/api/v1/enterprise/3d/fetch", "v6": "/api/v6/3d/fetch"}
+SERVER_ACTIONS = ("clear_queue", "clear_cache", "restart_server", "update_server")
 POST_ROUTES: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"/api/v1/enterprise/3d/image_to_3d"), "submit", "enterprise"),
-    (re.compile(r"/api/v6/3d/image_to_3d"), "submit", "v6"),
+    (re.compile(r"/api/v1/enterprise/3d/(?P<kind>image|text)_to_3d"), "submit", "enterprise"),
+    (re.compile(r"/api/v6/3d/(?P<kind>image|text)_to_3d"), "submit", "v6"),
     (re.compile(r"/api/v1/enterprise/3d/fetch/(?P<id>[^/]*)"), "fetch", "enterprise"),
     (re.compile(r"/api/v6/3d/fetch/(?P<id>[^/]*)"), "fetch", "v6"),
     (re.compile(r"/api/v6/base64_to_url"), "upload", ""),
     (re.compile(r"/api/wallet_balance"), "wallet", ""),
     (re.compile(r"/api/v1/enterprise/3d/system_details"), "system", ""),
+    (re.compile(rf"/api/v1/enterprise/3d/(?P<action>{'|'.join(SERVER_ACTIONS)})"), "system", ""),
 ]
+MAX_PROMPT = 2000
+MAX_VIEWS = 4
 PROXY_HTML = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n"
     "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -86,7 +90,7 @@ class RequestError(Exception):
         self.payload = {"status": "error", "message": message, **extra}
 
 
-def _as_int(body: dict, name: str, default: int, low: int, high: int) -> int:
+def _as_int(body: dict, name: str, default: Any, low: int, high: int) -> Any:
     value = body.get(name, default)
     if value is None or value == "":
         return default
@@ -99,7 +103,7 @@ def _as_int(body: dict, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _as_float(body: dict, name: str, default: float, low: float, high: float) -> float:
+def _as_float(body: dict, name: str, default: Any, low: float, high: float) -> Any:
     value = body.get(name, default)
     if value is None or value == "":
         return default
@@ -138,16 +142,62 @@ def _http_url(value: Any, name: str) -> str:
     return value
 
 
-def validate_submit(body: dict) -> dict[str, Any]:
-    """Normalise and check the image_to_3d fields like the service does; RequestError(400) on a bad one."""
+def _optional_text(body: dict, name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise RequestError(400, f"The {name} must be a string of at most {limit} characters.")
+    return value
+
+
+def _images(body: dict) -> tuple[str, list[str] | None]:
+    """(the first image URL, every view's URL when multi_image is true, else None)."""
+    multi = _as_bool(body, "multi_image", False)
     image = body.get("init_image") or body.get("image")
     if not image:
         raise RequestError(400, "The init_image field is required.")
-    params: dict[str, Any] = {"init_image": _http_url(image, "init_image")}
-    params["resolution"] = _as_int(body, "resolution", 256, 32, 512)
+    if not multi:
+        if isinstance(image, list):
+            raise RequestError(400, "The init_image must be one URL; send multi_image: true with a list of views.")
+        return _http_url(image, "init_image"), None
+    if isinstance(image, str):
+        image = [image]
+    if not isinstance(image, list) or not 2 <= len(image) <= MAX_VIEWS:
+        raise RequestError(400, f"With multi_image, init_image must be a list of 2 to {MAX_VIEWS} image URLs.")
+    views = [_http_url(url, "init_image") for url in image]
+    return views[0], views
+
+
+def validate_submit(body: dict, kind: str = "image") -> dict[str, Any]:
+    """Normalise and check the image_to_3d (or text_to_3d) fields like the service does; RequestError(400) else."""
+    params: dict[str, Any] = {"kind": kind}
+    if kind == "text":
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RequestError(400, "The prompt field is required.")
+        if len(prompt) > MAX_PROMPT:
+            raise RequestError(400, f"The prompt must be at most {MAX_PROMPT} characters.")
+        params["prompt"] = prompt.strip()
+        params["negative_prompt"] = _optional_text(body, "negative_prompt", MAX_PROMPT)
+        params["guidance_scale"] = _as_float(body, "guidance_scale", None, 1.0, 20.0)
+        params["num_inference_steps"] = _as_int(body, "num_inference_steps", None, 1, 50)
+        params["model_id"] = _optional_text(body, "model_id", 100)
+        params["resolution"] = 256
+        params["chunk_size"] = 8192
+    else:
+        params["init_image"], params["views"] = _images(body)
+        params["resolution"] = _as_int(body, "resolution", 256, 32, 512)
+        params["chunk_size"] = _as_int(body, "chunk_size", 8192, 1, 12000)
+        params["ss_guidance_strength"] = _as_float(body, "ss_guidance_strength", None, 0.0, 10.0)
+        params["ss_sampling_steps"] = _as_int(body, "ss_sampling_steps", None, 1, 50)
+        params["slat_guidance_strength"] = _as_float(body, "slat_guidance_strength", None, 0.0, 10.0)
+        params["slat_sampling_steps"] = _as_int(body, "slat_sampling_steps", None, 1, 50)
+        params["mesh_simplify"] = _as_float(body, "mesh_simplify", None, 0.9, 0.98)
+        params["render"] = _as_bool(body, "render", False)
+        params["temp"] = "yes" if _as_bool(body, "temp", False) else "no"
     params["foreground_ratio"] = _as_float(body, "foreground_ratio", 0.85, 0.1, 1.0)
     params["remove_bg"] = _as_bool(body, "remove_bg", False)
-    params["chunk_size"] = _as_int(body, "chunk_size", 8192, 1, 12000)
     seed = _as_int(body, "seed", 0, 0, 2**32 - 1)
     params["seed"] = seed or random.randint(1, 2**31 - 1)
     fmt = body.get("output_format") or "obj"
@@ -424,7 +474,7 @@ class Handler(BaseHTTPRequestHandler):
         if keys is not None and key not in keys:
             raise RequestError(401, "Invalid API key", error_code="invalid_key")
         if endpoint == "submit":
-            return self.submit(flavor, body, key)
+            return self.submit(flavor, match.group("kind"), body, key)
         if endpoint == "fetch":
             return self.fetch(flavor, match.group("id"), key)
         if endpoint == "upload":
@@ -433,6 +483,9 @@ class Handler(BaseHTTPRequestHandler):
             with self.store.lock:
                 balance = round(self.store.balance, 2)
             return 200, {"status": "success", "data": {"balance": balance, "currency": "USD"}}, {}
+        action = match.groupdict().get("action")
+        if action:
+            return self.server_action(action, key)
         return self.system()
 
     def processing_payload(self, job: Job, base: str) -> dict[str, Any]:
@@ -451,18 +504,21 @@ class Handler(BaseHTTPRequestHandler):
             "meta": self.store.meta(job),
         }
 
-    def submit(self, flavor: str, body: dict, key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def submit(self, flavor: str, kind: str, body: dict, key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         config = self.server.config
-        params = validate_submit(body)
+        params = validate_submit(body, kind)
         if not self.store.can_pay():
             raise RequestError(402, DEFAULT_ERROR_MESSAGES[402])
         if config.max_queue and self.store.active_jobs() >= config.max_queue:
             raise RequestError(429, "Too many requests: your queue is full", retry_after=5)
-        image = self.load_image(params["init_image"])
-        mesh_kinds = {kind for kind, fmt in MESH_KINDS.items() if fmt == params["output_format"]}
+        if kind == "text":
+            images: list[bytes] = []  # the stand-in draws the prompt when the job runs
+        else:
+            images = [self.load_image(url) for url in params["views"] or [params["init_image"]]]
+        mesh_kinds = {name for name, fmt in MESH_KINDS.items() if fmt == params["output_format"]}
         job_faults = self.faults.take("submit", JOB_KINDS | mesh_kinds)
         base = self.base_url()
-        job = self.store.create_job(flavor, params, image, key, job_faults, base, self.client_is_loopback())
+        job = self.store.create_job(flavor, params, images, key, job_faults, base, self.client_is_loopback())
         return 200, self.processing_payload(job, base), {}
 
     def load_image(self, url: str) -> bytes:
@@ -550,6 +606,23 @@ class Handler(BaseHTTPRequestHandler):
         url = f"{self.base_url()}/uploads/{name}"
         return 200, {"status": "success", "output": [url], "id": upload_id, "message": "Image uploaded"}, {}
 
+    def server_action(self, action: str, key: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The enterprise server's clear_queue, clear_cache, restart_server and update_server."""
+        data: dict[str, Any]
+        if action == "clear_queue":
+            dropped = self.store.clear_queue(key)
+            data, message = {"removed_jobs": dropped}, f"Queue cleared: {len(dropped)} queued job(s) removed"
+        elif action == "clear_cache":
+            data = self.store.clear_cache(key)
+            message = f"Cache cleared: {data['files_removed']} output file(s) deleted"
+        elif action == "restart_server":
+            data = self.store.restart_workers()
+            message = f"Server restarted: {data['workers']} worker(s), {data['restarted_jobs']} job(s) started again"
+        else:
+            data = {"version": SERVER_VERSION, "latest": SERVER_VERSION, "updated": False}
+            message = f"Server is up to date (version {SERVER_VERSION})"
+        return 200, {"status": "success", "message": message, "data": data}, {}
+
     def system(self) -> tuple[int, dict[str, Any], dict[str, str]]:
         stats = self.store.stats({}, [])
         return (
@@ -558,6 +631,7 @@ class Handler(BaseHTTPRequestHandler):
                 "status": "success",
                 "data": {
                     "server": "ModelsLab local server",
+                    "version": SERVER_VERSION,
                     "gpu": "none (CPU reconstruction)",
                     "workers": self.server.config.workers,
                     "queue": stats["queue_depth"],

@@ -28,6 +28,10 @@ DEPTH_SCALE = 0.85  # 1.0 = a disc becomes a sphere; a little flatter reads bett
 BORDER_UNIFORM = 0.06  # border colour spread (0..1 RGB distance) below which the background is "plain"
 EDGE_MARGIN = 0.02  # fraction of a voxel
 PAD = 2  # voxels of empty space around the object in the evaluation grid
+MIN_SIMPLIFIED_GRID = 16
+# The views of a multi-view job, as (z, x) directions from the object towards each camera on the [z, y, x] grid:
+# front (+Z), right side (+X), back (-Z), left side (-X).
+VIEW_DIRECTIONS = ((1, 0), (0, 1), (-1, 0), (0, -1))
 
 
 @dataclass
@@ -129,17 +133,21 @@ def silhouette(rgba: np.ndarray, remove_bg: bool) -> tuple[np.ndarray, str]:
     return coverage, "key"
 
 
-def frame(rgba: np.ndarray, coverage: np.ndarray, ratio: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+def frame(
+    rgba: np.ndarray, coverage: np.ndarray, ratio: float, n: int, side: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop to the silhouette's box and resample to n x n so the object spans `ratio` of the view.
 
-    Returns (colours n x n x 3, coverage n x n), colours bled outward from the object so that sampling
-    near the rim never picks up the background.
+    `side`: the size in image pixels of the square that becomes the n x n view (default: the box's longer side
+    over ratio), centred on the box. Returns (colours n x n x 3, coverage n x n), colours bled outward from the
+    object so that sampling near the rim never picks up the background.
     """
     inside = coverage >= 0.5
     rows = np.flatnonzero(inside.any(axis=1))
     cols = np.flatnonzero(inside.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    side = max(y1 - y0, x1 - x0) / ratio
+    if side is None:
+        side = max(y1 - y0, x1 - x0) / ratio
     size = max(int(np.ceil(side)), y1 - y0, x1 - x0)
     left = int(round((x0 + x1 - size) / 2))
     top = int(round((y0 + y1 - size) / 2))
@@ -309,6 +317,152 @@ def reconstruct(
     if _signed_volume(vertices, faces) < 0:
         faces = faces[:, ::-1].copy()
     return Mesh(vertices, faces, colour)
+
+
+def simplified_resolution(resolution: int, mesh_simplify: float | None) -> int:
+    """The grid that leaves about (1 - mesh_simplify) of the faces (faces grow with the grid's side squared).
+
+    The mesh is rebuilt on the coarser grid rather than decimated, so it stays closed and evenly meshed; the grid
+    never goes below MIN_SIMPLIFIED_GRID.
+    """
+    n = int(resolution)
+    if mesh_simplify is None:
+        return n
+    return min(n, max(MIN_SIMPLIFIED_GRID, int(round(n * np.sqrt(1.0 - float(mesh_simplify))))))
+
+
+def _view_box(coverage: np.ndarray) -> tuple[int, int]:
+    inside = coverage >= 0.5
+    rows = np.flatnonzero(inside.any(axis=1))
+    cols = np.flatnonzero(inside.any(axis=0))
+    return int(rows[-1] + 1 - rows[0]), int(cols[-1] + 1 - cols[0])
+
+
+def reconstruct_views(
+    images: list[bytes],
+    *,
+    resolution: int = 256,
+    foreground_ratio: float = 0.85,
+    remove_bg: bool = False,
+    chunk_size: int = 8192,
+    seed: int = 0,
+) -> Mesh:
+    """A visual hull carved from 2-4 views of one object, coloured from them (same conventions as reconstruct).
+
+    The views are orthographic-like photos around the vertical axis in 90-degree steps: the front (camera on +Z),
+    the right side (camera on +X), the back (-Z), the left side (-X). Each view is scaled so the object's height
+    is the same in all of them and centred on its silhouette's box, so framing may differ between the photos.
+    A voxel is kept when every view sees it inside the silhouette: the field is the smallest of the views'
+    sub-pixel signed distances. Each vertex takes its colour from the view that faces it best among those that
+    see it.
+    """
+    if not 2 <= len(images) <= len(VIEW_DIRECTIONS):
+        raise ValueError(f"a visual hull needs 2 to {len(VIEW_DIRECTIONS)} views, got {len(images)}")
+    n = int(resolution)
+    loaded = []
+    for number, data in enumerate(images, start=1):
+        rgba = load_rgba(data)
+        coverage, _how = silhouette(rgba, remove_bg)
+        if not (coverage >= 0.5).any():
+            raise ValueError(f"no object found in view {number}")
+        loaded.append((rgba, coverage, *_view_box(coverage)))
+    widest = max(w / h for _, _, h, w in loaded)
+    height = float(foreground_ratio) * n / max(1.0, widest)  # the object's height in voxels, in every view
+    scale = 4 if n <= 256 else 2
+    colours_by_view, distance_by_view = [], []
+    for rgba, coverage, h, _w in loaded:
+        colours, cover = frame(rgba, coverage, float(foreground_ratio), n, side=h * n / height)
+        colours_by_view.append(colours)
+        distance_by_view.append(subpixel_distance(cover, scale))
+    # f[z, y, x]: x = columns of the front view, y = rows (down), z towards the front camera.
+    field = np.broadcast_to(distance_by_view[0][None, :, :], (n, n, n)).copy()
+    for k, sd in enumerate(distance_by_view[1:], start=1):
+        np.minimum(field, _view_distance(sd, k), out=field)
+    inside = field > 0
+    if not inside.any():
+        raise ValueError("the views' silhouettes do not overlap")
+    zs, ys, xs = (np.flatnonzero(inside.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    z0, z1 = max(0, zs[0] - PAD), min(n, zs[-1] + 1 + PAD)
+    y0, y1 = max(0, ys[0] - PAD), min(n, ys[-1] + 1 + PAD)
+    x0, x1 = max(0, xs[0] - PAD), min(n, xs[-1] + 1 + PAD)
+    region = np.full((z1 - z0 + 2, y1 - y0 + 2, x1 - x0 + 2), -1.0, np.float32)  # the extra ring closes it
+    region[1:-1, 1:-1, 1:-1] = field[z0:z1, y0:y1, x0:x1]
+    del field
+    verts, faces, _normals, _values = measure.marching_cubes(region, level=0.0, allow_degenerate=False)
+    base = np.floor(verts)
+    verts = base + np.where(verts > base, np.clip(verts - base, EDGE_MARGIN, 1.0 - EDGE_MARGIN), 0.0)
+    z = verts[:, 0] - 1 + z0
+    y = verts[:, 1] - 1 + y0
+    x = verts[:, 2] - 1 + x0
+    colour = _hull_colours(region, verts, colours_by_view, x, y, z, n)
+    voxel = 2.0 / n
+    centre = (n - 1) / 2.0
+    vertices = np.column_stack([(x - centre) * voxel, -(y - centre) * voxel, (z - centre) * voxel])
+    vertices -= (vertices.min(axis=0) + vertices.max(axis=0)) / 2.0
+    vertices = vertices.astype(np.float32)
+    faces = faces.astype(np.int32)
+    if _signed_volume(vertices, faces) < 0:
+        faces = faces[:, ::-1].copy()
+    return Mesh(vertices, faces, colour)
+
+
+def view_column(k: int, x: np.ndarray, z: np.ndarray, n: int) -> np.ndarray:
+    """The column of view k (0 front, 1 right side, 2 back, 3 left side) that sees grid point (x, z)."""
+    last = n - 1
+    return (x, last - z, last - x, z)[k]
+
+
+def _view_distance(sd: np.ndarray, k: int) -> np.ndarray:
+    """View k's signed distance sd[y, column] laid out on the [z, y, x] grid (broadcastable)."""
+    if k == 1:  # column = n-1-z
+        return sd[:, ::-1].T[:, :, None]
+    if k == 2:  # column = n-1-x
+        return sd[:, ::-1][None, :, :]
+    return sd.T[:, :, None]  # k == 3: column = z
+
+
+def _hull_colours(
+    region: np.ndarray,
+    verts: np.ndarray,
+    colours_by_view: list[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    n: int,
+) -> np.ndarray:
+    """Per-vertex colour from the view that faces the vertex best among the views that see it."""
+    gz, gy, gx = np.gradient(region)
+    idx = tuple(np.clip(np.round(verts[:, a]).astype(np.int64), 0, region.shape[a] - 1) for a in range(3))
+    outward = -np.column_stack([gz[idx], gx[idx]])  # the field grows inwards; only z and x matter to the views
+    solid = region > 0
+    # For each view: how far along its looking direction the first solid voxel is (per ray), in region indices.
+    zi, yi, xi = idx
+    score = np.zeros((len(verts), len(colours_by_view)), np.float64)
+    for k in range(len(colours_by_view)):
+        direction = VIEW_DIRECTIONS[k]
+        facing = np.maximum(0.0, outward[:, 0] * direction[0] + outward[:, 1] * direction[1])
+        axis = 0 if direction[0] else 2
+        forward = (direction[0] or direction[1]) > 0
+        reached = solid.any(axis=axis)
+        if forward:
+            first = region.shape[axis] - 1 - np.argmax(np.flip(solid, axis=axis), axis=axis)
+        else:
+            first = np.argmax(solid, axis=axis)
+        first = np.where(reached, first, -1 if forward else region.shape[axis])
+        if axis == 0:
+            depth, along = first[yi, xi], verts[:, 0]
+        else:
+            depth, along = first[zi, yi], verts[:, 2]
+        visible = along >= depth - 1.5 if forward else along <= depth + 1.5
+        score[:, k] = facing * visible + 1e-3 * facing
+    best = np.argmax(score, axis=1)
+    colour = np.empty((len(verts), 3), np.float32)
+    for k, colours in enumerate(colours_by_view):
+        chosen = best == k
+        if chosen.any():
+            column = view_column(k, x[chosen], z[chosen], n)
+            colour[chosen] = np.clip(_bilinear(colours, y[chosen], column), 0.0, 1.0)
+    return colour
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

@@ -18,15 +18,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from . import hostile, reconstruct
+from . import hostile, reconstruct, textimage
 from .faults import MESH_KINDS
 from .keys import key_digest, key_hash
 
 log = logging.getLogger("server")
 
 PRICE_PER_JOB = 0.2
+SERVER_VERSION = "1.2.0"  # what update_server reports
 HOSTILE_PREFIX = "../../etc/x"
 ID_LOW, ID_HIGH = 100_000_000, 999_999_999  # job ids: random 9-digit integers, never reused
+# The newer revision's diffusion settings: accepted and echoed in meta when sent (they steer no model here).
+REVISION_ECHOED = (
+    "ss_guidance_strength",
+    "ss_sampling_steps",
+    "slat_guidance_strength",
+    "slat_sampling_steps",
+    "mesh_simplify",
+)
 
 
 @dataclass
@@ -50,13 +59,13 @@ class Config:
 
 @dataclass
 class Job:
-    """One accepted image_to_3d request."""
+    """One accepted image_to_3d or text_to_3d request (params["kind"] is "image" or "text")."""
 
     id: int
     seq: int  # submit order; its parity picks the answer variants
     flavor: str  # "enterprise" | "v6"
     params: dict[str, Any]  # normalised request fields (no key)
-    image: bytes
+    images: list[bytes]  # the view(s) of an image job: one, or 2-4 (front, right side, back, left side)
     file_prefix: str
     key_hash: str
     owner: str  # full digest of the submitting key: only that key can fetch the job
@@ -85,6 +94,12 @@ class Job:
     recon_seconds: float | None = None
     webhook_status: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
+    run: int = 0  # which scheduling of the job may finish it (restart_server schedules it again)
+    cleared: bool = False  # clear_cache removed its output
+
+    @property
+    def kind(self) -> str:
+        return str(self.params.get("kind", "image"))
 
     @property
     def fmt(self) -> str:
@@ -107,6 +122,8 @@ class Job:
         return {
             "id": self.id,
             "flavor": self.flavor,
+            "kind": self.kind,
+            "views": len(self.params.get("views") or [None]),
             "status": self.status,
             "created_at": self.created_at,
             "started_at": self.started_at,
@@ -254,7 +271,7 @@ class Store:
         self,
         flavor: str,
         params: dict[str, Any],
-        image: bytes,
+        images: list[bytes],
         key: str,
         faults: dict[str, Any],
         base_url: str,
@@ -268,7 +285,7 @@ class Store:
                 seq=self.next_seq,
                 flavor=flavor,
                 params=params,
-                image=image,
+                images=list(images),
                 file_prefix=str(uuid.uuid4()),
                 key_hash=key_hash(key),
                 owner=key_digest(key),
@@ -297,7 +314,7 @@ class Store:
                 job.status = "processing"
                 job.started_at = job.created_at
             else:
-                self.futures[job_id] = self.pool.submit(self._run, job)
+                self.futures[job_id] = self.pool.submit(self._run, job, job.run)
             return job
 
     def apply_job_faults(self, job: Job, faults: dict[str, Any]) -> None:
@@ -349,8 +366,68 @@ class Store:
                 job.downloads_started += 1
 
     def expired(self, job: Job) -> bool:
-        """Outputs (and the fetch answer) disappear --expire-seconds after the job finished."""
+        """Outputs (and the fetch answer) disappear --expire-seconds after the job finished, or on clear_cache."""
+        if job.cleared:
+            return True
         return job.finished_at is not None and time.time() - job.finished_at > self.config.expire_seconds
+
+    # --- the enterprise server's admin actions -----------------------------------------------
+    def clear_queue(self, key: str) -> list[int]:
+        """Drop the key's jobs that wait for a worker: they fail with a message and are refunded; returns their ids."""
+        owner = key_digest(key)
+        with self.lock:
+            dropped = []
+            for job in self.jobs.values():
+                if job.owner == owner and job.status == "queued" and not job.forever:
+                    future = self.futures.pop(job.id, None)
+                    if future is not None:
+                        future.cancel()
+                    job.run += 1  # a run that already started never finishes it
+                    job.status = "failed"
+                    job.error = "Removed from the queue by clear_queue (not charged)"
+                    job.finished_at = time.time()
+                    job.images = []
+                    self.balance += PRICE_PER_JOB
+                    dropped.append(job.id)
+            return sorted(dropped)
+
+    def clear_cache(self, key: str) -> dict[str, int]:
+        """Delete the key's finished jobs' outputs (their links and fetches then answer 404, like expired ones)."""
+        owner = key_digest(key)
+        removed, freed = 0, 0
+        with self.lock:
+            for job in self.jobs.values():
+                if job.owner == owner and job.status in ("success", "failed") and not job.cleared:
+                    job.cleared = True
+                    path = self.out_dir / job.file_name
+                    try:
+                        freed += path.stat().st_size
+                        path.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        return {"files_removed": removed, "bytes_freed": freed}
+
+    def restart_workers(self) -> dict[str, int]:
+        """A fresh worker pool: jobs queued or running (not held) start again on it; their runs in progress are
+        abandoned. Returns {"workers": N, "restarted_jobs": N}."""
+        with self.lock:
+            old, self.pool = (
+                self.pool,
+                ThreadPoolExecutor(max_workers=max(1, self.config.workers), thread_name_prefix="job"),
+            )
+            again = [
+                job
+                for job in sorted(self.jobs.values(), key=lambda j: j.seq)
+                if job.status in ("queued", "processing") and not job.forever and not job.held
+            ]
+            for job in again:
+                job.run += 1
+                job.status = "queued"
+                job.started_at = None
+                self.futures[job.id] = self.pool.submit(self._run, job, job.run)
+        old.shutdown(wait=False, cancel_futures=True)
+        return {"workers": max(1, self.config.workers), "restarted_jobs": len(again)}
 
     def eta(self, job: Job) -> float:
         """Seconds until this job should be done, counting the jobs ahead of it in the queue."""
@@ -378,28 +455,38 @@ class Store:
                     free[0] += other.estimate
             return round(max(0.2, min(free) + job.estimate), 2)
 
-    def _alive(self, job: Job) -> bool:
+    def _alive(self, job: Job, run: int | None = None) -> bool:
         with self.lock:
-            return self.jobs.get(job.id) is job and not job.cancel.is_set()
+            current = run is None or job.run == run
+            return self.jobs.get(job.id) is job and not job.cancel.is_set() and current
 
-    def _run(self, job: Job) -> None:
-        if not self._alive(job):
+    def _build_mesh(self, job: Job, images: list[bytes]) -> reconstruct.Mesh:
+        params = job.params
+        options = {
+            "resolution": reconstruct.simplified_resolution(params["resolution"], params.get("mesh_simplify")),
+            "foreground_ratio": params["foreground_ratio"],
+            "remove_bg": params["remove_bg"],
+            "chunk_size": params["chunk_size"],
+            "seed": params["seed"],
+        }
+        if job.kind == "text":
+            return reconstruct.reconstruct(textimage.render_prompt(params["prompt"], seed=params["seed"]), **options)
+        if len(images) > 1:
+            return reconstruct.reconstruct_views(images, **options)
+        return reconstruct.reconstruct(images[0], **options)
+
+    def _run(self, job: Job, run: int) -> None:
+        if not self._alive(job, run):
             return
         with self.lock:
             job.status = "processing"
             job.started_at = time.time()
-        tmp = self.tmp_dir / f"{job.file_prefix}.{job.fmt}.part"
+            images = list(job.images)
+        tmp = self.tmp_dir / f"{job.file_prefix}.{job.fmt}.{run}.part"
         try:
             if job.fail_text is None:
                 t0 = time.perf_counter()
-                mesh = reconstruct.reconstruct(
-                    job.image,
-                    resolution=job.params["resolution"],
-                    foreground_ratio=job.params["foreground_ratio"],
-                    remove_bg=job.params["remove_bg"],
-                    chunk_size=job.params["chunk_size"],
-                    seed=job.params["seed"],
-                )
+                mesh = self._build_mesh(job, images)
                 reconstruct.write_mesh(mesh, tmp, job.fmt)
                 if job.pad_bytes:
                     reconstruct.pad_file(tmp, job.fmt, job.pad_bytes)
@@ -418,7 +505,7 @@ class Store:
             if job.held:
                 job.release.wait()
             with self.lock:
-                if not self._alive(job):
+                if not self._alive(job, run):
                     return
                 if job.fail_text is not None:
                     job.status = "failed"
@@ -431,12 +518,16 @@ class Store:
         except Exception as exc:  # a bad image or a reconstruction bug fails the job, not the server
             log.exception("job %s failed", job.id)
             with self.lock:
+                if not self._alive(job, run):
+                    return
                 job.status = "failed"
                 job.error = f"Generation failed: {exc}"
                 job.finished_at = time.time()
         finally:
             tmp.unlink(missing_ok=True)
-            job.image = b""
+            with self.lock:
+                if job.run == run:
+                    job.images = []
         self._send_webhook(job)
 
     def _send_webhook(self, job: Job) -> None:
@@ -471,18 +562,34 @@ class Store:
         if ratio.startswith("0."):
             ratio = ratio[1:]
         hostile = job.hostile if hostile is None else hostile
-        return {
-            "chunk_size": params["chunk_size"],
+        meta: dict[str, Any] = {
             "file_prefix": HOSTILE_PREFIX + str(job.id) if hostile else job.file_prefix,
             "foreground_ratio": ratio,
-            "image": params["init_image"],
             "remove_bg": params["remove_bg"],
-            "render": False,
-            "resolution": params["resolution"],
             "seed": params["seed"],
-            "temp": "no",
             "output_format": job.fmt,
         }
+        if job.kind == "text":
+            meta["prompt"] = params["prompt"]
+            for name in ("negative_prompt", "guidance_scale", "num_inference_steps", "model_id"):
+                if params.get(name) is not None:
+                    meta[name] = params[name]
+            meta["stand_in"] = "offline stand-in: the prompt's words, reconstructed (real text to 3D needs the service)"
+            return meta
+        views = params.get("views")
+        meta.update(
+            chunk_size=params["chunk_size"],
+            image=list(views) if views else params["init_image"],
+            render=params.get("render", False),
+            resolution=params["resolution"],
+            temp=params.get("temp", "no"),
+        )
+        if views:
+            meta["multi_image"] = True
+        for name in REVISION_ECHOED:
+            if params.get(name) is not None:
+                meta[name] = params[name]
+        return meta
 
     def links(self, job: Job, base: str) -> tuple[list[str], list[str]]:
         """(primary URLs, proxy mirror URLs) of the job's mesh."""

@@ -7,7 +7,17 @@ from typing import Any
 import pytest
 
 from api.errors import Category, ModelsLabError
-from api.params import OUTPUT_FORMATS, PARAM_FIELDS, GenerationParams, check_http_url, is_url
+from api.params import (
+    OUTPUT_FORMATS,
+    PARAM_FIELDS,
+    REVISION_FIELDS,
+    SPECS,
+    TEXT_FIELDS,
+    GenerationParams,
+    check_http_url,
+    fields_for,
+    is_url,
+)
 
 IMAGE = "https://cdn.invalid/duck.png"
 
@@ -91,12 +101,14 @@ def test_body_sends_the_image_under_both_names_and_no_key() -> None:
 
 def test_dict_round_trip_ignores_unknown_keys() -> None:
     params = GenerationParams(init_image=IMAGE, resolution=128, remove_bg=True, track_id="t1")
-    assert GenerationParams.from_dict({**params.to_dict(), "guidance_scale": 3}) == params
+    assert GenerationParams.from_dict({**params.to_dict(), "no_such_field": 3}) == params
 
 
-def test_param_fields_are_every_field_but_the_image() -> None:
+def test_every_field_but_the_images_and_the_kind_has_one_spec() -> None:
     assert "init_image" not in PARAM_FIELDS
-    assert set(PARAM_FIELDS) | {"init_image"} == set(GenerationParams().to_dict())
+    assert set(SPECS) | {"init_image", "extra_views", "kind"} == set(GenerationParams().to_dict())
+    assert set(fields_for("image")) == set(PARAM_FIELDS) | set(REVISION_FIELDS)
+    assert set(fields_for("text")) == set(PARAM_FIELDS) - {"resolution", "chunk_size"} | set(TEXT_FIELDS)
 
 
 def test_check_http_url_names_the_given_field() -> None:
