@@ -3,6 +3,10 @@
 Everything else in blender/ asks this module for the runner instead of keeping its own. The job-tracking sets
 (`state.active`, `state.pending_imports` ...) live here too because they belong to the runner: they are
 reset with it, and the client is only swapped under running jobs when none are active.
+
+Several processes (Blenders, batches) may share the user folder. This process's session lock in
+`<user dir>/sessions/` marks the jobs it runs as its own (api.ownership); ownership() tells the UI whose a job
+is, and money() what this session spent (the shared ledger file, the wallet balance).
 """
 
 import hashlib
