@@ -232,3 +232,15 @@ def save_blend(path: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=str(target), check_existing=False)
     return target
+
+
+def money_line(before: dict | None, after: dict | None, money: dict) -> str:
+    """The batch's closing money line: wallet before and after, jobs that may have been charged, the ledger."""
+
+    def shown(balance: dict | None) -> str:
+        return f"{balance['balance']:.2f} {balance['currency']}" if balance else "unknown"
+
+    return (
+        f"wallet: {shown(before)} -> {shown(after)}; {money['charged_jobs']} job(s) may have been charged; "
+        f"ledger {money['ledger']}"
+    )

@@ -27,7 +27,7 @@ from .bake import bake_vertex_colors
 from .inputs import drop_prepared_upload
 from .placement import apply_placement, check_import_options
 from .rows import update_row
-from .session import get_runner, settings
+from .session import OTHER, get_runner, ownership, settings
 
 COLLECTION_NAME = "ModelsLab"
 COLOR_ATTRIBUTE = "Color"
@@ -423,6 +423,12 @@ def import_job(local_id: str, context: bpy.types.Context | None = None, *, again
     record = runner.get(local_id)
     if record is None:
         raise invalid_input(f"No job with id {local_id!r}.")
+    foreign = ownership(record) == OTHER
+    if foreign and not again:
+        raise invalid_input(
+            f"{record.name} is running in another Blender (or batch) that shares this folder.",
+            "Import it there, or wait: when that Blender closes, this one takes the job over.",
+        )
     allowed = (JobState.DOWNLOADED, JobState.IMPORTED) if again else (JobState.DOWNLOADED,)
     if record.state not in allowed or not record.file_path:
         raise invalid_input(
@@ -458,6 +464,8 @@ def import_job(local_id: str, context: bpy.types.Context | None = None, *, again
         if record.state == JobState.DOWNLOADED:
             update_row(runner.mark_failed(local_id, exc))
         raise
+    if foreign:  # a copy from the cache: the job and its journal record stay the other process's
+        return obj
     update_row(runner.mark_imported(local_id, obj.name))
     drop_prepared_upload(record)
     return obj

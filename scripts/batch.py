@@ -232,9 +232,11 @@ def run_batch(
     """Configure this process's session, plan (resumed jobs first) and run the engine; returns the engine."""
     batch_output = ext.module("blender.batch_output")
     decorate = batch_output.BatchOutput(output.out_dir, args.render, args.export)
-    ext.module("blender.session").configure_batch(
+    session = ext.module("blender.session")
+    session.configure_batch(
         base_url=args.base_url, flavor=args.flavor, max_workers=args.concurrency, poll_timeout=args.timeout
     )
+    balance_before = session.wallet_balance_now()  # None when unknown; a failed check never stops the batch
     engine = ext.module("blender.batch").Batch(
         params,
         limit=args.concurrency,
@@ -254,6 +256,7 @@ def run_batch(
         return engine
     output.progress(f"{len(engine.items)} input(s), up to {engine.window} at once; extension {ext.where}")
     engine.run()
+    output.progress(batch_output.money_line(balance_before, session.wallet_balance_now(), session.money()))
     if engine.interrupted:
         output.progress("interrupted: unfinished jobs stay in the journal; run again with --resume")
     if args.asset_library and decorate.objects:
