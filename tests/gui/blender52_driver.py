@@ -113,7 +113,7 @@ class RecordingLayout:
             args = tuple(arg._panel if isinstance(arg, PanelView) else arg for arg in args)
             outcome = real(*args, **kwargs)
             entry: dict[str, Any] = {"call": name, "enabled": self._enabled(), "active": self._active()}
-            for key in ("text", "icon", "factor"):
+            for key in ("text", "icon", "factor", "type"):
                 if key in kwargs:
                     entry[key] = kwargs[key]
             if name == "operator":
@@ -193,6 +193,7 @@ class Driver:
         self.imported_at: float | None = None
         self.shot_attempts = 0
         self.prefs_window: Any = None
+        self.countdown_mark = 0.0
 
     # --- Blender lookups ----------------------------------------------------------------------------
     @staticmethod
@@ -435,13 +436,82 @@ class Driver:
         rows = self.rows()[1 + len(CONFIG["images"]) :]
         moving = [row for row in rows if row["state"] in RUNNING_STATES and row["progress"] > 0]
         if len(moving) == len(CONFIG["images"]):
-            self.arrange()
-            self.enter("shot")
-            return 0.1
+            self.enter("countdown")
+            return 0.0
         if any(row["state"] not in RUNNING_STATES for row in rows):
             error(f"a job finished before all three were seen running with progress: {rows}")
             return self.finish()
         return self.finish() if self.timed_out(f"three jobs never ran with progress: {rows}") else 0.05
+
+    def phase_countdown(self) -> float | None:
+        # The first running job's details, drawn twice a second apart: its time left counts down, its bar moves.
+        wm = bpy.context.window_manager
+        first_running = 1 + len(CONFIG["images"])
+        samples = RESULT.setdefault("countdown", [])
+        if wm.modelslab_jobs_index != first_running:
+            wm.modelslab_jobs_index = first_running
+            self.countdown_mark = now()
+            self.view3d()[1].tag_redraw()
+            return 0.05
+        drawn_at = self.panel_layouts.get("MODELSLAB_PT_jobs", {}).get("at", 0)
+        if drawn_at <= self.countdown_mark:
+            self.view3d()[1].tag_redraw()
+            return self.finish() if self.timed_out("the job list never redrew", 20) else 0.05
+        layout = json.loads(json.dumps(self.panel_layouts["MODELSLAB_PT_jobs"], default=str))
+        row = self.rows()[first_running]
+        samples.append({"at": round(now(), 3), "state": row["state"], "texts": layout["texts"],
+                        "bars": [item for item in layout["items"] if item["call"] == "progress"]})  # fmt: skip
+        if len(samples) >= 2:
+            self.arrange()
+            self.enter("shot")
+            return 0.1
+        self.countdown_mark = now() + 1.0
+        return 1.05
+
+    def measure_widths(self) -> None:
+        """Every text the panels drew must fit the sidebar at its width: each label/button/bar text measured with
+        Blender's UI font (blf) against the sidebar's width less its margins."""
+        import blf
+
+        _, sidebar, _ = self.view3d()
+        scale = bpy.context.preferences.view.ui_scale
+        style = bpy.context.preferences.ui_styles[0]
+        blf.size(0, (getattr(style, "widget_label", None) or style.widget).points * scale)
+        overflow = []
+        layouts = {name: self.panel_layouts.get(name, {}).get("items", []) for name in SHOWN_PANELS[:2]}
+        for local_id, drawn_row in self.panel_layouts.get("MODELSLAB_UL_jobs", {}).get("rows", {}).items():
+            layouts[f"row {local_id}"] = drawn_row["items"]
+        for where, items in layouts.items():
+            room = sidebar.width - (50 if where.startswith("row ") else 30) * scale
+            for item in items:
+                text = item.get("text") or ""
+                if not text or item["call"] not in ("label", "operator", "progress"):
+                    continue
+                icon = item.get("icon", "NONE")
+                needed = blf.dimensions(0, text)[0] + 10 * scale + (22 * scale if icon and icon != "NONE" else 0)
+                if needed > room:
+                    overflow.append({"where": where, "text": text, "needed": round(needed), "room": round(room)})
+        RESULT["widths"] = {"sidebar_width": sidebar.width, "overflow": overflow}
+
+    def phase_info(self) -> float | None:
+        # The status bar shows the newest report, the Info log keeps them: copy them with Blender's own operator
+        # from an Info editor (the 3D view turned into one for a moment).
+        area, _, _ = self.view3d() if not hasattr(self, "info_area") else (self.info_area, None, None)
+        if not hasattr(self, "info_area"):
+            self.info_area = area
+            area.type = "INFO"
+            return 0.3
+        region = next(region for region in area.regions if region.type == "WINDOW")
+        window = self.window()
+        wm = bpy.context.window_manager
+        wm.clipboard = ""
+        with bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region):
+            bpy.ops.info.select_all(action="SELECT")
+            bpy.ops.info.report_copy()
+        RESULT["info_log"] = wm.clipboard.splitlines()
+        area.type = "VIEW_3D"
+        self.enter("preferences")
+        return 0.3
 
     def arrange(self) -> None:
         """Show the failed job's details; put the imported objects side by side in front of the view."""
@@ -556,7 +626,8 @@ class Driver:
         }
         RESULT["panels"]["main"] = json.loads(json.dumps(layouts, default=str))  # as drawn for this screenshot
         RESULT["panels"]["main"]["shot_at"] = shot_at
-        self.enter("preferences")
+        self.measure_widths()
+        self.enter("info")
         return 0.05
 
     def phase_preferences(self) -> float | None:

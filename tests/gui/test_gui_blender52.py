@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -287,6 +288,38 @@ def test_three_jobs_run_with_progress_bars(session: Session) -> None:
     assert sum(1 for bar in bars if bar) == 3, drawn_rows
     for bar in filter(None, bars):
         assert 0.0 < bar[0]["factor"] < 1.0, bar
+        # the list row's small ring carries the time left ("4s") or "late"; the name takes the rest of the row
+        assert bar[0].get("type") == "RING" and re.fullmatch(r"(\d+s|late|)", bar[0].get("text", "")), bar
+
+
+def test_time_left_counts_down_and_the_bar_moves(session: Session) -> None:
+    samples = session.checked()["countdown"]
+    assert len(samples) == 2, samples
+    lefts = []
+    for sample in samples:
+        found = [re.fullmatch(r"About (\d+)s left", item.get("text", "")) for item in sample["bars"]]
+        lefts += [int(match.group(1)) for match in found if match]
+    assert len(lefts) == 2 and lefts[0] > lefts[1], samples
+    factors = [sample["bars"][0]["factor"] for sample in samples]
+    assert factors[0] < factors[1], factors
+    assert all(re.search(r"Elapsed \d+s, expected \d+s", " ".join(sample["texts"])) for sample in samples), samples
+
+
+def test_everything_fits_the_sidebar(session: Session) -> None:
+    widths = session.checked()["widths"]
+    assert widths["overflow"] == [], widths
+
+
+def test_finished_and_failed_jobs_are_reported_in_the_status_bar(session: Session) -> None:
+    # What the status bar showed, as Blender's Info log keeps it (copied with info.report_copy).
+    log = session.checked()["info_log"]
+    imported = [line for line in log if line.startswith("ModelsLab: ") and " imported as " in line]
+    for image in EXAMPLE_IMAGES[:3]:  # the three imports; a repeated name is numbered ("duck_512 (2)")
+        pattern = rf"ModelsLab: {re.escape(image.stem)}( \(\d+\))? imported as "
+        assert any(re.match(pattern, line) for line in imported), (image, imported)
+    assert all(re.search(r"\(took \d+s\)$", line) for line in imported), imported
+    failed = [line for line in log if line.startswith("ModelsLab: ") and " failed: " in line]
+    assert len(failed) == 1 and FAILURE_TEXT.split(":")[0] in failed[0], log
 
 
 def test_failed_job_shows_its_message_and_fix(session: Session) -> None:
@@ -296,9 +329,17 @@ def test_failed_job_shows_its_message_and_fix(session: Session) -> None:
     assert FAILURE_TEXT in failed["message"], failed
     assert failed["fix"], failed
     # The selected failed row's details box: the message and the fix as the sidebar shows them (wrapped).
+    items = result["panels"]["main"]["MODELSLAB_PT_jobs"]["items"]
     shown = " ".join(result["panels"]["main"]["MODELSLAB_PT_jobs"]["texts"])
     assert " ".join(FAILURE_TEXT.split()[:4]) in shown, shown
     assert " ".join(failed["fix"].split()[:4]) in shown, (failed["fix"], shown)
+    # people's words: a sentence, a separator, the fix naming the sidebar's labels; the category only in the record
+    assert f"[{failed['category']}]" not in shown, shown
+    assert '"Remove Background"' in shown and "remove_bg" not in shown, shown
+    message, fix = drawn(items, "label", icon="ERROR"), drawn(items, "label", icon="HELP")
+    assert message and fix, shown
+    between = [item for item in items[items.index(message[0]) : items.index(fix[0])] if item["call"] == "separator"]
+    assert between, "no separator between the message and the fix"
 
 
 def test_imported_objects_are_in_the_scene_and_visible(session: Session) -> None:
