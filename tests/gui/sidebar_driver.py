@@ -484,25 +484,30 @@ class Driver:
         return 0.05
 
     def phase_other(self) -> float | None:
-        # How a row owned by another live Blender reads: session.ownership() decides (a stand-in answers
-        # "other" for one job here, whichever ownership rule the session has).
+        # How rows read when session.ownership_of() says another live Blender owns a job, or that this one took it
+        # over from a closed session: stand-ins answer "other" for the slow job and "recovered" for the first.
         session = self.addon("blender.session")
         rows_module = self.addon("blender.rows")
         step = RESULT["steps"].setdefault("other", {})
         names = ("ownership", "ownership_of")
-        if "panel" not in step and "had_ownership" not in step:
+        if "had_ownership" not in step:
             step["had_ownership"] = [name for name in names if hasattr(session, name)]
             self.saved_ownership = {name: getattr(session, name) for name in names if hasattr(session, name)}
-            target = self.ids["slow"]
-            session.ownership = lambda record: "other" if record.local_id == target else "mine"
-            session.ownership_of = lambda local_id: "other" if local_id == target else "mine"
+            says = {self.ids["slow"]: "other", self.ids["first"]: "recovered"}
+            session.ownership = lambda record: says.get(record.local_id, "mine")
+            session.ownership_of = lambda local_id: says.get(local_id, "mine")
             rows_module.sync_rows()
-            self.select(target)
+            self.select(self.ids["slow"])
             return 0.1
         if not self.drawn_since_mark("MODELSLAB_PT_jobs"):
-            return self.wait("no redraw", 0.05)
-        step["panel"] = self.snapshot("MODELSLAB_PT_jobs")
-        step["list_row"] = self.list_rows.get(self.ids["slow"])
+            return self.wait("no redraw")
+        if "panel" not in step:
+            step["panel"] = self.snapshot("MODELSLAB_PT_jobs")
+            step["list_row"] = self.list_rows.get(self.ids["slow"])
+            self.select(self.ids["first"])
+            return 0.1
+        step["recovered_panel"] = self.snapshot("MODELSLAB_PT_jobs")
+        step["recovered_list_row"] = self.list_rows.get(self.ids["first"])
         for name in names:
             if name in self.saved_ownership:
                 setattr(session, name, self.saved_ownership[name])
@@ -521,6 +526,7 @@ class Driver:
         layouts = [("images/" + name, snap) for name, snap in RESULT["steps"]["images"].items()]
         layouts += [("failed", RESULT["steps"]["failed"]["panel"]), ("late", RESULT["steps"]["late"]["panel"])]
         layouts += [("elsewhere", RESULT["steps"]["elsewhere"]["panel"]), ("other", RESULT["steps"]["other"]["panel"])]
+        layouts += [("recovered", RESULT["steps"]["other"]["recovered_panel"])]
         for where, snap in layouts:
             overflow += self.overflowing(where, snap["items"], width - 30 * scale)
         for local_id, drawn in self.list_rows.items():

@@ -199,6 +199,14 @@ def test_a_job_of_another_blender_is_shown_as_such_without_actions(session: Sess
     assert drawn(step["list_row"]["items"], "label", icon="WINDOW"), step["list_row"]
 
 
+def test_a_job_taken_over_from_a_closed_session_says_so(session: Session) -> None:
+    step = session.step("other")
+    texts = step["recovered_panel"]["texts"]
+    assert "Recovered from a closed session" in " ".join(texts), texts
+    assert drawn(step["recovered_list_row"]["items"], "label", icon="RECOVER_LAST"), step["recovered_list_row"]
+    assert drawn(step["recovered_panel"]["items"], "operator", operator="modelslab.reimport_job"), texts
+
+
 def test_everything_fits_the_default_sidebar_width(session: Session) -> None:
     widths = session.step("widths")
     assert 150 <= widths["sidebar_width"] <= 320, widths  # the default, not a widened sidebar
