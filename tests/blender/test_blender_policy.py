@@ -64,11 +64,12 @@ sys.stdout.flush()
 
 
 def readme_one_liner() -> str:
-    """The lines of README's script example that find the script API (up to the first blank line)."""
+    """The lines of README's script example that find the script API (up to the line ending in `.scripting`)."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
         if "modelslab = " in block and ".scripting" in block:
-            return block.split("\n\n", 1)[0]
+            head = block.split(".scripting", 1)[0]
+            return head + ".scripting"
     raise AssertionError("README has no script example that reaches the script API")
 
 
