@@ -169,16 +169,18 @@ class MODELSLAB_UL_jobs(bpy.types.UIList):
         row.label(text=item.name, icon=row_icon(item))
         if not is_running(item) or item.owner == "other":
             return
+        # The time left and Cancel, right-aligned at their own width: the name keeps the rest of the row.
+        right = row.row(align=True)
+        right.alignment = "RIGHT"
+        right.ui_units_x = 4.5 if hasattr(right, "progress") else 3.0
         fraction, _text = running_view(item)
         note = ui_text.short_progress(_now(), item.state, item.submitted, item.due)
-        progress = getattr(row, "progress", None)
+        progress = getattr(right, "progress", None)
         if progress is not None:  # a small ring with the time left (4.0+)
             progress(factor=max(0.0, min(1.0, fraction)), type="RING", text=note)
         elif note:
-            right = row.row(align=True)
-            right.alignment = "RIGHT"
             right.label(text=note)
-        row.operator("modelslab.cancel_job", text="", icon="X", emboss=False).job_id = item.local_id
+        right.operator("modelslab.cancel_job", text="", icon="X", emboss=False).job_id = item.local_id
 
 
 class _SidebarPanel(bpy.types.Panel):

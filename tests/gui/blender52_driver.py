@@ -482,14 +482,18 @@ class Driver:
         for local_id, drawn_row in self.panel_layouts.get("MODELSLAB_UL_jobs", {}).get("rows", {}).items():
             layouts[f"row {local_id}"] = drawn_row["items"]
         for where, items in layouts.items():
-            room = sidebar.width - (50 if where.startswith("row ") else 30) * scale
+            list_row = where.startswith("row ")  # a list row's items share one line; a panel's are one per line
+            room = sidebar.width - (50 if list_row else 30) * scale
+            shared = 0.0
             for item in items:
                 text = item.get("text") or ""
-                if not text or item["call"] not in ("label", "operator", "progress"):
-                    continue
                 icon = item.get("icon", "NONE")
-                needed = blf.dimensions(0, text)[0] + 10 * scale + (22 * scale if icon and icon != "NONE" else 0)
-                if needed > room:
+                if item["call"] not in ("label", "operator", "progress") or not (text or icon != "NONE"):
+                    continue
+                needed = blf.dimensions(0, text)[0] + 10 * scale if text else 0.0
+                needed += 22 * scale if (icon and icon != "NONE") or item.get("type") == "RING" else 0
+                shared += needed
+                if (shared if list_row else needed) > room:
                     overflow.append({"where": where, "text": text, "needed": round(needed), "room": round(room)})
         RESULT["widths"] = {"sidebar_width": sidebar.width, "overflow": overflow}
 

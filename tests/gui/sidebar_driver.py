@@ -399,6 +399,9 @@ class Driver:
         row = self.row(self.ids["first"])
         if row.state in ("submitted", "processing") and self.drawn_since_mark("MODELSLAB_PT_jobs"):
             panel = self.snapshot("MODELSLAB_PT_jobs")
+            if not self.samples:
+                with self.override():
+                    bpy.ops.screen.screenshot(filepath=str(Path(CONFIG["workdir"]) / "running.png"))
             self.samples.append(
                 {
                     "at": round(now(), 3),
