@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import Category, ModelsLabError, invalid_input
-from .params import GenerationParams, check_http_url, is_url
+from .params import TEXT, VIEW_NAMES, GenerationParams, check_http_url, is_url
 from .polling import MAX_ODD_ANSWERS
 from .records import SETTLED_STATES, TERMINAL_STATES, JobEvent, JobRecord, JobState, may_have_been_charged
 from .worker import SUBMIT_UNKNOWN_FIX, TIMED_OUT_MESSAGE, WorkerSteps, _Job
@@ -60,6 +60,40 @@ def _name_from_source(source: str) -> str:
     return stem.strip()[:63] or "image"
 
 
+def _name_from_prompt(prompt: str) -> str:
+    words = " ".join(str(prompt or "").split())
+    if len(words) > 40:
+        words = words[:40].rsplit(" ", 1)[0] or words[:40]
+    return words or "text"
+
+
+def _checked_local_image(source: str, what: str) -> str:
+    """The absolute path of a local image that passes the upload checks (type, size), else invalid_input."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise invalid_input(f"{what} not found: {source}", "Choose an existing image file.")
+    from .images import check_image_file
+
+    try:
+        check_image_file(path)
+    except ModelsLabError as error:
+        if what == "Image file":
+            raise
+        raise ModelsLabError(error.category, f"{what.rsplit(':', 1)[0]}: {error.message}", error.fix) from None
+    return str(path.absolute())
+
+
+def _checked_view(view: object, number: int) -> str:
+    """One extra view (view 2, 3 or 4): an http(s) URL, or a local image file (made absolute)."""
+    label = f"extra_views (view {number}, {VIEW_NAMES[min(number, len(VIEW_NAMES)) - 1]})"
+    if not isinstance(view, str) or not view.strip():
+        raise invalid_input(f"{label}: no image was given.", "Choose an image file or an image URL for each view.")
+    view = view.strip()
+    if is_url(view):
+        return check_http_url(view, label)
+    return _checked_local_image(view, f"{label}: image file")
+
+
 def _normalise_base(url: str) -> str:
     return (url or "").strip().rstrip("/").lower()
 
@@ -67,9 +101,10 @@ def _normalise_base(url: str) -> str:
 class JobRunner(WorkerSteps):
     """A bounded pool of workers that takes jobs from an image to a mesh file in the cache.
 
-    Polling follows api.polling: the first check is a HEAD probe of the first `future_links` URL at the
-    server's `eta`, then every HEAD_INTERVAL for HEAD_WINDOW seconds, then the gap grows with the job's age
-    (BACKOFF) up to poll_interval_max; fetches take a check's place from poll_interval_min after the eta on.
+    Polling follows api.polling: HEAD probes of the first `future_links` URL on the official CLI's timetable
+    until the server's `eta`, one fetch just before it, a probe at it, then one every HEAD_INTERVAL for
+    HEAD_WINDOW seconds, then a gap growing with the job's age (BACKOFF) up to poll_interval_max; fetches take
+    a check's place from poll_interval_min after the eta on.
     The download starts as soon as a probe answers 200 or a fetch says success. A job still processing at
     poll_timeout becomes TIMED_OUT (resumable). The timetable's constants are class attributes from WorkerSteps.
 
@@ -130,33 +165,39 @@ class JobRunner(WorkerSteps):
     ) -> JobRecord:
         """Validate (before any request), journal the job as QUEUED and schedule it; returns a copy of the record.
 
-        source is a local image file or an http(s) URL. Raises ModelsLabError(invalid_input) for bad input and a
-        categorised ModelsLabError when the journal cannot be written; in both cases nothing was sent.
+        An image job's source is a local image file or an http(s) URL (the front view); params.extra_views may
+        hold more views as local files or URLs, each checked here and local ones uploaded after the front. A text
+        job (params.kind "text") has no image: source is "" and the job is named from its prompt. Raises
+        ModelsLabError(invalid_input) for bad input and a categorised ModelsLabError when the journal cannot be
+        written; in both cases nothing was sent.
         """
         self._check_open()
         if not isinstance(params, GenerationParams):
             raise invalid_input("params must be a GenerationParams.")
-        if not isinstance(source, str) or not source.strip():
-            raise invalid_input("No image was given.", "Choose an image file or an image URL.")
-        source = source.strip()
         params = GenerationParams.from_dict(params.to_dict())
-        image_url: str | None
-        if is_url(source):
-            check_http_url(source, "image URL")
-            params.init_image = source
+        image_url: str | None = None
+        if params.kind == TEXT:
+            if not isinstance(source, str) or source.strip():
+                raise invalid_input('A text job takes no image; give source="".', "Clear the image.")
             params.validate()
-            image_url = source
+            source = ""
+            default_name = _name_from_prompt(params.prompt)
         else:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise invalid_input(f"Image file not found: {source}", "Choose an existing image file.")
-            from .images import check_image_file
-
-            check_image_file(path)
-            source = str(path.absolute())
-            params.init_image = ""
-            params.validate(require_image=False)
-            image_url = None
+            if not isinstance(source, str) or not source.strip():
+                raise invalid_input("No image was given.", "Choose an image file or an image URL.")
+            source = source.strip()
+            params.validate(require_image=False)  # fields and the number of views first
+            params.extra_views = [_checked_view(view, number) for number, view in enumerate(params.extra_views, 2)]
+            local_views = any(not is_url(view) for view in params.extra_views)
+            if is_url(source):
+                check_http_url(source, "image URL")
+                params.init_image = source
+                params.validate(require_image=not local_views)
+                image_url = source
+            else:
+                source = _checked_local_image(source, "Image file")
+                params.init_image = ""
+            default_name = _name_from_source(source)
         extra = dict(extra or {})
         try:
             json.dumps(extra)
@@ -164,20 +205,75 @@ class JobRunner(WorkerSteps):
             raise invalid_input(f"extra must be JSON-safe data: {exc}.") from None
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise invalid_input("name must be non-empty text.")
-        base_url, flavor = self._client_target(self.client)
-        now = time.time()
-        record = JobRecord(
-            local_id=uuid.uuid4().hex,
-            name=(name or _name_from_source(source)).strip(),
+        return self._start(
+            name=(name or default_name).strip(),
             source=source,
             params=params.to_dict(),
+            image_url=image_url,
+            extra=extra,
+        )
+
+    def adopt(self, remote_id: str, *, name: str | None = None, extra: dict[str, Any] | None = None) -> JobRecord:
+        """Follow a job someone else submitted (the CLI, a web app, a webhook pipeline) like one of ours.
+
+        The record starts SUBMITTED with remote_id: the worker only polls (fetch), downloads and leaves the mesh
+        for the caller to import. Nothing is submitted and nothing is charged by this call. The mesh format is
+        taken from the output link's name. Raises invalid_input for a malformed id (before any request).
+        """
+        self._check_open()
+        from .client import _JOB_ID_RE  # the one rule for a job id (the fetch URL's path segment)
+
+        text = str(remote_id).strip() if isinstance(remote_id, str | int) and not isinstance(remote_id, bool) else ""
+        if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
+            raise invalid_input(
+                f"Not a valid job id: {text[:40]!r}.", "Paste the job's id as the service reported it (e.g. 1234)."
+            )
+        extra = dict(extra or {})
+        try:
+            json.dumps(extra)
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(f"extra must be JSON-safe data: {exc}.") from None
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise invalid_input("name must be non-empty text.")
+        extra.setdefault("adopted", True)
+        return self._start(
+            name=(name or f"job {text}").strip()[:63],
+            source="",
+            params={},
+            image_url=None,
+            extra=extra,
+            remote_id=text,
+        )
+
+    def _start(
+        self,
+        *,
+        name: str,
+        source: str,
+        params: dict[str, Any],
+        image_url: str | None,
+        extra: dict[str, Any],
+        remote_id: str | None = None,
+    ) -> JobRecord:
+        """Journal a new job (QUEUED, or SUBMITTED when it already has a remote id) and schedule it."""
+        base_url, flavor = self._client_target(self.client)
+        now = time.time()
+        state = JobState.QUEUED if remote_id is None else JobState.SUBMITTED
+        record = JobRecord(
+            local_id=uuid.uuid4().hex,
+            name=name,
+            source=source,
+            params=params,
             base_url=base_url,
             flavor=flavor,
+            state=state.value,
             image_url=image_url,
-            message="Queued",
+            remote_id=remote_id,
+            submitted_at=None if remote_id is None else now,
+            message="Queued" if remote_id is None else "Adopted: asking the server for the job",
             created_at=now,
             updated_at=now,
-            history=[[JobState.QUEUED.value, now]],
+            history=[[state.value, now]],
             extra=extra,
             owner=self.owner.session_id if self.owner is not None else None,
         )

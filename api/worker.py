@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import polling
 from .errors import Category, ModelsLabError
-from .params import GenerationParams, is_url
+from .params import OUTPUT_FORMATS, TEXT, GenerationParams, is_url
 from .polling import PollSchedule, PollTiming
 from .records import JobRecord, JobState
 from .responses import JobStatus
@@ -55,6 +56,12 @@ def _dedupe(urls: Iterable[str]) -> list[str]:
         if isinstance(url, str) and url:
             seen.setdefault(url, None)
     return list(seen)
+
+
+def _format_of(url: str) -> str:
+    """The mesh format a link's file name says (an adopted job's format is not known otherwise); obj if none."""
+    suffix = PurePosixPath(urlsplit(url).path).suffix.lstrip(".").lower()
+    return suffix if suffix in OUTPUT_FORMATS else "obj"
 
 
 def _seconds(value: float) -> str:
@@ -144,7 +151,9 @@ class WorkerSteps:
             record = job.record.copy()
         client = self.client
         params = GenerationParams.from_dict(record.params)
-        if is_url(record.source):
+        if params.kind == TEXT:
+            pass  # a prompt, nothing to upload
+        elif is_url(record.source):
             params.init_image = record.image_url or record.source
         else:
             self._update(job, JobState.UPLOADING, "Uploading the image", 0.02, save=True)
@@ -152,6 +161,8 @@ class WorkerSteps:
             self._check_stop(job)
             params.init_image = image_url
             self._update(job, None, "Image uploaded", 0.04, image_url=image_url, params=params.to_dict())
+        if any(not is_url(view) for view in params.extra_views):
+            self._upload_views(job, client, params)
         params.validate()
         self._check_stop(job)  # the last moment where stopping costs nothing
         status = self._submit_once(job, client, params)
@@ -180,6 +191,19 @@ class WorkerSteps:
         eta_text = f" (about {_seconds(status.eta)})" if status.eta else ""
         self._update(job, JobState.SUBMITTED, f"Submitted{eta_text}", 0.08, **changes)
         return None if status.eta is None else (status.eta, answered)
+
+    def _upload_views(self, job: _Job, client: Any, params: GenerationParams) -> None:
+        """Upload the local extra views after the front, in order; each URL replaces its path in the journal."""
+        views = list(params.extra_views)
+        for index, view in enumerate(views):
+            if is_url(view):
+                continue
+            number = index + 2
+            self._update(job, JobState.UPLOADING, f"Uploading view {number} of {1 + len(views)}", 0.04, save=True)
+            views[index] = client.upload_image(view, cancel=job.stop)
+            self._check_stop(job)
+            params.extra_views = list(views)
+            self._update(job, None, f"View {number} uploaded", 0.04, params=params.to_dict())
 
     def _submit_once(self, job: _Job, client: Any, params: GenerationParams) -> JobStatus:
         """Send the job; sent again only after a refusal (429) the client gave up waiting on, never otherwise."""
@@ -337,7 +361,7 @@ class WorkerSteps:
         if not (target.is_file() and target.stat().st_size > 0):
             # Not journaled: a resume finds the same target again, and the next write records the file.
             self._update(job, None, "Downloading", 0.8, save=False, file_path=str(target))
-            fmt = str(record.params.get("output_format") or "obj")
+            fmt = str(record.params.get("output_format") or _format_of(urls[0]))
             try:
                 target = self.client.download(
                     urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
