@@ -119,11 +119,11 @@ def _fill_row(row: Any, record: "JobRecord", message: str | None = None) -> None
 
 def announce(level: str, text: str) -> None:
     """Say something in the status bar and the Info log the way Blender's own background jobs do (a report of
-    a finished operator); background sessions print it. Kept in `notices` as well."""
+    a finished operator). Kept in `notices` as well; background sessions have no status bar (and print their own
+    progress), so there it is only kept."""
     notices.append((level, text))
     del notices[:-20]
     if bpy.app.background:
-        print(text, flush=True)
         return
     wm = getattr(bpy.context, "window_manager", None)
     windows = list(wm.windows) if wm is not None else []
