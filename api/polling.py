@@ -6,9 +6,11 @@ last fetch or probe found; the schedule answers what is due and until when to sl
 One stream of checks, each either a HEAD probe of the first future link (cheap: 404 until the file exists) or
 a status fetch:
 
-- Before the predicted finish (submit time + the server's `eta`) only fetches are sent: one every
-  eta_wait_cap seconds while it is far away, and one fetch_lead seconds before it (at most half the eta):
-  it catches a failed job or a new eta (which moves the prediction, sooner or later) before the probes begin.
+- Before the predicted finish (submit time + the server's `eta`): probes on the official CLI's own fetch
+  timetable (1, 3, 7, 15 s after the submit, then every 2 x interval_max), so a pessimistic eta never makes
+  us later than that client; a fetch every eta_wait_cap seconds while the prediction is far away, and one
+  fetch_lead seconds before it (at most half the eta): it catches a failed job or a new eta (which moves the
+  prediction, sooner or later).
 - The first probe is at the predicted finish; then one check every head_interval (50 ms) for head_window
   seconds: the fast window that catches an honest eta within a few milliseconds.
 - After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
@@ -76,12 +78,16 @@ class PollSchedule:
         self.submitted = start - max(0.0, age)
         self.predicted = start + max(0.0, eta) if eta is not None else start  # when the server should be done
         self.fetch_interval = timing.interval_min
-        self.next_check = min(self.predicted, start + timing.eta_wait_cap)
         self.next_fetch = start  # fetches wait for this too (spacing while probing, back-off after errors)
-        if eta is not None and can_fetch and self.next_check >= self.predicted:
-            self.next_check = max(start, self.predicted - min(timing.fetch_lead, max(0.0, eta) / 2))
-        elif eta is not None and self.probing and self.next_check >= self.predicted:
-            self.next_fetch = self.predicted + timing.interval_min  # the probes watch the predicted finish first
+        if eta is not None and can_fetch:  # the fetch just before the prediction, or a refresh when it is far
+            lead = min(timing.fetch_lead, max(0.0, eta) / 2)
+            far = self.predicted - start > timing.eta_wait_cap
+            self.next_fetch = start + timing.eta_wait_cap if far else max(start, self.predicted - lead)
+        # Early probes on the official CLI's own timetable (1, 3, 7, 15 s ... after the submit, then every
+        # 2 x interval_max): a pessimistic eta never makes us later than that client.
+        self.early_gap = timing.interval_min
+        self.next_early = self.submitted + timing.interval_min if eta is not None else math.inf
+        self.next_check = self._after(start) if self.predicted > start else start
         self.last_fetch = -math.inf
         self.final_check = False
         self.odd_answers = 0
@@ -90,7 +96,12 @@ class PollSchedule:
         """When the check after one that ended at now is due."""
         t = self.timing
         if now < self.predicted:
-            return min(self.predicted, now + t.eta_wait_cap)
+            due = [self.predicted, now + t.eta_wait_cap]
+            if self.probing:
+                due.append(self.next_early)
+            if self.can_fetch and self.next_fetch > now:
+                due.append(self.next_fetch)
+            return max(now, min(due))
         floor = t.head_interval if self.probing else t.interval_min
         if now - self.predicted < t.head_window:
             return now + floor
@@ -116,14 +127,23 @@ class PollSchedule:
         """A fetch is being sent at now."""
         self.last_fetch = now
 
+    def _checked(self, now: float) -> None:
+        """A check ended at now: move the early timetable on when it was due."""
+        if now < self.predicted and now >= self.next_early:
+            self.early_gap = min(self.early_gap * 2, 2 * self.timing.interval_max)
+            self.next_early = now + self.early_gap
+
     def fetch_answered(self, now: float, eta: float | None, *, future_links: bool) -> None:
         """The fetch answered "processing" at now with this eta (future_links: the answer named some)."""
+        self._checked(now)
         self.odd_answers = 0
         self.probing = self.probing or future_links
         if eta is not None and eta > 0 and (now < self.predicted or now + eta > self._after(now)):
             # Before the predicted finish the newest eta wins (sooner or later); after it, only one that is clearly
             # later (the job is not near done) moves it, so a late job's "almost done" keeps the back-off going.
             self.predicted = now + eta
+            if self.next_early <= now:
+                self.next_early = now + self.early_gap
         if not self.probing:
             self.fetch_interval = self.timing.interval_min
         elif now < self.predicted:  # a probe looks first at the prediction; a far one is refreshed by fetches
@@ -140,6 +160,7 @@ class PollSchedule:
         Network trouble, 429 and 5xx never end it (the timeout leaves the job resumable); the server saying the
         job failed does, and so do other odd answers (malformed JSON, status error) when they persist.
         """
+        self._checked(now)
         odd = error.category is Category.SERVER and (error.http_status or 500) < 500
         self.odd_answers = self.odd_answers + 1 if odd else 0
         if poll_error_is_final(error, self.odd_answers):
@@ -154,6 +175,7 @@ class PollSchedule:
     # --- HEAD probes -----------------------------------------------------------------------------------------
     def probed(self, now: float, *, supported: bool) -> None:
         """A probe that did not find the file ended at now; supported=False: the server does not do HEAD."""
+        self._checked(now)
         if not supported:
             self.probing = False
         self.next_check = self._after(now)

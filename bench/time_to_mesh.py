@@ -451,10 +451,12 @@ def run(quick: bool = False) -> Outcome:
 
 SCHEDULE_NOTE = (
     "How the project polls (api/polling.py, the same schedule for the operator, the script API and the batch; "
-    "submits are never repeated): before the predicted finish (the submit answer's time + its `eta`) only "
-    "fetches are sent, one every 30 s while it is far away and one 0.3 s before it (at most half the eta), which "
-    "catches a failed job or a later eta (that moves the prediction). The first HEAD probe of the first "
-    "`future_links` URL is at the predicted finish (the service answers 404 until the file exists), then one "
+    "submits are never repeated): before the predicted finish (the submit answer's time + its `eta`) HEAD probes "
+    "of the first `future_links` URL follow the official CLI's own timetable (1, 3, 7, 15 s after the submit, "
+    "then every 10 s), so a pessimistic eta never makes us later than the CLI; a fetch is sent every 30 s while "
+    "the prediction is far away and one 0.3 s before it (at most half the eta), which catches a failed job or a "
+    "new eta (before the prediction the newest eta wins). The next probe is at the predicted finish (the "
+    "service answers 404 until the file exists), then one "
     "check every 50 ms for 0.1 s (the fast window), then the gap grows to a fifth of the job's age (time since "
     "the submit), capped at 5 s: a late job is noticed within about 20 % of the time it took, and a job clearly "
     "not near done is asked less and less. A fetch takes a check's place 1 s after the predicted finish and then "

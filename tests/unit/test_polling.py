@@ -65,16 +65,31 @@ def checks(
 
 
 # --- the first check -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("eta", "fetch_at"), [(0.4, 0.2), (3.0, 2.7), (29.0, 28.7)])
-def test_one_fetch_just_before_the_eta_then_the_first_probe_at_the_eta(eta: float, fetch_at: float) -> None:
-    s = schedule(eta)
-    assert s.wake_at() - T0 == pytest.approx(fetch_at)  # 0.3 s early, at most half the eta
-    assert not s.fetch_due(T0 + fetch_at - 0.001) and s.fetch_due(T0 + fetch_at)
-    s.fetch_started(T0 + fetch_at)
-    s.fetch_answered(T0 + fetch_at, eta - fetch_at, future_links=True)  # still processing, on time
-    assert s.wake_at() - T0 == pytest.approx(eta)
-    assert not s.probe_due(T0 + eta - 0.001) and not s.fetch_due(T0 + eta - 0.001)
-    assert s.probe_due(s.wake_at()) and not s.fetch_due(s.wake_at())
+@pytest.mark.parametrize(
+    ("eta", "expected"),
+    [
+        (0.4, [("fetch", 0.2), ("probe", 0.4)]),  # the fetch 0.3 s early, at most half the eta
+        (3.0, [("probe", 1.0), ("fetch", 2.7), ("probe", 3.0)]),
+        (
+            29.0,
+            [
+                ("probe", 1.0),
+                ("probe", 3.0),
+                ("probe", 7.0),
+                ("probe", 15.0),
+                ("probe", 25.0),
+                ("fetch", 28.7),
+                ("probe", 29.0),
+            ],
+        ),
+    ],
+)
+def test_early_probes_on_the_clis_timetable_one_fetch_just_before_the_eta_and_a_probe_at_it(
+    eta: float, expected: list[tuple[str, float]]
+) -> None:
+    seen = checks(schedule(eta), eta)  # the server says "processing, done at the eta" all along
+    assert [kind for kind, _ in seen] == [kind for kind, _ in expected]
+    assert [t for _, t in seen] == pytest.approx([t for _, t in expected])
 
 
 def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
@@ -83,14 +98,21 @@ def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
 
 def test_without_a_remote_id_the_first_check_is_the_probe_at_the_eta() -> None:
     s = schedule(3.0, can_fetch=False)
+    assert s.wake_at() - T0 == pytest.approx(1.0)  # the early probe
+    s.probed(T0 + 1.0, supported=True)
     assert s.wake_at() - T0 == pytest.approx(3.0) and s.probe_due(T0 + 3.0)
 
 
 def test_a_long_eta_is_refreshed_by_a_fetch_every_30_s_until_then() -> None:
     s = schedule(100.0)
     seen = checks(s, 100.0)
-    assert seen[:4] == [("fetch", 30.0), ("fetch", 60.0), ("fetch", 90.0), ("probe", 100.0)]
-    hour = checks(schedule(3600.0), 3599.0)  # an hour's eta: a fetch every 30 s until then
+    assert [t for kind, t in seen if kind == "fetch"] == pytest.approx([30.0, 60.0, 90.0])
+    probes = [t for kind, t in seen if kind == "probe"]
+    assert probes[:5] == pytest.approx([1.0, 3.0, 7.0, 15.0, 25.0]) and probes[-1] == pytest.approx(100.0)
+    assert max(b - a for a, b in zip(probes, probes[1:], strict=False)) <= 10.0 + 1e-9  # the CLI's 10 s at most
+    hour = checks(
+        schedule(3600.0, future=False), 3599.0, links=False
+    )  # without future links: a fetch every 30 s until then
     assert {kind for kind, _ in hour} == {"fetch"} and len(hour) == 3600 / 30 - 1
 
 
@@ -106,7 +128,7 @@ def test_a_resumed_job_is_asked_at_once_with_a_fetch() -> None:
 def test_without_a_remote_id_only_probes_run() -> None:
     s = schedule(5.0, can_fetch=False)
     seen = checks(s, 20.0)
-    assert seen and {kind for kind, _ in seen} == {"probe"} and seen[0] == ("probe", 5.0)
+    assert seen and {kind for kind, _ in seen} == {"probe"} and ("probe", 5.0) in seen
 
 
 def test_without_future_links_every_check_is_a_fetch_never_closer_than_interval_min() -> None:
@@ -120,8 +142,8 @@ def test_without_future_links_every_check_is_a_fetch_never_closer_than_interval_
 # --- the fast window, the back-off, the cap --------------------------------------------------------------------
 def test_the_fast_window_probes_every_50_ms_for_a_tenth_of_a_second() -> None:
     seen = checks(schedule(3.0), 3.11)
-    assert [kind for kind, _ in seen] == ["fetch"] + ["probe"] * 3
-    assert [t for _, t in seen] == pytest.approx([2.7, 3.0, 3.05, 3.1])
+    assert [kind for kind, _ in seen] == ["probe", "fetch"] + ["probe"] * 3
+    assert [t for _, t in seen] == pytest.approx([1.0, 2.7, 3.0, 3.05, 3.1])
 
 
 def test_after_the_fast_window_the_gap_is_a_fifth_of_the_jobs_age() -> None:
@@ -155,7 +177,7 @@ def test_a_fetch_takes_a_checks_place_one_interval_after_the_eta_then_doubling()
 
 def test_an_honest_later_eta_from_the_fetch_before_the_eta_moves_the_first_probe() -> None:
     seen = checks(schedule(3.0), 100.0, done_at=7.0)
-    assert seen == [("fetch", pytest.approx(2.7)), ("probe", pytest.approx(7.0))]
+    assert seen == [("probe", 1.0), ("fetch", pytest.approx(2.7)), ("probe", 3.0), ("probe", pytest.approx(7.0))]
 
 
 def test_before_the_prediction_a_sooner_eta_moves_it_earlier() -> None:
@@ -163,7 +185,6 @@ def test_before_the_prediction_a_sooner_eta_moves_it_earlier() -> None:
     s.fetch_started(T0 + 30.0)
     s.fetch_answered(T0 + 30.0, 60.0, future_links=True)
     assert s.predicted == T0 + 90.0
-    assert s.wake_at() == T0 + 60.0 and s.fetch_due(T0 + 60.0)  # still refreshed every 30 s on the way
     seen = checks(s, 200.0, done_at=90.0)
     assert seen[-1] == ("probe", pytest.approx(90.0))
 
@@ -175,8 +196,8 @@ def test_a_later_eta_moves_the_prediction_a_small_one_does_not() -> None:
     assert s.predicted == T0 + 3.0 and s.next_check - (T0 + 4.0) == pytest.approx(0.8)
     s.fetch_started(T0 + 5.0)
     s.fetch_answered(T0 + 5.0, 20.0, future_links=True)  # clearly not near done: wait for the new prediction
-    assert s.predicted == T0 + 25.0 and s.next_check == T0 + 25.0
-    assert s.probe_due(T0 + 25.0)
+    assert s.predicted == T0 + 25.0 and s.probe_due(s.next_check)  # only the early probes until then
+    assert [t for _, t in checks(s, 25.0)][-1] == pytest.approx(25.0)
 
 
 def test_head_not_supported_turns_every_check_into_a_fetch() -> None:
@@ -198,11 +219,12 @@ def test_probing_starts_when_a_fetch_brings_future_links() -> None:
 @pytest.mark.parametrize(
     ("done_at", "found_by", "at_most", "requests"),
     [
-        (2.5, 2.7, 2.7, 1),  # early: the fetch just before the eta finds it
-        (3.0, 3.0, 3.0, 2),  # an honest eta: the fetch, then the first probe finds it
-        (3.04, 3.05, 3.05, 3),  # a few ms late: the fast window
-        (5.0, 5.0, 5.0 * 1.2 + 0.05, 9),  # 2 s late: found within a fifth of the job's age
-        (60.0, 60.0, 65.0, 32),  # long late: the cap
+        (0.9, 1.0, 1.0, 1),  # far earlier than the eta said: the CLI's first look, ours too
+        (2.5, 2.7, 2.7, 2),  # early: the fetch just before the eta finds it
+        (3.0, 3.0, 3.0, 3),  # an honest eta: the fetch, then the first probe finds it
+        (3.04, 3.05, 3.05, 4),  # a few ms late: the fast window
+        (5.0, 5.0, 5.0 * 1.2 + 0.05, 10),  # 2 s late: found within a fifth of the job's age
+        (60.0, 60.0, 65.0, 33),  # long late: the cap
     ],
 )
 def test_a_late_job_is_found_soon_with_few_requests(
@@ -296,5 +318,5 @@ def test_without_a_remote_id_the_deadline_is_final() -> None:
 
 
 def test_the_deadline_bounds_the_sleep() -> None:
-    s = schedule(500.0, timeout=20.0)
+    s = schedule(500.0, future=False, timeout=20.0)
     assert s.wake_at() == T0 + 20.0
