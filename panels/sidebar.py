@@ -68,27 +68,30 @@ def image_verdict(context: bpy.types.Context) -> image_check.ImageCheck | None:
     return image_check.check_image_path(os.path.normpath(bpy.path.abspath(settings.image_path)))
 
 
-def generate_blocker(context: bpy.types.Context) -> tuple[str, str] | None:
-    """Why Generate cannot run now, and what to do: (reason, fix), or None."""
+def generate_blocker(context: bpy.types.Context) -> tuple[str, str, str] | None:
+    """Why Generate cannot run now, what to do, and the icon to show: (reason, fix, icon), or None.
+    Something missing is an INFO; an image file that cannot be used is an ERROR."""
     current = session.settings()
     if not current.api_key:
-        return "No API key is set.", "Enter it in Preferences > Add-ons > ModelsLab (or set MODELSLAB_API_KEY)."
+        fix = "Enter it in Preferences > Add-ons > ModelsLab (or set MODELSLAB_API_KEY)."
+        return "No API key is set.", fix, "INFO"
     try:
         compat.check_online_access(current.base_url)
     except ModelsLabError:
-        return "Online access is off.", "Allow it in Preferences > System > Network."
+        return "Online access is off.", "Allow it in Preferences > System > Network.", "INFO"
     settings = scene_settings(context)
     if settings.image_source == "URL":
         if not settings.image_url.strip():
-            return "No image URL yet.", "Enter an image URL above."
+            return "No image URL yet.", "Enter an image URL above.", "INFO"
         return None
     if not settings.image_path.strip():
-        return "No image chosen yet.", "Choose an image file above."
+        return "No image chosen yet.", "Choose an image file above.", "INFO"
     if settings.image_path.startswith("//") and not bpy.data.filepath:
-        return "The image path is relative to the .blend file.", "Save the .blend first, or use an absolute path."
+        fix = "Save the .blend first, or use an absolute path."
+        return "The image path is relative to the .blend file.", fix, "INFO"
     verdict = image_verdict(context)
     if verdict is not None and not verdict.ok:
-        return verdict.problem, verdict.fix
+        return verdict.problem, verdict.fix, "ERROR"
     return None
 
 
@@ -228,9 +231,9 @@ class MODELSLAB_PT_generate(_SidebarPanel):
         row.enabled = blocker is None
         row.operator("modelslab.image_to_3d", text="Generate", icon="MESH_MONKEY")
         if blocker:
-            reason, fix = blocker
+            reason, fix, icon = blocker
             col = layout.column(align=True)
-            _wrapped(col, reason, width, icon="ERROR" if "image" in reason.lower() else "INFO")
+            _wrapped(col, reason, width, icon=icon)
             _wrapped(col, fix, width, icon="BLANK1")
 
 

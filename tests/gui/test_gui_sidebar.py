@@ -91,6 +91,7 @@ def test_a_bad_image_greys_generate_with_the_reason(session: Session, case: str,
     assert generate_button(panel)["enabled"] is False, panel["texts"]
     shown = " ".join(panel["texts"])
     assert reason in shown, shown
+    assert drawn(panel["items"], "label", icon="ERROR"), panel["items"]
     assert not drawn(panel["items"], "template_icon"), "a thumbnail (blank) is drawn for a file that is no picture"
     # the reason and then its fix, under the button
     assert shown.index("Generate") < shown.index(reason) < shown.index(fix), shown
