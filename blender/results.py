@@ -16,6 +16,7 @@ from ..api.records import SETTLED_STATES, JobState
 from .importer import import_job
 from .runtime import EventCallback, pump
 from .session import get_runner, state
+from .ui_text import settled_at
 
 if TYPE_CHECKING:
     from ..api.records import JobEvent, JobRecord
@@ -116,7 +117,15 @@ def result_of(record: "JobRecord", obj: bpy.types.Object | None = None, image: s
         "status": str(record.state),
         "job_id": record.local_id,
         "remote_id": record.remote_id,
-        "seconds": round(max(0.0, record.updated_at - record.created_at), 3),
+        # A job's duration is its own: a later re-import does not lengthen it.
+        "seconds": round(
+            max(
+                0.0,
+                settled_at(str(record.state), record.history, record.updated_at, record.downloaded_at)
+                - record.created_at,
+            ),
+            3,
+        ),
     }
     if record.state in _ERROR_STATES:
         error = record.error or {}

@@ -34,7 +34,25 @@ JOB_SECONDS = 2.0  # the server holds every job at least this long
 RESOLUTION = 128
 CALL_RETURN_BOUND_S = 0.5  # "returns at once": far below the job's duration
 STALL_BOUND_MS = 500.0  # generous; the precise figure is the benchmark's (ui_stall_max_ms)
-SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot-blender34.png"
+# The sidebar shows the image path: copies in a neutral folder keep this machine's paths out of the screenshot.
+NEUTRAL_EXAMPLES = Path("/srv/modelslab-examples")
+
+
+def neutral_examples(fallback: Path) -> list[str]:
+    """The example images copied to NEUTRAL_EXAMPLES (or fallback when /srv is not writable)."""
+    folder = NEUTRAL_EXAMPLES
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = fallback
+        folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for image in gui.EXAMPLE_IMAGES:
+        target = folder / Path(image).name
+        shutil.copyfile(image, target)
+        copies.append(str(target))
+    return copies
 
 
 @dataclass
@@ -64,6 +82,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             api_key=api_key,
             workdir=workdir,
             jobs=N_JOBS,
+            images=neutral_examples(workdir / "examples"),
             scene_settings={"image_source": "FILE", "resolution": RESOLUTION},
             operator_props={"resolution": RESOLUTION},
             screenshot=workdir / "screenshot.png",
