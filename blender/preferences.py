@@ -129,6 +129,27 @@ def get_settings(context: bpy.types.Context | None = None) -> Settings:
 
 # The result of the last connection test, shown under the button (never saved).
 connection_status: dict[str, str] = {}
+# The enterprise server's actions (modelslab.server_action) and the last answer to each (never saved).
+ADMIN_ACTION_ITEMS = [
+    ("system_details", "System Details", "Show the server's hardware and software details"),
+    ("clear_queue", "Clear Queue", "Drop your queued jobs on the server (running jobs go on)"),
+    ("clear_cache", "Clear Cache", "Delete your finished outputs on the server (their links stop working)"),
+    ("restart_server", "Restart Server", "Restart the server's workers (running jobs start again)"),
+    ("update_server", "Update Server", "Update the server's software"),
+]
+admin_status: dict[str, str] = {}
+
+
+def draw_admin(layout: Any) -> None:
+    """The Enterprise Server box: one button per action (each asks first), then the server's last answers."""
+    box = layout.box()
+    box.label(text="Enterprise Server")
+    grid = box.grid_flow(columns=2, even_columns=True, align=True)
+    for identifier, label, _ in ADMIN_ACTION_ITEMS:
+        grid.operator("modelslab.server_action", text=label).action = identifier
+    for identifier, _label, _ in ADMIN_ACTION_ITEMS:
+        if identifier in admin_status:
+            box.label(text=admin_status[identifier])
 
 
 class ModelsLabPreferences(bpy.types.AddonPreferences):
@@ -251,6 +272,9 @@ class ModelsLabPreferences(bpy.types.AddonPreferences):
         row.prop(self, "up_axis")
         box.prop(self, "shade_smooth")
         box.prop(self, "decimate_ratio")
+
+        if settings.flavor == "enterprise":
+            draw_admin(layout)
 
 
 CLASSES = (ModelsLabPreferences,)

@@ -17,10 +17,14 @@ from bpy.props import (
 from ..api.params import (
     CHUNK_SIZE_RANGE,
     FOREGROUND_RATIO_RANGE,
+    MAX_MODEL_ID_LENGTH,
+    MAX_PROMPT_LENGTH,
     MAX_TRACK_ID_LENGTH,
     MAX_URL_LENGTH,
     RESOLUTION_RANGE,
+    SPECS,
 )
+from .sources import SOURCE_ITEMS
 
 # Blender int properties are 32-bit signed; the API accepts seeds up to 2**32-1.
 SEED_MAX = 2**31 - 1
@@ -48,11 +52,7 @@ FACING_ITEMS = [
 class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     """The panel's parameters; also the fallback for unset operator properties."""
 
-    image_source: EnumProperty(
-        name="Image Source",
-        items=[("FILE", "File", "A local image file (uploaded for you)"), ("URL", "URL", "An image on the web")],
-        default="FILE",
-    )
+    image_source: EnumProperty(name="Source", items=SOURCE_ITEMS, default="FILE")
     image_path: StringProperty(
         name="Image",
         description="Local image file; // paths are relative to the saved .blend",
@@ -94,6 +94,49 @@ class ModelsLabSceneSettings(bpy.types.PropertyGroup):
     track_id: StringProperty(
         name="Track ID", description="Optional id echoed back in the webhook call", maxlen=MAX_TRACK_ID_LENGTH
     )
+
+    # --- sources from inside Blender and text to 3D (blender/sources.py) ---
+    image_name: StringProperty(name="Image", description="An image of this file (bpy.data.images)")
+    camera_name: StringProperty(name="Camera", description="The camera to render (empty: the scene's active camera)")
+    prompt: StringProperty(name="Prompt", description=SPECS["prompt"].description, maxlen=MAX_PROMPT_LENGTH)
+    negative_prompt: StringProperty(
+        name="Negative Prompt", description=SPECS["negative_prompt"].description, maxlen=MAX_PROMPT_LENGTH
+    )
+    model_id: StringProperty(name="Model", description=SPECS["model_id"].description, maxlen=MAX_MODEL_ID_LENGTH)
+    # Fields sent only when set: each has a use_<name> toggle, so a stored value survives switching it off and
+    # "not set" never depends on a magic value.
+    use_guidance_scale: BoolProperty(name="Guidance Scale", description="Send guidance_scale")
+    guidance_scale: FloatProperty(
+        name="Guidance Scale", description=SPECS["guidance_scale"].description, default=7.5, min=1.0, max=20.0
+    )
+    use_num_inference_steps: BoolProperty(name="Inference Steps", description="Send num_inference_steps")
+    num_inference_steps: IntProperty(
+        name="Inference Steps", description=SPECS["num_inference_steps"].description, default=30, min=1, max=50
+    )
+    use_ss_guidance_strength: BoolProperty(name="Structure Guidance", description="Send ss_guidance_strength")
+    ss_guidance_strength: FloatProperty(
+        name="Structure Guidance", description=SPECS["ss_guidance_strength"].description, default=7.5, min=0, max=10
+    )
+    use_ss_sampling_steps: BoolProperty(name="Structure Steps", description="Send ss_sampling_steps")
+    ss_sampling_steps: IntProperty(
+        name="Structure Steps", description=SPECS["ss_sampling_steps"].description, default=12, min=1, max=50
+    )
+    use_slat_guidance_strength: BoolProperty(name="Detail Guidance", description="Send slat_guidance_strength")
+    slat_guidance_strength: FloatProperty(
+        name="Detail Guidance", description=SPECS["slat_guidance_strength"].description, default=3.0, min=0, max=10
+    )
+    use_slat_sampling_steps: BoolProperty(name="Detail Steps", description="Send slat_sampling_steps")
+    slat_sampling_steps: IntProperty(
+        name="Detail Steps", description=SPECS["slat_sampling_steps"].description, default=12, min=1, max=50
+    )
+    use_mesh_simplify: BoolProperty(name="Simplify", description="Send mesh_simplify")
+    mesh_simplify: FloatProperty(
+        name="Simplify", description=SPECS["mesh_simplify"].description, default=0.95, min=0.9, max=0.98
+    )
+    use_render: BoolProperty(name="Preview Render", description="Send render")
+    render: BoolProperty(name="Preview Render", description=SPECS["render"].description)
+    use_temp: BoolProperty(name="Temporary Files", description="Send temp")
+    temp: BoolProperty(name="Temporary Files", description=SPECS["temp"].description)
 
     # --- import options: how a result is placed and prepared in the scene (blender/placement.py) ---
     # bake_size 1..255 stays possible here: Generate refuses it with a clear error (placement.check_import_options).

@@ -12,6 +12,9 @@ returns the new object, raising ModelsLabError (with `.category`, `.message`, `.
 interactive session it returns at once with a `JobHandle` (the sidebar's timer imports the mesh when it
 arrives) unless `wait=True` is given, which blocks the UI until the object is in the scene.
 
+`generate_from_text(prompt)` makes a model from words (text to 3D), `adopt(remote_id)` imports a job submitted
+elsewhere, `again(local_id)` runs a job again with a new seed.
+
 `submit`, `wait_any`, `import_result` and `result` are the pieces; `run` and `resume` drive the batch engine
 (blender/batch.py) that scripts/batch.py uses too. Everything runs the same code as the
 `modelslab.image_to_3d` operator. This module only forwards: it holds no state and no logic of its own.
@@ -25,18 +28,24 @@ import bpy
 from ..api import Category, GenerationParams, ModelsLabError
 from ..api.records import JobState
 from . import batch, results, runtime, session
+from .adopt import adopt as _adopt
+from .adopt import again as _again
 from .importer import import_job as _import_job
-from .inputs import build_params
+from .inputs import build_params, resolve_views
 from .placement import OPTION_FIELDS, collect_import_options
+from .sources import text_input
 
 __all__ = [
     "Category",
     "GenerationParams",
     "JobHandle",
     "ModelsLabError",
+    "adopt",
+    "again",
     "cancel",
     "configure",
     "generate",
+    "generate_from_text",
     "import_job",
     "import_result",
     "jobs",
@@ -85,9 +94,27 @@ class JobHandle:
         return bpy.data.objects.get(name) if name else None
 
 
-def _params(values: dict[str, Any], use_scene: bool) -> GenerationParams:
+def _params(values: dict[str, Any], use_scene: bool, kind: str = "image") -> GenerationParams:
     scene = getattr(bpy.context, "scene", None)
-    return build_params(values, getattr(scene, "modelslab", None) if use_scene else None)
+    return build_params(values, getattr(scene, "modelslab", None) if use_scene else None, kind=kind)
+
+
+def _images(image: Any, values: dict[str, Any], extra: dict | None) -> tuple[Any, dict[str, Any], dict | None]:
+    """image (a path/URL, an image datablock, or a list of 2-4 views) -> (the front, values with extra_views,
+    extra with the temporary captures the importer removes)."""
+    front, views, captures = resolve_views(image)
+    if views:
+        values = {**values, "extra_views": views}
+    if captures:
+        extra = {**(extra or {}), "captures": captures}
+    return front, values, extra
+
+
+def _finish(record: Any, blocking: bool, timeout: float | None) -> Any:
+    if not blocking:
+        return JobHandle(record.local_id, record.name)
+    final = results.wait_for(record.local_id, timeout, print_progress if bpy.app.background else None)
+    return results.object_or_raise(final)
 
 
 def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -106,7 +133,7 @@ def _with_import_options(extra: dict | None, options: dict[str, Any], use_scene:
 
 
 def submit(
-    image: str, *, name: str | None = None, extra: dict | None = None, use_scene: bool = False, **params: Any
+    image: Any, *, name: str | None = None, extra: dict | None = None, use_scene: bool = False, **params: Any
 ) -> Any:
     """Validate and submit one job (non-blocking); returns its JobRecord (`.local_id`). Raises ModelsLabError
     (nothing sent) on bad input.
@@ -117,9 +144,11 @@ def submit(
     interactive timer: call import_job() when it is downloaded.
     """
     values, options = _split(params)
+    _params(values, use_scene)  # every field checked before an image is captured or rendered
+    front, values, extra = _images(image, values, extra)
     generation = _params(values, use_scene)
     extra = _with_import_options(extra, options, use_scene)
-    return runtime.submit(image, generation, name=name, auto_import=False, origin="script", extra=extra)
+    return runtime.submit(front, generation, name=name, auto_import=False, origin="script", extra=extra)
 
 
 def wait(local_id: str, timeout: float | None = None, on_event: Callable[[Any], None] | None = None) -> Any:
@@ -168,26 +197,86 @@ def error_result(image: str, error: ModelsLabError) -> dict[str, Any]:
 
 
 def generate(
-    image: str, *, timeout: float | None = None, wait: bool | None = None, name: str | None = None, **params: Any
+    image: Any, *, timeout: float | None = None, wait: bool | None = None, name: str | None = None, **params: Any
 ) -> Any:
-    """Image (path, //path or http(s) URL) -> a new object in the scene.
+    """Image -> a new object in the scene. image: a path, //path or http(s) URL, an image datablock
+    (bpy.data.images["Photo"], "Render Result", "Viewer Node": written to a temporary PNG as you see it), or a
+    list of 2-4 views of one object, front first (then right side, back, left side).
 
     Background session (or wait=True): blocks and returns the bpy.types.Object; raises ModelsLabError on
     failure (the job stays resumable when it timed out). Interactive session: returns a JobHandle at once.
     Unset params (and import options: ground, target_height, fit_to_selected, facing, as_asset, bake_size) use
-    the scene's ModelsLab settings, like the operator.
+    the scene's ModelsLab settings, like the operator; the newer revision's fields (ss_guidance_strength,
+    ss_sampling_steps, slat_guidance_strength, slat_sampling_steps, mesh_simplify, render, temp) are sent only
+    when given here or switched on in the scene.
     """
     blocking = bpy.app.background if wait is None else bool(wait)
     values, options = _split(params)
+    _params(values, True)  # every field checked before an image is captured or rendered
+    extra = _with_import_options(None, options, True)
+    front, values, extra = _images(image, values, extra)
     generation = _params(values, True)
+    record = runtime.submit(
+        front, generation, name=name, auto_import=None if not blocking else False, origin="script", extra=extra
+    )
+    return _finish(record, blocking, timeout)
+
+
+def generate_from_text(
+    prompt: str, *, timeout: float | None = None, wait: bool | None = None, name: str | None = None, **params: Any
+) -> Any:
+    """A text prompt -> a new object (POST …/3d/text_to_3d), like generate(): blocks in the background.
+
+    params: negative_prompt, guidance_scale, num_inference_steps, seed, output_format, foreground_ratio,
+    remove_bg, webhook, track_id, model_id (enterprise) and the import options. The local server answers with an
+    offline stand-in (the prompt's words, reconstructed): real text to 3D needs the ModelsLab service.
+    """
+    blocking = bpy.app.background if wait is None else bool(wait)
+    values, options = _split(params)
+    generation = _params({**values, "prompt": prompt}, True, kind="text")
     extra = _with_import_options(None, options, True)
     record = runtime.submit(
-        image, generation, name=name, auto_import=None if not blocking else False, origin="script", extra=extra
+        text_input(prompt),
+        generation,
+        name=name,
+        auto_import=None if not blocking else False,
+        origin="script",
+        extra=extra,
     )
-    if not blocking:
-        return JobHandle(record.local_id, record.name)
-    final = results.wait_for(record.local_id, timeout, print_progress if bpy.app.background else None)
-    return results.object_or_raise(final)
+    return _finish(record, blocking, timeout)
+
+
+def adopt(
+    remote_id: str, *, timeout: float | None = None, wait: bool | None = None, name: str | None = None, **options: Any
+) -> Any:
+    """Import a job someone else submitted (the CLI, a web app, a webhook pipeline) by its remote id: it is
+    fetched, downloaded and imported like one of ours. Nothing is submitted or charged by this call.
+
+    options: the import options (ground, target_height, facing, as_asset, bake_size); blocks in the background.
+    """
+    blocking = bpy.app.background if wait is None else bool(wait)
+    values, placing = _split(options)
+    if values:
+        raise ModelsLabError(
+            Category.INVALID_INPUT,
+            f"adopt() takes import options only, not {', '.join(sorted(values))}.",
+            "The job's parameters were chosen by whoever submitted it.",
+        )
+    checked = _with_import_options(None, placing, True)
+    record = _adopt(
+        remote_id,
+        name=name,
+        auto_import=None if not blocking else False,
+        import_options=(checked or {}).get("import_options"),
+    )
+    return _finish(record, blocking, timeout)
+
+
+def again(local_id: str, *, timeout: float | None = None, wait: bool | None = None) -> Any:
+    """Run a job again with a new seed (same source, parameters and import options): a new, charged job."""
+    blocking = bpy.app.background if wait is None else bool(wait)
+    record = _again(local_id, auto_import=None if not blocking else False, origin="script")
+    return _finish(record, blocking, timeout)
 
 
 def run(

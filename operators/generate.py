@@ -7,12 +7,30 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..api import ModelsLabError
-from ..api.params import CHUNK_SIZE_RANGE, FOREGROUND_RATIO_RANGE, PARAM_FIELDS, RESOLUTION_RANGE
-from ..blender import inputs, placement, results, runtime
+from ..api.params import (
+    CHUNK_SIZE_RANGE,
+    FOREGROUND_RATIO_RANGE,
+    GUIDANCE_STRENGTH_RANGE,
+    MESH_SIMPLIFY_RANGE,
+    PARAM_FIELDS,
+    RESOLUTION_RANGE,
+    REVISION_FIELDS,
+    SAMPLING_STEPS_RANGE,
+    SPECS,
+    is_url,
+)
+from ..blender import inputs, placement, results, runtime, sources
 from ..blender.props import FACING_ITEMS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+    from ..api.records import JobRecord
+
+# The newer revision's fields: sent only when the caller sets them (is_property_set), else the scene's toggles.
+_DESCRIPTIONS = {name: SPECS[name].description for name in REVISION_FIELDS}
 
 
 def report_error(operator: bpy.types.Operator, error: ModelsLabError) -> None:
@@ -28,6 +46,47 @@ def scene_image(context: bpy.types.Context) -> str:
     return settings.image_url if settings.image_source == "URL" else settings.image_path
 
 
+def split_list(text: str) -> list[str]:
+    """A ';'-separated list of paths, URLs or names (empty parts dropped)."""
+    return [part.strip() for part in (text or "").split(";") if part.strip()]
+
+
+def set_values(operator: bpy.types.Operator, names: "tuple[str, ...]") -> dict:
+    """The operator's properties among names that the caller set (unset ones fall back to the scene)."""
+    return {name: getattr(operator, name) for name in names if operator.properties.is_property_set(name)}
+
+
+def run_job(
+    operator: bpy.types.Operator, submit: "Callable[[bool], JobRecord]", captures: "list[str] | None" = None
+) -> "set[OperatorReturnItems]":
+    """Submit (async in a window, blocking in background mode), report, and return the operator's result.
+
+    captures: temporary PNGs of this job, removed here when the submit is refused (else by the importer).
+    """
+    record = None
+    try:
+        if not bpy.app.background:
+            record = submit(True)
+            operator.report({"INFO"}, f"ModelsLab: generating {record.name} (see the sidebar's job list)")
+            return {"FINISHED"}
+        record = submit(False)
+        print(f"ModelsLab: {record.name}: submitted as job {record.local_id}", flush=True)
+        final = results.wait_for(record.local_id, None, results.print_progress)
+        obj = results.object_or_raise(final)
+    except ModelsLabError as error:
+        if record is None:
+            sources.drop_captures(captures or [])
+        report_error(operator, error)
+        return {"CANCELLED"}
+    except KeyboardInterrupt:
+        operator.report({"ERROR"}, "Interrupted: the job stays in the journal and can be resumed.")
+        return {"CANCELLED"}
+    mesh = obj.data
+    count = len(mesh.vertices) if isinstance(mesh, bpy.types.Mesh) else 0
+    operator.report({"INFO"}, f"ModelsLab: imported {obj.name} ({count} vertices)")
+    return {"FINISHED"}
+
+
 class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     """Generate a 3D model from an image with ModelsLab and import it at the 3D cursor"""
 
@@ -35,9 +94,28 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     bl_label = "Generate 3D Model"
     bl_options = {"REGISTER"}
 
+    source: StringProperty(
+        name="Source",
+        description="FILE, URL, IMAGE, CAMERA, VIEWPORT or CLIPBOARD (empty: the panel's choice)",
+        options={"SKIP_SAVE"},
+    )
     image: StringProperty(
         name="Image",
         description="Image file, //-relative path or http(s) URL (empty: the panel's image)",
+        options={"SKIP_SAVE"},
+    )
+    image_name: StringProperty(
+        name="Image Name", description="source IMAGE: an image of this file (bpy.data.images)", options={"SKIP_SAVE"}
+    )
+    cameras: StringProperty(
+        name="Cameras",
+        description="source CAMERA: camera names separated by ';' (2-4 make several views, front first; "
+        "empty: the active camera)",
+        options={"SKIP_SAVE"},
+    )
+    extra_views: StringProperty(
+        name="More Views",
+        description="1-3 more views of the object (right side, back, left side): files or URLs separated by ';'",
         options={"SKIP_SAVE"},
     )
     # Soft limits only: out-of-range values from scripts get a categorised invalid_input error from
@@ -70,6 +148,43 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     )
     webhook: StringProperty(name="Webhook", options={"SKIP_SAVE"})
     track_id: StringProperty(name="Track ID", options={"SKIP_SAVE"})
+    ss_guidance_strength: FloatProperty(
+        name="Structure Guidance",
+        description=_DESCRIPTIONS["ss_guidance_strength"],
+        soft_min=GUIDANCE_STRENGTH_RANGE[0],
+        soft_max=GUIDANCE_STRENGTH_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    ss_sampling_steps: IntProperty(
+        name="Structure Steps",
+        description=_DESCRIPTIONS["ss_sampling_steps"],
+        soft_min=SAMPLING_STEPS_RANGE[0],
+        soft_max=SAMPLING_STEPS_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    slat_guidance_strength: FloatProperty(
+        name="Detail Guidance",
+        description=_DESCRIPTIONS["slat_guidance_strength"],
+        soft_min=GUIDANCE_STRENGTH_RANGE[0],
+        soft_max=GUIDANCE_STRENGTH_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    slat_sampling_steps: IntProperty(
+        name="Detail Steps",
+        description=_DESCRIPTIONS["slat_sampling_steps"],
+        soft_min=SAMPLING_STEPS_RANGE[0],
+        soft_max=SAMPLING_STEPS_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    mesh_simplify: FloatProperty(
+        name="Simplify",
+        description=_DESCRIPTIONS["mesh_simplify"],
+        soft_min=MESH_SIMPLIFY_RANGE[0],
+        soft_max=MESH_SIMPLIFY_RANGE[1],
+        options={"SKIP_SAVE"},
+    )
+    render: BoolProperty(name="Preview Render", description=_DESCRIPTIONS["render"], options={"SKIP_SAVE"})
+    temp: BoolProperty(name="Temporary Files", description=_DESCRIPTIONS["temp"], options={"SKIP_SAVE"})
     # Import options (unset: the scene's Import settings); checked by placement.check_import_options.
     ground: BoolProperty(
         name="Ground", description="Origin at the bottom centre, standing on the 3D cursor", options={"SKIP_SAVE"}
@@ -98,34 +213,40 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
     )
 
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
-        values = {name: getattr(self, name) for name in PARAM_FIELDS if self.properties.is_property_set(name)}
+        values = set_values(self, (*PARAM_FIELDS, *REVISION_FIELDS))
         if "output_format" in values:
             values["output_format"] = values["output_format"].strip().lower() or None
-        image = self.image.strip() or scene_image(context)
         scene_settings = getattr(context.scene, "modelslab", None)
-        explicit = {
-            name: getattr(self, name) for name in placement.OPTION_FIELDS if self.properties.is_property_set(name)
-        }
+        explicit = set_values(self, placement.OPTION_FIELDS)
         try:
-            params = inputs.build_params(values, scene_settings)
+            inputs.build_params(values, scene_settings)  # every field checked before anything is rendered
             import_options = placement.collect_import_options(explicit, scene_settings, context)
-            resolved = inputs.resolve_image(image)
-            extra = {"import_options": import_options}
-            if not bpy.app.background:
-                record = runtime.submit(resolved, params, origin="operator", extra=extra)
-                self.report({"INFO"}, f"ModelsLab: generating {record.name} (see the sidebar's job list)")
-                return {"FINISHED"}
-            record = runtime.submit(resolved, params, auto_import=False, origin="operator", extra=extra)
-            print(f"ModelsLab: {record.name}: submitted as job {record.local_id}", flush=True)
-            final = results.wait_for(record.local_id, None, results.print_progress)
-            obj = results.object_or_raise(final)
+            source = self.source.strip().upper()
+            if not source and self.image.strip():
+                source = "URL" if is_url(self.image.strip()) else "FILE"
+            if not source and self.image_name.strip():
+                source = "IMAGE"
+            front, views, captures = inputs.resolve_choice(
+                source,
+                image=self.image.strip(),
+                image_name=self.image_name.strip(),
+                cameras=split_list(self.cameras),
+                extra_views=split_list(self.extra_views),
+                context=context,
+            )
+            if views:
+                values["extra_views"] = views
+            params = inputs.build_params(values, scene_settings)
         except ModelsLabError as error:
             report_error(self, error)
             return {"CANCELLED"}
-        except KeyboardInterrupt:
-            self.report({"ERROR"}, "Interrupted: the job stays in the journal and can be resumed.")
-            return {"CANCELLED"}
-        mesh = obj.data
-        count = len(mesh.vertices) if isinstance(mesh, bpy.types.Mesh) else 0
-        self.report({"INFO"}, f"ModelsLab: imported {obj.name} ({count} vertices)")
-        return {"FINISHED"}
+        extra: dict = {"import_options": import_options}
+        if captures:
+            extra["captures"] = captures
+        return run_job(
+            self,
+            lambda window: runtime.submit(
+                front, params, auto_import=None if window else False, origin="operator", extra=extra
+            ),
+            captures or ([front.source] if front.original.startswith(inputs.CAPTURED_PREFIXES) else []),
+        )
