@@ -19,13 +19,16 @@ import bpy
 
 from ..api import ModelsLabError
 from ..api.errors import invalid_input
+from ..api.params import fields_for
 from ..api.records import JobState, may_have_been_charged
+from .adopt import adopt
 from .importer import import_job
 from .inputs import build_params, display_name, source_identity
 from .placement import collect_import_options
 from .results import failure_row, interrupted_row, original_source, result_of, wait_any
 from .runtime import resume_job, resume_unfinished, submit
 from .session import get_record, journal, peek_runner, settings
+from .sources import drop_captures, render_camera, text_input
 
 if TYPE_CHECKING:
     from ..api.records import JobEvent, JobRecord
@@ -38,8 +41,10 @@ Row = dict[str, Any]
 class BatchItem:
     """One input of the batch and what became of it (row is set once it is reported)."""
 
-    image: str
+    image: str  # what the row names: a path or URL, "text:<prompt>", "camera:<name>", "remote:<id>"
     local_id: str | None = None
+    kind: str = "image"  # image, text (value: the prompt), camera, remote (value: the remote job id)
+    value: str = ""
     started: float = field(default_factory=time.monotonic)
     resumed: bool = False
     row: Row | None = None
@@ -95,11 +100,29 @@ class Batch:
     def add(self, images: Iterable[str]) -> None:
         """Inputs to submit (in order), except those a resumed job already covers."""
         for image in images:
-            if source_identity(image) in self.covered:
-                continue
-            item = BatchItem(image=image)
-            self.items.append(item)
-            self.pending.append(item)
+            self._add(BatchItem(image=image))
+
+    def add_prompts(self, prompts: Iterable[str]) -> None:
+        """Text prompts to submit (text to 3D), in order."""
+        for prompt in prompts:
+            self._add(BatchItem(image=text_input(prompt).original, kind="text", value=prompt))
+
+    def add_camera(self) -> None:
+        """The scene's active camera, rendered with a transparent background when its turn comes."""
+        scene = getattr(bpy.context, "scene", None)
+        camera = getattr(scene, "camera", None)
+        self._add(BatchItem(image=f"camera:{camera.name if camera is not None else ''}", kind="camera"))
+
+    def add_remote(self, remote_ids: Iterable[str]) -> None:
+        """Remote jobs to adopt (started elsewhere): fetched, downloaded and imported; nothing submitted."""
+        for remote_id in remote_ids:
+            self._add(BatchItem(image=f"remote:{str(remote_id).strip()}", kind="remote", value=str(remote_id)))
+
+    def _add(self, item: BatchItem) -> None:
+        if source_identity(item.image) in self.covered:
+            return
+        self.items.append(item)
+        self.pending.append(item)
 
     def follow(self, record: "JobRecord", note: str | None = None) -> BatchItem:
         """Report a job that already exists (resumed or downloaded earlier); never submitted again."""
@@ -201,12 +224,7 @@ class Batch:
             item = self.pending.popleft()
             item.started = time.monotonic()
             try:
-                scene = getattr(bpy.context, "scene", None)
-                params = build_params(self.params, getattr(scene, "modelslab", None) if self.use_scene else None)
-                extra: dict[str, Any] = {} if self.tag is None else {"batch": self.tag}
-                if self.import_options is not None:
-                    extra["import_options"] = dict(self.import_options)
-                record = submit(item.image, params, auto_import=False, origin="script", extra=extra)
+                record = self._start(item)
             except ModelsLabError as error:
                 self._report_failure(item, error.to_dict(), None)
                 continue
@@ -214,6 +232,31 @@ class Batch:
             self.active[record.local_id] = item
             self.last_state[record.local_id] = str(record.state)
             self._say(item, f"queued as job {record.local_id}")
+
+    def _start(self, item: BatchItem) -> "JobRecord":
+        """Submit (or adopt) one input; raises ModelsLabError before any request for bad input."""
+        extra: dict[str, Any] = {} if self.tag is None else {"batch": self.tag}
+        if self.import_options is not None:
+            extra["import_options"] = dict(self.import_options)
+        if item.kind == "remote":
+            return adopt(item.value, auto_import=False, origin="script", import_options=extra.get("import_options"))
+        scene = getattr(bpy.context, "scene", None)
+        fallback = getattr(scene, "modelslab", None) if self.use_scene else None
+        kind = "text" if item.kind == "text" else "image"
+        values = {name: value for name, value in self.params.items() if name in fields_for(kind)}
+        if kind == "text":
+            params = build_params({**values, "prompt": item.value}, fallback, kind="text")
+            return submit(text_input(item.value), params, auto_import=False, origin="script", extra=extra)
+        params = build_params(values, fallback)
+        if item.kind == "camera":
+            captured = render_camera()
+            extra["captures"] = [captured.source]
+            try:
+                return submit(captured, params, auto_import=False, origin="script", extra=extra)
+            except ModelsLabError:
+                drop_captures([captured.source])
+                raise
+        return submit(item.image, params, auto_import=False, origin="script", extra=extra)
 
     def _settled(self, record: "JobRecord") -> None:
         item = self.active.pop(record.local_id)

@@ -2,6 +2,9 @@
 
     blender -b [file.blend] --python scripts/batch.py -- [options] IMAGE_OR_URL...
     python scripts/batch.py [options] IMAGE_OR_URL...          (with the `bpy` module installed)
+    ... --prompt "a red chair" --prompts prompts.txt            (text to 3D: one job per prompt)
+    ... --camera scene.blend                                    (render the .blend's active camera and send that)
+    ... --adopt 1234                                            (import a job started elsewhere; nothing submitted)
 
 A thin command line over the extension's batch engine (blender/batch.py: the same job runner, importer and
 resume rules as the `modelslab.image_to_3d` operator and `modelslab.run()`): the installed extension when
@@ -81,7 +84,70 @@ def build_parser(formats: tuple[str, ...]) -> BatchArgumentParser:
     placing.add_argument("--asset-library", metavar="DIR", help="write the results as assets into a .blend in DIR")
     parser.add_argument("--webhook", metavar="URL", help="URL the server calls when a job is done")
     parser.add_argument("--track-id", metavar="ID", help="id echoed back in the webhook call")
+    more = parser.add_argument_group("other inputs")
+    more.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="text to 3D (repeatable)")
+    more.add_argument("--prompts", metavar="FILE", help="text to 3D: one prompt per line (blank lines skipped)")
+    more.add_argument(
+        "--camera",
+        nargs="?",
+        const="",
+        metavar="BLEND",
+        help="render the active camera of BLEND (or of the open .blend) with a transparent background",
+    )
+    more.add_argument("--adopt", action="append", default=[], metavar="REMOTE_ID", help="import a remote job by id")
+    newer = parser.add_argument_group("the newer revision's fields (sent only when given)")
+    for name, (kind, metavar) in NEWER_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind == "yesno":
+            newer.add_argument(flag, dest=name, choices=("yes", "no"), help=SPEC_HELP.get(name))
+        else:
+            newer.add_argument(flag, dest=name, type=int if kind == "int" else float, metavar=metavar)
+    text = parser.add_argument_group("text to 3D fields (sent only when given)")
+    text.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
+    text.add_argument("--guidance-scale", type=float, metavar="F", help="how closely to follow the prompt (1-20)")
+    text.add_argument("--num-inference-steps", type=int, metavar="N", help="diffusion steps (1-50)")
+    text.add_argument("--model-id", metavar="ID", help="model on an enterprise server")
     return parser
+
+
+# The newer revision's fields as flags: name -> (value kind, metavar). `render` is --server-render here, as
+# --render already renders previews of the imported objects.
+NEWER_FLAGS = {
+    "ss_guidance_strength": ("float", "F"),
+    "ss_sampling_steps": ("int", "N"),
+    "slat_guidance_strength": ("float", "F"),
+    "slat_sampling_steps": ("int", "N"),
+    "mesh_simplify": ("float", "F"),
+    "server_render": ("yesno", ""),
+    "temp": ("yesno", ""),
+}
+SPEC_HELP = {"server_render": "ask the server to render a preview too", "temp": "store outputs as temporary files"}
+TEXT_FLAGS = ("negative_prompt", "guidance_scale", "num_inference_steps", "model_id")
+
+
+def given_params(args: argparse.Namespace, param_fields: tuple[str, ...]) -> dict[str, Any]:
+    """The generation parameters given on the command line (image and text fields; unset ones are left out)."""
+    values = {name: getattr(args, name) for name in param_fields if getattr(args, name) is not None}
+    for name in (*NEWER_FLAGS, *TEXT_FLAGS):
+        value = getattr(args, name)
+        if value is not None:
+            values["render" if name == "server_render" else name] = value == "yes" if value in ("yes", "no") else value
+    return values
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """--prompt values, then the lines of --prompts FILE (blank lines skipped); UsageError for an unreadable file."""
+    prompts = [prompt for prompt in args.prompt]
+    if args.prompts:
+        try:
+            text = Path(args.prompts).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--prompts: cannot read {args.prompts}: {exc}") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+    for prompt in prompts:
+        if not prompt.strip():
+            raise UsageError("--prompt: an empty prompt; describe the object to make.")
+    return prompts
 
 
 def script_argv(argv: list[str]) -> list[str]:
@@ -104,8 +170,11 @@ def parse_args(parser: BatchArgumentParser, argv: list[str]) -> argparse.Namespa
                 "set MODELSLAB_API_KEY or the add-on preferences."
             )
     args = parser.parse_args(argv)
-    if not args.inputs and not args.resume:
-        raise UsageError("no IMAGE_OR_URL given (or use --resume to finish an interrupted run).")
+    if not (args.inputs or args.prompt or args.prompts or args.camera is not None or args.adopt or args.resume):
+        raise UsageError(
+            "no IMAGE_OR_URL given (nor --prompt, --prompts, --camera or --adopt; or use --resume to finish "
+            "an interrupted run)."
+        )
     if args.concurrency < 1 or args.concurrency > 64:
         raise UsageError(f"--concurrency must be from 1 to 64, got {args.concurrency}.")
     if args.timeout is not None and not args.timeout > 0:
@@ -251,6 +320,10 @@ def run_batch(
     if args.resume:
         engine.resume_tagged(reported=output.reported_imports(), reimport_reported=bool(args.save_blend))
     engine.add(args.inputs)
+    engine.add_prompts(args.prompt_list)
+    if args.camera is not None:
+        engine.add_camera()
+    engine.add_remote(args.adopt)
     if not engine.items:
         output.progress("nothing to do: no inputs, and nothing left to resume for this --out folder")
         return engine
@@ -269,6 +342,37 @@ def run_batch(
     return engine
 
 
+def open_blend(path: str) -> None:
+    """Open the .blend whose active camera --camera renders; UsageError when it cannot be opened."""
+    import bpy
+
+    blend = Path(path).expanduser()
+    if blend.suffix.lower() != ".blend" or not blend.is_file():
+        raise UsageError(f"--camera: {path!r} is not a .blend file.")
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)  # Blender says "Read blend: ..." on fd 1, which carries JSON only
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend.absolute()))
+    except RuntimeError as exc:
+        raise UsageError(f"--camera: cannot open {path}: {exc}") from None
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    check_camera_blend()
+
+
+def check_camera_blend() -> None:
+    """--camera needs an open .blend with an active camera."""
+    import bpy
+
+    if not bpy.data.filepath:
+        raise UsageError("--camera renders the active camera of a .blend: give its path, or open it in Blender.")
+    if bpy.context.scene.camera is None:
+        raise UsageError(f"--camera: {bpy.data.filepath} has no active camera.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the batch; returns the exit code (see the module docstring)."""
     ext = Extension()
@@ -284,8 +388,23 @@ def _run(ext: Extension, argv: list[str]) -> int:
     parser = build_parser(tuple(params_module.OUTPUT_FORMATS))
     try:
         args = parse_args(parser, argv)
-        params = {name: getattr(args, name) for name in params_module.PARAM_FIELDS if getattr(args, name) is not None}
-        ext.module("blender.inputs").build_params(params)  # validated as the operator does, before any request
+        params = given_params(args, params_module.PARAM_FIELDS)
+        args.prompt_list = read_prompts(args)
+        inputs = ext.module("blender.inputs")
+        # validated as the operator does, before any request: the image fields, and each prompt's
+        image_fields, text_fields = params_module.fields_for("image"), params_module.fields_for("text")
+        if args.inputs or args.camera is not None:
+            inputs.build_params({k: v for k, v in params.items() if k in image_fields})
+        for prompt in args.prompt_list:
+            text_values = {k: v for k, v in params.items() if k in text_fields}
+            inputs.build_params({**text_values, "prompt": prompt}, kind="text")
+        stray = sorted(set(params) - set(image_fields) - set(text_fields))
+        if stray:
+            raise UsageError(f"unknown parameters: {', '.join(stray)}")
+        if args.camera:
+            open_blend(args.camera)
+        elif args.camera is not None:
+            check_camera_blend()
         import_options = ext.module("blender.batch").batch_import_options(import_option_values(args), use_scene=True)
         if args.export:
             args.export = ext.module("blender.export").check_export_format(args.export)
