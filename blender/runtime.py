@@ -8,7 +8,6 @@ same code. Worker threads (api.jobs) never touch bpy; everything here runs on Bl
   results.wait_for() / wait_any() (which pump here) and import with importer.import_job().
 """
 
-import os
 import queue
 import sys
 import threading
@@ -21,6 +20,7 @@ import bpy
 
 from ..api import GenerationParams, ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
+from . import background
 from .importer import import_job
 from .inputs import ImageInput, resolve_image
 from .rows import FINISHED_ROWS_HORIZON, MAX_ROWS, clear_row_index, job_rows, sync_rows, tag_redraw, update_row
@@ -52,7 +52,6 @@ MAX_EVENTS_PER_TICK = 32
 ACTIVE_INTERVAL = 0.1  # seconds between ticks while jobs run
 IDLE_INTERVAL = 1.0
 REDRAW_EVERY = 1.0  # elapsed-time labels tick once a second
-FOREIGN_RECHECK = 2.0  # seconds between two looks at the jobs another live process owns
 
 EventCallback = Callable[["JobEvent"], None]
 
@@ -298,18 +297,8 @@ def _start_scan() -> None:
 
     def work() -> None:
         try:
-            if runner is not None:
-                resumed = runner.resume_unfinished()
-                foreign = runner.foreign()
-                prune_cache(runner, current)
-            else:
-                resumed = []
-                foreign = [r for r in jobs.unfinished() if r.owner != lock.session_id and lock.owner_alive(r.owner)]
-            everything = jobs.all()
-            horizon = time.time() - FINISHED_ROWS_HORIZON
-            recent = [r for r in everything if not r.is_terminal or r.updated_at > horizon][-MAX_ROWS:]
-            known = {r.local_id for r in everything}
-            _loop.inbox.put(("scan", (resumed, foreign, recent, known)))
+            found = background.scan_journal(runner, current, jobs, lock, prune_cache, FINISHED_ROWS_HORIZON, MAX_ROWS)
+            _loop.inbox.put(("scan", found))
         except ModelsLabError as exc:
             print(f"ModelsLab: the job journal could not be read: {exc}", file=sys.stderr)
         except Exception:
@@ -348,45 +337,12 @@ def _start_watch(known: "set[str] | None" = None) -> None:
     processes' running jobs; known: ids already handled (the startup scan's)."""
     if _loop.watch is not None and _loop.watch.is_alive():
         return
-    jobs = journal()
-    stop = _loop.stop
-    seen = set(known or ())
 
-    def look(lock: "Any") -> list[tuple[str, "JobRecord | None", bool]]:
-        try:
-            with os.scandir(jobs.directory) as entries:
-                names = [entry.name[: -len(".json")] for entry in entries if entry.name.endswith(".json")]
-        except OSError:
-            names = []
-        watched = set(state.foreign)
-        found = []
-        for local_id in [name for name in names if name not in seen] + sorted(watched):
-            try:
-                record = jobs.load(local_id)
-            except ModelsLabError:
-                record = None
-            if local_id not in watched:
-                seen.add(local_id)
-                if record is None or record.is_terminal or record.owner == lock.session_id:
-                    continue  # finished, or this process's own: nothing to follow
-            alive = record is not None and lock.owner_alive(record.owner)
-            found.append((local_id, record, alive))
-        return found
+    def watched() -> set[str]:
+        return set(state.foreign)
 
-    def work() -> None:
-        while not stop.wait(FOREIGN_RECHECK):
-            lock = state.lock
-            if lock is None or not lock.held:
-                continue  # no runner at the moment (e.g. after modelslab.shutdown())
-            try:
-                found = look(lock)
-            except Exception:  # keep following: one unreadable file must not end the watch
-                traceback.print_exc()
-                continue
-            if found:
-                _loop.inbox.put(("foreign", found))
-
-    thread = threading.Thread(target=work, name="modelslab-journal-watch", daemon=True)
+    args = (journal(), _loop.stop, set(known or ()), _loop.inbox, lambda: state.lock, watched)
+    thread = threading.Thread(target=background.follow_journal, args=args, name="modelslab-journal-watch", daemon=True)
     _loop.watch = thread
     thread.start()
     ensure_timer()  # the timer applies what the watch finds
@@ -442,19 +398,10 @@ def ensure_timer() -> None:
     _loop.timer_on = True
 
 
-def _prewarm_imports() -> None:
-    """Import the HTTP client and job modules (requests, urllib3 ...) off the main thread, so the first
-    Generate click does not stall the UI on them. Pure imports: no bpy, no network."""
-    try:
-        from ..api import cache, client, jobs, journal  # noqa: F401
-    except Exception as exc:  # the first real use reports any problem properly
-        print(f"ModelsLab: preloading the client failed: {exc}", file=sys.stderr)
-
-
 def _start_prewarm() -> None:
     if f"{_API_PACKAGE}.client" in sys.modules or (_loop.prewarm is not None and _loop.prewarm.is_alive()):
         return
-    thread = threading.Thread(target=_prewarm_imports, name="modelslab-preload", daemon=True)
+    thread = threading.Thread(target=background.prewarm_imports, name="modelslab-preload", daemon=True)
     _loop.prewarm = thread
     thread.start()
 

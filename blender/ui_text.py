@@ -22,8 +22,13 @@ _CATEGORY_TAG = re.compile(r"^\s*\[[a-z_]+\]\s*")
 _IDENTIFIER = re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
 
 
+DAY_SECONDS = 86400.0
+
+
 def duration(seconds: float) -> str:
-    """A short human duration: 6s, 2m 05s, 1h 03m."""
+    """A short human duration: 6s, 2m 05s, 1h 03m; anything past a day (a server's absurd eta) is "over a day"."""
+    if not seconds < DAY_SECONDS:  # also inf and nan: never a 300-character label or an OverflowError
+        return "over a day" if seconds == seconds and seconds > 0 else "0s"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds}s"
@@ -79,7 +84,8 @@ def progress_view(
     left = due - now
     if left > 0:
         fraction = BAR_SUBMITTED + (BAR_DUE - BAR_SUBMITTED) * (elapsed / expected)
-        return max(min(progress, BAR_DUE), fraction), f"About {duration(math.ceil(left))} left"
+        text = f"About {duration(math.ceil(left))} left" if left < DAY_SECONDS else "More than a day left"
+        return max(min(progress, BAR_DUE), fraction), text
     late = elapsed / expected  # >= 1: creeps toward BAR_LATE_MAX, never reaches it
     fraction = BAR_DUE + (BAR_LATE_MAX - BAR_DUE) * (1.0 - 1.0 / late)
     return fraction, "Taking longer than expected"
@@ -99,7 +105,9 @@ def short_progress(now: float, state: str, submitted_at: float, due: float) -> s
     if state not in ("submitted", "processing") or not due:
         return ""
     left = due - now
-    return duration(math.ceil(left)) if left > 0 else "late"
+    if not left > 0:
+        return "late"
+    return duration(math.ceil(left)) if left < DAY_SECONDS else "over a day"
 
 
 def numbered_names(names: Iterable[str]) -> list[str]:

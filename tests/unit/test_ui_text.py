@@ -105,3 +105,12 @@ def test_clear_and_resume_texts() -> None:
 def test_money_text() -> None:
     assert ui_text.money_text(2, 12.5, "USD") == "2 jobs may have been charged this session; balance 12.50 USD"
     assert ui_text.money_text(1, None) == "1 job may have been charged this session"
+
+
+@pytest.mark.parametrize("eta", [1e300, float("inf"), 10 * 86400.0])
+def test_an_absurd_eta_gives_a_short_label(eta: float) -> None:
+    due = ui_text.predicted_finish("submitted", eta, submitted_at=100.0, updated_at=100.0) or float("inf")
+    _, text = ui_text.progress_view(101.0, "processing", 0.1, 100.0, due, 100.0)
+    assert text == "More than a day left"
+    assert ui_text.short_progress(101.0, "processing", 100.0, due) == "over a day"
+    assert ui_text.duration(eta) == "over a day" and ui_text.duration(float("nan")) == "0s"
