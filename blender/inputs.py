@@ -349,7 +349,7 @@ def resolve_choice(
 
     CAMERA renders the named cameras (2-4 of them make several views, front first) or the active one.
     """
-    from .sources import SOURCES, find_camera, find_image, render_cameras, unavailable
+    from .sources import SOURCES, drop_captures, find_camera, find_image, render_cameras, unavailable
 
     context = context or bpy.context
     settings = getattr(context.scene, "modelslab", None)
@@ -376,6 +376,11 @@ def resolve_choice(
         if len(found) > 1 and not low <= len(found) + len(extra_views) <= high:
             raise invalid_input(f"Several views means {low} to {high} cameras (front first), got {len(found)}.")
         items = list(render_cameras(found, context.scene))
+        try:
+            return resolve_views([*items, *extra_views])
+        except BaseException:
+            drop_captures([item.source for item in items])
+            raise
     elif chosen == "VIEWPORT":
         from .sources import capture_viewport
 

@@ -35,7 +35,10 @@ CAMERA_ENGINE = "BLENDER_WORKBENCH"  # fast, needs no lights, renders in the bac
 
 
 def capture_path() -> Path:
-    """A new temporary PNG path for one captured image."""
+    """A new temporary PNG path for one captured image (removed once the job no longer needs it)."""
+    from . import runtime  # imported here: runtime imports this module's users
+
+    runtime.add_listener(drop_after_upload)
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{CAPTURE_PREFIX}{uuid.uuid4().hex}.png"
@@ -52,6 +55,19 @@ def drop_captures(paths: Sequence[str]) -> None:
     for path in paths:
         if isinstance(path, str) and is_capture(path):
             Path(path).unlink(missing_ok=True)
+
+
+_UPLOADING = ("queued", "uploading")
+
+
+def drop_after_upload(event: Any) -> None:
+    """A runtime listener: a job's captured PNGs go as soon as it is past uploading (or ended before it)."""
+    record = event.record
+    if str(record.state) in _UPLOADING:
+        return
+    captures = record.extra.get("captures") if isinstance(record.extra, dict) else None
+    paths = [*(captures if isinstance(captures, list) else []), record.source]
+    drop_captures([path for path in paths if isinstance(path, str) and path and is_capture(path)])
 
 
 # --- what is available where -----------------------------------------------------------------------------------------
