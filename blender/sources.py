@@ -137,18 +137,17 @@ def _png_settings(scene: Any) -> Any:
 
 def check_not_empty(path: str, what: str) -> None:
     """Refuse a PNG with no pixels, or with every pixel fully transparent (nothing to reconstruct)."""
-    import numpy as np  # bundled with Blender
+    from array import array  # not numpy: some Linux distributions' Blender builds come without it
 
     image = bpy.data.images.load(path, check_existing=False)
     try:
         size: Any = image.size
-        width, height = int(size[0]), int(size[1])
+        width, height, channels = int(size[0]), int(size[1]), int(image.channels)
         if width <= 0 or height <= 0:
             raise invalid_input(f"{what} has no pixels.", "Choose an image that has content.")
-        pixels = np.empty(width * height * int(image.channels), dtype=np.float32)
+        pixels = array("f", bytes(4 * width * height * channels))
         image.pixels.foreach_get(pixels)
-        channels = int(image.channels)
-        opaque = channels < 4 or bool((pixels[3::channels] > 0.0).any())
+        opaque = channels < 4 or any(pixels[3::channels])
     finally:
         bpy.data.images.remove(image)
     if not opaque:

@@ -13,6 +13,7 @@ import bpy
 from ..api import ModelsLabError
 from ..blender import compat, image_check, session, ui_text
 from ..blender.props import SESSION_EPOCH, field_labels
+from . import sources as sources_ui
 from .previews import preview_icon
 
 CATEGORY = "ModelsLab"
@@ -80,6 +81,8 @@ def generate_blocker(context: bpy.types.Context) -> tuple[str, str, str] | None:
     except ModelsLabError:
         return "Online access is off.", "Allow it in Preferences > System > Network.", "INFO"
     settings = scene_settings(context)
+    if settings.image_source not in sources_ui.FILE_SOURCES:
+        return sources_ui.source_blocker(context, settings)
     if settings.image_source == "URL":
         if not settings.image_url.strip():
             return "No image URL yet.", "Enter an image URL above.", "INFO"
@@ -204,8 +207,10 @@ class MODELSLAB_PT_generate(_SidebarPanel):
         layout: Any = self.layout
         settings = scene_settings(context)
         width = _wrap_width(context)
-        layout.row().prop(settings, "image_source", expand=True)
-        if settings.image_source == "URL":
+        sources_ui.draw_selector(layout, settings)
+        if settings.image_source not in sources_ui.FILE_SOURCES:
+            sources_ui.draw_source(layout, settings, context)
+        elif settings.image_source == "URL":
             layout.prop(settings, "image_url", text="")
         else:
             layout.prop(settings, "image_path", text="")
@@ -219,7 +224,8 @@ class MODELSLAB_PT_generate(_SidebarPanel):
 
         col = layout.column(align=True)
         col.prop(settings, "output_format")
-        col.prop(settings, "resolution")
+        if settings.image_source != "TEXT":
+            col.prop(settings, "resolution")
         col.prop(settings, "remove_bg")
         sub = col.row()
         sub.active = not settings.remove_bg
@@ -229,7 +235,7 @@ class MODELSLAB_PT_generate(_SidebarPanel):
         row = layout.row()
         row.scale_y = 1.5
         row.enabled = blocker is None
-        row.operator("modelslab.image_to_3d", text="Generate", icon="MESH_MONKEY")
+        row.operator(sources_ui.generate_operator(settings), text="Generate", icon="MESH_MONKEY")
         if blocker:
             reason, fix, icon = blocker
             col = layout.column(align=True)
@@ -253,6 +259,7 @@ class MODELSLAB_PT_advanced(_SidebarPanel):
         col.prop(settings, "seed")
         layout.prop(settings, "webhook")
         layout.prop(settings, "track_id")
+        sources_ui.draw_revision(layout, settings)
 
 
 def money_line() -> str:
@@ -289,6 +296,7 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
             if 0 <= index < len(rows):
                 self._draw_details(layout, rows[index], width)
         col = layout.column(align=True)
+        sources_ui.draw_adopt(col)
         if any(row.state in ("imported", "failed", "cancelled") for row in rows):
             col.operator("modelslab.clear_finished_jobs", icon="TRASH")
         if any(row.state == "timed_out" or is_stalled(row) for row in rows):
@@ -340,6 +348,7 @@ class MODELSLAB_PT_jobs(_SidebarPanel):
             label = "Import" if state == "downloaded" or missing else "Re-import"
             actions.operator("modelslab.reimport_job", text=label, icon="IMPORT").job_id = item.local_id
         actions.operator("modelslab.open_job_folder", text="Open Folder", icon="FILE_FOLDER").job_id = item.local_id
+        sources_ui.draw_job_actions(actions, item)
         if item.result_url:
             actions.operator("modelslab.copy_result_url", text="Copy URL", icon="COPYDOWN").job_id = item.local_id
         if is_running(item) and item.was_submitted:
