@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from ..api import ModelsLabError
-from ..api.records import SETTLED_STATES, JobState
+from ..api.records import SETTLED_STATES, JobState, may_have_been_charged
 from . import session, ui_text
 from .props import SESSION_EPOCH, field_labels
 from .session import get_record, journal, journal_has_files, peek_runner, state
@@ -112,7 +112,7 @@ def _fill_row(row: Any, record: "JobRecord", message: str | None = None) -> None
     row.object_name = record.object_name or ""
     urls = list(record.output_urls or []) + list(record.proxy_links or [])
     row.result_url = urls[0] if urls else ""
-    row.was_submitted = bool(record.was_submitted)
+    row.was_submitted = may_have_been_charged(record)
     row.owner = _owner(record)
     row.blend_file = str(record.extra.get("blend_file") or "")
 

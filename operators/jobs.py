@@ -12,6 +12,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from ..api import ModelsLabError
+from ..api.records import may_have_been_charged
 from ..blender import batch, importer, results, rows, runtime, session, ui_text
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class MODELSLAB_OT_cancel_job(bpy.types.Operator):
             report_error(self, error)
             return {"CANCELLED"}
         note = record.message or CANCEL_NOTE
-        self.report({"WARNING"} if record.was_submitted else {"INFO"}, f"{record.name}: {note}")
+        self.report({"WARNING"} if may_have_been_charged(record) else {"INFO"}, f"{record.name}: {note}")
         return {"FINISHED"}
 
 
