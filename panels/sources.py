@@ -6,7 +6,7 @@ from typing import Any
 
 import bpy
 
-from ..api.params import REVISION_FIELDS, SPECS
+from ..api.params import REVISION_FIELDS
 from ..blender import sources
 
 FILE_SOURCES = ("FILE", "URL")  # drawn by the sidebar itself (path check, thumbnail)
@@ -84,11 +84,6 @@ def draw_revision(layout: Any, settings: Any) -> None:
         draw_optional(col, settings, name)
     if settings.image_source == "TEXT":
         layout.prop(settings, "model_id")
-
-
-def tooltip(name: str) -> str:
-    """A field's tooltip (the scene property's description comes from the same table)."""
-    return SPECS[name].description
 
 
 def draw_job_actions(layout: Any, row: Any) -> None:
