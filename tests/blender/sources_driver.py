@@ -120,6 +120,15 @@ def images(context: Any, params: dict[str, Any]) -> dict[str, Any]:
     out["camera"] = {**op, "object": _object(bpy.data.objects[op["objects"][0]], context)}
     out["uploads_after_camera"] = _uploads(context)
     out["camera_after"] = scene.camera.name if scene.camera else None
+    front = scene.camera
+    side = bpy.data.objects.new("Side", front.data)  # the same lens, seen from +X, looking at the origin
+    scene.collection.objects.link(side)
+    side.location = (front.location.length, 0.0, front.location.z)
+    side.rotation_euler = (front.rotation_euler.x, 0.0, 1.5708)
+    op = _operator(bpy.ops.modelslab.image_to_3d, source="CAMERA", cameras="Camera;Side", **params)
+    out["two_cameras"] = {**op, "object": _object(bpy.data.objects[op["objects"][0]], context)}
+    out["camera_after_two"] = scene.camera.name if scene.camera else None
+    out["uploads_after_two"] = _uploads(context)
 
     for obj in list(bpy.data.objects):  # nothing in front of the camera any more (keep the camera itself)
         if obj.type not in ("CAMERA", "LIGHT"):

@@ -67,6 +67,10 @@ def test_images_from_inside_blender(user_dir: UserDir, extension_zip: Path, fres
     assert out["engine_after"] != "BLENDER_WORKBENCH" and out["film_transparent_after"] is False
     assert out["camera_after"] == "Camera"
 
+    two = imported(out["two_cameras"])
+    assert two["meta"]["multi_image"] is True and len(two["meta"]["image"]) == 2
+    assert out["camera_after_two"] == "Camera" and out["uploads_after_two"] == []
+
     empty = out["empty_camera"]
     assert empty["objects"] == [] and "invalid_input" in empty["error"] and "empty" in empty["error"]
     assert out["uploads_after_empty"] == []
@@ -74,8 +78,8 @@ def test_images_from_inside_blender(user_dir: UserDir, extension_zip: Path, fres
     assert "invalid_input" in out["viewport_operator"]["error"]
 
     stats = fresh_server.stats()
-    assert stats["submits"] == 4  # Photo, Render Result twice, the camera: nothing for the refused ones
-    assert stats["requests"]["upload"] == 4
+    # Photo, Render Result twice, the camera, two cameras: nothing for the refused ones
+    assert stats["submits"] == 5 and stats["requests"]["upload"] == 6
 
 
 def test_text_views_and_the_newer_fields(user_dir: UserDir, extension_zip: Path, fresh_server: ServerProcess) -> None:
