@@ -28,7 +28,7 @@ import requests
 import urllib3.exceptions
 
 from .errors import Category, ModelsLabError, invalid_input
-from .meshcheck import check_self_contained
+from .meshcheck import MeshScan
 from .params import OUTPUT_FORMATS
 from .responses import AnswerError, as_float, parse_response, plain_error
 from .transport import ClientConfig, cancelled, host_of, network_error, sleep_unless_cancelled, split_url
@@ -276,11 +276,12 @@ def _stream_to(
     """Write the body to a temp file of this attempt, check it, and rename it to target; the temp file never
     outlives a failure."""
     check = _FormatCheck(fmt)
+    scan = MeshScan(fmt)  # the self-containment check reads the bytes as they stream: no second pass
     out, temp = _open_temp(target)
     try:
         with out:
             _hold(out)
-            done = _copy_body(response, out, target.parent, host, expected, cap, check, stop, progress)
+            done = _copy_body(response, out, target.parent, host, expected, cap, (check, scan), stop, progress)
         if expected is not None and done != expected:
             error = ModelsLabError(
                 Category.NETWORK, f"The download from {host} was cut short ({done} of {expected} bytes)."
@@ -295,7 +296,7 @@ def _stream_to(
                 retry_limit=1,
             )
         _check_complete(temp, target, done)
-        _check_contained(temp, target, fmt, host)
+        _check_contained(scan, temp, target, host)
         if not _move_into_place(temp, target, fmt):
             with contextlib.suppress(OSError):
                 temp.unlink()  # another process finished first: its file stays (it may be importing it), ours goes
@@ -333,10 +334,10 @@ def _check_complete(temp: Path, target: Path, done: int) -> None:
         )
 
 
-def _check_contained(temp: Path, target: Path, fmt: str, host: str) -> None:
-    """api.meshcheck on the finished temp file, resolving names against the target's folder."""
+def _check_contained(scan: MeshScan, temp: Path, target: Path, host: str) -> None:
+    """api.meshcheck's verdict on the finished temp file (fed while streaming), names resolved in target's folder."""
     try:
-        check_self_contained(temp, fmt, display=host)
+        scan.check(temp, display=host)
     except ModelsLabError as error:
         if not temp.exists():
             raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
@@ -378,14 +379,16 @@ def _valid_file(path: Path, fmt: str) -> bool:
         if not path.is_file() or path.is_symlink():
             return False
         check = _FormatCheck(fmt)
+        scan = MeshScan(fmt)
         size = 0
         with open(path, "rb") as handle:
             while chunk := handle.read(DOWNLOAD_CHUNK):
                 size += len(chunk)
                 check.feed(chunk)
+                scan.feed(chunk)
         if check.problem(size) is not None:
             return False
-        check_self_contained(path, fmt)
+        scan.check(path)
         return True
     except (OSError, ModelsLabError):
         return False
@@ -398,7 +401,7 @@ def _copy_body(
     host: str,
     expected: int | None,
     cap: int,
-    check: _FormatCheck,
+    checks: tuple[_FormatCheck, MeshScan],
     stop: _Stop,
     progress: Progress | None,
 ) -> int:
@@ -421,11 +424,12 @@ def _copy_body(
         done += len(chunk)
         if done > cap:
             raise _DownloadFailure(_too_big(done, cap), retry=False, final=True)
-        check.feed(chunk)
         try:
             _write_all(out, chunk)
         except OSError as exc:
             raise _DownloadFailure(_local_write_error(exc, folder), retry=False, final=True) from None
+        for check in checks:
+            check.feed(chunk)
         if progress is not None:
             progress(done, expected)
 
@@ -453,9 +457,9 @@ class _FormatCheck:
         if len(self.head) < 512:
             self.head += chunk[: 512 - len(self.head)]
         if self.fmt == "obj" and not (self.found_v and self.found_f):
-            window = self.tail + chunk
-            self.found_v = self.found_v or b"\nv " in window
-            self.found_f = self.found_f or b"\nf " in window
+            seam = self.tail[-2:] + chunk[:2]  # a statement that starts across the chunk boundary
+            self.found_v = self.found_v or b"\nv " in chunk or b"\nv " in seam
+            self.found_f = self.found_f or b"\nf " in chunk or b"\nf " in seam
         self.tail = chunk[-512:] if len(chunk) >= 512 else (self.tail + chunk)[-512:]
 
     def problem(self, size: int) -> str | None:

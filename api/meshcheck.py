@@ -26,6 +26,8 @@ GLB_MAGIC = b"glTF"
 GLB_JSON_CHUNK = 0x4E4F534A
 MAX_GLB_JSON = 64 << 20  # a glTF JSON chunk larger than this is not a mesh we asked for
 _SCAN_CHUNK = 1 << 20
+MAX_STATEMENTS = 4096  # distinct file names one mesh may name; more is refused, not tracked without bound
+_TOO_MANY = "\0too many"  # stands for the names past MAX_STATEMENTS (no real name holds a NUL)
 # OBJ statements that name another file; in a material file, the ones that name textures.
 _OBJ_LIBRARY = re.compile(rb"(?im)^[ \t]*(mtllib)[ \t]+([^\r\n]*)")
 _MTL_TEXTURE = re.compile(rb"(?im)^[ \t]*(map_\w+|bump|disp|decal|refl|norm)[ \t]+([^\r\n]*)")
@@ -41,21 +43,50 @@ def check_self_contained(path: str | os.PathLike[str], fmt: str, display: str = 
 
     `display` names the file's origin in the message (e.g. the download host); the default is its name.
     """
+    scan = MeshScan(fmt)
     mesh = Path(path)
-    origin = display or mesh.name
-    fmt = fmt.lower().lstrip(".")
-    try:
-        if fmt == "glb":
-            problem = _glb_problem(mesh)
-        elif fmt == "obj":
-            problem = _obj_problem(mesh)
-        else:
-            problem = None  # PLY and STL cannot reference other files
-    except OSError as exc:
-        problem = f"it could not be read ({exc.strerror or type(exc).__name__})"
-    if problem is not None:
+    if scan.fmt == "obj":
+        try:
+            with open(mesh, "rb") as handle:
+                while chunk := handle.read(_SCAN_CHUNK):
+                    scan.feed(chunk)
+        except OSError as exc:
+            scan.refuse(mesh, display, f"it could not be read ({exc.strerror or type(exc).__name__})")
+    scan.check(mesh, display)
+
+
+class MeshScan:
+    """The self-containment check fed with the file's bytes as they arrive (a download checks its mesh while
+    streaming it, not in a second pass): feed() every chunk in order, then check() the finished file."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt.lower().lstrip(".")
+        self._libraries = _StatementScan(_OBJ_LIBRARY, (b"mtllib",)) if self.fmt == "obj" else None
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the file (only OBJ needs them: a GLB's JSON is read from the file at check())."""
+        if self._libraries is not None:
+            self._libraries.feed(chunk)
+
+    def check(self, path: str | os.PathLike[str], display: str = "") -> None:
+        """Raise ModelsLabError(bad_mesh) unless the file fed (now at path) names no file outside its folder."""
+        mesh = Path(path)
+        try:
+            if self.fmt == "glb":
+                problem = _glb_problem(mesh)
+            elif self._libraries is not None:
+                problem = _obj_problem(mesh, self._libraries.finish())
+            else:
+                problem = None  # PLY and STL cannot reference other files
+        except OSError as exc:
+            problem = f"it could not be read ({exc.strerror or type(exc).__name__})"
+        if problem is not None:
+            self.refuse(mesh, display, problem)
+
+    @staticmethod
+    def refuse(mesh: Path, display: str, problem: str) -> None:
         raise ModelsLabError(
-            Category.BAD_MESH, f"The mesh from {origin} was refused: {problem}.", _BAD_MESH_FIX
+            Category.BAD_MESH, f"The mesh from {display or mesh.name} was refused: {problem}.", _BAD_MESH_FIX
         ) from None
 
 
@@ -105,9 +136,9 @@ def _uris(value: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
 
 
 # --- OBJ -----------------------------------------------------------------------------------------------------------
-def _obj_problem(path: Path) -> str | None:
+def _obj_problem(path: Path, libraries: list[str]) -> str | None:
     folder = Path(os.path.realpath(path.parent))
-    for library in _statements(path, _OBJ_LIBRARY, (b"mtllib",)):
+    for library in libraries:
         outside = _outside(library, folder)
         if outside is not None:
             return f"its line {_shown('mtllib ' + library)} points outside the mesh's folder ({outside})"
@@ -125,37 +156,80 @@ def _obj_problem(path: Path) -> str | None:
     return None
 
 
-def _statements(path: Path, pattern: re.Pattern[bytes], keywords: tuple[bytes, ...]) -> Iterator[str]:
-    """The argument text of each statement matching pattern, read in chunks; a trailing backslash continues a
-    line (as Blender's OBJ reader does), so continued lines are joined before matching. Chunks where none of
-    the (lower-case) keywords occur are skipped unparsed: a 10 MB mesh is checked in a few milliseconds."""
-    carry = b""
+def _statements(path: Path, pattern: re.Pattern[bytes], keywords: tuple[bytes, ...]) -> list[str]:
+    """The argument text of each statement of the file at path matching pattern (see _StatementScan)."""
+    scan = _StatementScan(pattern, keywords)
     with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_SCAN_CHUNK)
-            data = carry + chunk
-            if chunk:
-                cut = _last_line_end(data)
-                if cut < 0:
-                    carry = data[: 2 * _SCAN_CHUNK]  # a line this long keeps only its start: what the patterns read
-                    continue
-                data, carry = data[: cut + 1], data[cut + 1 :]
-            lowered = data.lower()
-            if any(keyword in lowered for keyword in keywords):
-                if b"\\" in data:
-                    data = re.sub(rb"\\\r?\n", b" ", data)
-                for match in pattern.finditer(data):
-                    yield match.group(2).decode("utf-8", "replace").strip()
-            if not chunk:
+        while chunk := handle.read(_SCAN_CHUNK):
+            scan.feed(chunk)
+    return scan.finish()
+
+
+class _StatementScan:
+    """Collects the argument text of each statement matching pattern from chunks fed in order (distinct ones, at
+    most MAX_STATEMENTS). A trailing backslash continues a line (as Blender's OBJ reader does), so continued lines
+    are joined before matching. Text where a byte every keyword ends with (either case) does not occur is skipped
+    unparsed: a single-byte search runs at memory speed, so a 200 MB mesh costs a few milliseconds."""
+
+    def __init__(self, pattern: re.Pattern[bytes], keywords: tuple[bytes, ...]) -> None:
+        self.pattern = pattern
+        self.keywords = keywords
+        self.sentinels = tuple(dict.fromkeys(b for k in keywords for b in (k[-1:].lower(), k[-1:].upper())))
+        self.carry = b""  # the start of a line not ended yet
+        self.found: dict[str, None] = {}
+
+    def _may_match(self, data: bytes) -> bool:
+        return any(sentinel in data for sentinel in self.sentinels)
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if not self._may_match(chunk) and not self._may_match(self.carry):
+            cut = _last_line_end(chunk)
+            before = cut
+            while before > 0 and chunk[before - 1] == 0x0D:
+                before -= 1
+            if before > 0:  # whether that newline ends a line is decided within this chunk
+                self.carry = chunk[cut + 1 :]
                 return
+        data = self.carry + chunk
+        cut = _last_line_end(data)
+        if cut < 0:
+            self.carry = data[: 2 * _SCAN_CHUNK]  # a line this long keeps only its start: what the patterns read
+            return
+        self.carry = data[cut + 1 :]
+        self._match(data[: cut + 1])
+
+    def finish(self) -> list[str]:
+        """Match the last line (no line end) and return the arguments found, in the order first seen."""
+        carry, self.carry = self.carry, b""
+        if carry:
+            self._match(carry)
+        return list(self.found)
+
+    def _match(self, data: bytes) -> None:
+        if not self._may_match(data):
+            return
+        lowered = data.lower()
+        if not any(keyword in lowered for keyword in self.keywords):
+            return
+        if b"\\" in data:
+            data = re.sub(rb"\\\r?\n", b" ", data)
+        for match in self.pattern.finditer(data):
+            if len(self.found) >= MAX_STATEMENTS:
+                self.found.setdefault(_TOO_MANY, None)
+                return
+            self.found.setdefault(match.group(2).decode("utf-8", "replace").strip(), None)
 
 
 def _last_line_end(data: bytes) -> int:
     """Index of the last newline that ends a line (not one continued by a backslash), or -1."""
     cut = data.rfind(b"\n")
     while cut >= 0:
-        before = data[:cut].rstrip(b"\r")
-        if not before.endswith(b"\\"):
+        before = cut
+        while before > 0 and data[before - 1] == 0x0D:  # \r
+            before -= 1
+        if before == 0 or data[before - 1] != 0x5C:  # a backslash
             return cut
         cut = data.rfind(b"\n", 0, cut)
     return cut
@@ -169,6 +243,8 @@ def _names(argument: str) -> list[str]:
 
 def _outside(argument: str, folder: Path) -> str | None:
     """Why a file name from the mesh is not strictly inside folder, or None when every reading of it is."""
+    if argument == _TOO_MANY:
+        return f"more than {MAX_STATEMENTS} different file names"
     for name in _names(argument):
         if name.startswith("-"):
             continue  # a texture option such as -bm, -clamp or -o; its values are checked as names
