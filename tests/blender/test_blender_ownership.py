@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from tests.helpers.blender import FAST_PARAMS, UserDir
+from tests.helpers.children import closing_each
 from tests.helpers.keys import BLENDER_KEY
 from tests.helpers.paths import example_image
-from tests.helpers.servers import ServerProcess, wait_until
+from tests.helpers.servers import ServerProcess, only_job, wait_until
 
 DRIVER = Path(__file__).resolve().parent / "ownership_driver.py"
 MARKER = "@@MODELSLAB_OWNERSHIP@@ "
@@ -96,24 +97,8 @@ class Steered:
 @pytest.fixture
 def blenders(user_dir: UserDir, tmp_path: Path) -> Any:
     """start(name): a steered Blender with the shared MODELSLAB_USER_DIR; all are closed after the test."""
-    started: list[Steered] = []
     env = {"MODELSLAB_API_KEY": BLENDER_KEY, "MODELSLAB_USER_DIR": str(tmp_path / "shared")}
-
-    def start(name: str) -> Steered:
-        steered = Steered(user_dir, name, env)
-        started.append(steered)
-        return steered
-
-    yield start
-    for steered in started:
-        steered.close()
-
-
-def server_job(server: ServerProcess) -> dict[str, Any]:
-    """The server's one job (an empty dict before the submit arrives)."""
-    jobs = server.stats()["jobs"]
-    assert len(jobs) <= 1, jobs
-    return jobs[0] if jobs else {}
+    yield from closing_each(lambda name: Steered(user_dir, name, env))
 
 
 def record_of(view: dict[str, Any], local_id: str) -> dict[str, Any]:
@@ -137,7 +122,7 @@ def test_a_running_job_is_left_to_the_blender_that_started_it(
     a.ask("open", path=a_blend)
     local_id = a.ask("submit", image=str(example_image()), params=FAST_PARAMS)["local_id"]
     a.ask("wait_state", local_id=local_id, states=["processing"], timeout=60)
-    wait_until(lambda: server_job(fresh_server).get("fetches", 0) >= 1, timeout=30, message="A never polled its job")
+    wait_until(lambda: only_job(fresh_server).get("fetches", 0) >= 1, timeout=30, message="A never polled its job")
 
     # B starts while A's job is held on the server, and asks to resume the journal's unfinished jobs.
     b = blenders("B")
@@ -148,7 +133,7 @@ def test_a_running_job_is_left_to_the_blender_that_started_it(
     assert seen_by_b["ownership"] == "other"
     assert seen_by_b["state"] == "processing"
 
-    remote_id = server_job(fresh_server)["id"]
+    remote_id = only_job(fresh_server)["id"]
     assert fresh_server.release([remote_id]) == [remote_id]
     imported = a.ask("finish", local_id=local_id, timeout=60)["object"]
     a.ask("save")
@@ -198,11 +183,11 @@ def test_a_job_whose_blender_was_killed_mid_download_is_finished_once_from_its_o
     local_id = a.ask("submit", image=str(example_image()), params=FAST_PARAMS)["local_id"]
     a_session = a.ask("view")["session"]
     wait_until(
-        lambda: server_job(fresh_server).get("downloads_started", 0) >= 1,
+        lambda: only_job(fresh_server).get("downloads_started", 0) >= 1,
         timeout=60,
         message="A never began the download",
     )
-    remote_id = server_job(fresh_server)["id"]
+    remote_id = only_job(fresh_server)["id"]
     a.kill()
     assert fresh_server.downloads(remote_id)["completed"] == 0
 

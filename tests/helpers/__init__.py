@@ -1,7 +1,8 @@
 """What the test layers share: one module a topic.
 
 paths (repo folders, example images), keys (distinctive API keys), servers (the local server as a subprocess,
-fixture bodies), sockets (closed ports, listeners that never answer), folders (folders that refuse writes),
+fixture bodies, the one job a server holds), children (a fixture body that starts child processes and closes
+them all), sockets (closed ports, listeners that never answer), folders (folders that refuse writes),
 clients (a fast-retrying ModelsLabClient), tls (a test CA), shipping (what the add-on zip holds),
 reliability (a JobRunner in a throwaway folder and the checks a fault case ends with), blender (run a Blender
 process and read its driver's result; bpy scenarios), gui (Debian's Blender in an Xvfb window),

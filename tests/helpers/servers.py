@@ -10,7 +10,16 @@ from typing import Any
 
 from server.process import ServerProcess, default_python, start_server, wait_until
 
-__all__ = ["ServerProcess", "default_python", "fresh", "serve", "slow_server_args", "start_server", "wait_until"]
+__all__ = [
+    "ServerProcess",
+    "default_python",
+    "fresh",
+    "only_job",
+    "serve",
+    "slow_server_args",
+    "start_server",
+    "wait_until",
+]
 
 
 def serve(*args: str, **options: Any) -> Iterator[ServerProcess]:
@@ -29,3 +38,10 @@ def fresh(server: ServerProcess) -> Iterator[ServerProcess]:
 def slow_server_args(job_seconds: float, workers: int = 2) -> tuple[str, ...]:
     """Options of a server whose every job takes job_seconds: time to poll, cancel or kill in the middle."""
     return ("--workers", str(workers), "--job-seconds", f"{job_seconds:g}")
+
+
+def only_job(server: ServerProcess) -> dict[str, Any]:
+    """The server's one job, as its stats show it (an empty dict before the submit arrives)."""
+    jobs = server.stats()["jobs"]
+    assert len(jobs) <= 1, jobs
+    return jobs[0] if jobs else {}

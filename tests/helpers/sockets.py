@@ -1,11 +1,15 @@
-"""Loopback sockets that misbehave: a port nothing listens on, a full accept queue, a server that never answers."""
+"""Loopback sockets that misbehave: a port nothing listens on, a full accept queue, a server that never answers;
+and a webhook receiver that keeps what is posted to it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 def closed_port() -> int:
@@ -75,3 +79,27 @@ def silent_listener() -> Iterator[int]:
         for conn in held:
             conn.close()
         server.close()
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A loopback HTTP server that answers 204 to every POST and keeps its JSON body: yields (its /hook URL, the
+    bodies received so far, in order)."""
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Hook) as hook:
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{hook.server_address[1]}/hook", received
+        finally:
+            hook.shutdown()

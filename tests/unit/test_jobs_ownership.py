@@ -22,6 +22,7 @@ import pytest
 
 from api.journal import JobJournal
 from api.records import JobRecord
+from tests.helpers.children import closing_each
 from tests.helpers.servers import ServerProcess, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -142,16 +143,7 @@ class Child:
 
 @pytest.fixture
 def children(fresh_server: ServerProcess, tmp_path: Path) -> Iterator[Any]:
-    made: list[Child] = []
-
-    def start(poll_timeout: float = 60.0) -> Child:
-        child = Child(fresh_server, tmp_path / "user", poll_timeout)
-        made.append(child)
-        return child
-
-    yield start
-    for child in made:
-        child.close()
+    yield from closing_each(lambda poll_timeout=60.0: Child(fresh_server, tmp_path / "user", poll_timeout))
 
 
 def journaled(tmp_path: Path, local_id: str) -> JobRecord:

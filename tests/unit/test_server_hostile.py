@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from server.process import ServerProcess, start_server, wait_until
-from tests.helpers.sockets import closed_port
+from tests.helpers.sockets import closed_port, webhook_receiver
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGE = EXAMPLES / "vase_plain.png"
@@ -218,30 +218,13 @@ def test_image_errors_do_not_tell_open_from_closed_ports(open_server: ServerProc
 
 
 def test_webhooks_carry_the_clients_address_and_only_local_clients_reach_loopback(open_server: ServerProcess) -> None:
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Hook) as hook:
-        threading.Thread(target=hook.serve_forever, daemon=True).start()
-        webhook = f"http://127.0.0.1:{hook.server_address[1]}/hook"
-        try:
-            local = Client(open_server, "127.0.0.1", KEY_A)
-            local_id = local.submit(webhook=webhook).json()["id"]
-            wait_until(lambda: received, 30, 0.05, "webhook not called")
-            remote = Client(open_server, str(LAN), KEY_A)
-            remote_id = remote.submit(webhook=webhook).json()["id"]
-            status = wait_until(lambda: (open_server.job(remote_id) or {}).get("webhook_status"), 30, 0.05)
-        finally:
-            hook.shutdown()
+    with webhook_receiver() as (webhook, received):
+        local = Client(open_server, "127.0.0.1", KEY_A)
+        local_id = local.submit(webhook=webhook).json()["id"]
+        wait_until(lambda: received, 30, 0.05, "webhook not called")
+        remote = Client(open_server, str(LAN), KEY_A)
+        remote_id = remote.submit(webhook=webhook).json()["id"]
+        status = wait_until(lambda: (open_server.job(remote_id) or {}).get("webhook_status"), 30, 0.05)
     assert received[0]["id"] in (local_id, None)
     assert received[0]["output"][0].startswith(local.base + "/out/")  # not http://0.0.0.0:...
     assert status.startswith("skipped") and len(received) == 1

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.helpers.servers import ServerProcess, serve, slow_server_args, start_server, wait_until
+from tests.helpers.sockets import webhook_receiver
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "test-key"
@@ -247,28 +248,11 @@ def test_outputs_expire() -> None:
 
 def test_webhook_receives_the_result(fresh_server: ServerProcess) -> None:
     srv = fresh_server
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Hook) as hook:
-        threading.Thread(target=hook.serve_forever, daemon=True).start()
-        try:
-            url = srv.upload(EXAMPLES / "vase_plain.png")
-            webhook = f"http://127.0.0.1:{hook.server_address[1]}/hook"
-            body = {"key": KEY, "init_image": url, "resolution": 32, "webhook": webhook, "track_id": "w-7"}
-            job_id = srv.post(SUBMIT["enterprise"], body).json()["id"]
-            wait_until(lambda: received, 20, 0.05, "webhook not called")
-        finally:
-            hook.shutdown()
+    with webhook_receiver() as (webhook, received):
+        url = srv.upload(EXAMPLES / "vase_plain.png")
+        body = {"key": KEY, "init_image": url, "resolution": 32, "webhook": webhook, "track_id": "w-7"}
+        job_id = srv.post(SUBMIT["enterprise"], body).json()["id"]
+        wait_until(lambda: received, 20, 0.05, "webhook not called")
     assert received[0]["status"] == "success" and received[0]["track_id"] == "w-7"
     assert received[0]["output"][0].endswith(".obj")
     job = srv.job(job_id)
