@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,19 @@ class EventLog:
 
 def runner_threads(runner: JobRunner) -> list[threading.Thread]:
     return [thread for thread in runner.threads() if thread.is_alive()]
+
+
+def duck_record(local_id: str, base_url: str, **fields: Any) -> JobRecord:
+    """A journal record of a small duck job (state, history and the rest from fields), as a Blender left it."""
+    return JobRecord(
+        local_id=local_id,
+        name="duck",
+        source=DUCK,
+        params=SMALL.to_dict(),
+        base_url=base_url,
+        flavor="enterprise",
+        **fields,
+    )
 
 
 def all_files_text(*directories: Path) -> bytes:
@@ -281,13 +295,9 @@ def test_submitting_record_is_never_resubmitted(
 ) -> None:
     runner = make_runner(fresh_server)
     now = time.time()
-    interrupted = JobRecord(
-        local_id="d" * 32,
-        name="duck",
-        source=DUCK,
-        params=SMALL.to_dict(),
-        base_url=fresh_server.url,
-        flavor="enterprise",
+    interrupted = duck_record(
+        "d" * 32,
+        fresh_server.url,
         state="submitting",
         history=[["queued", now], ["uploading", now], ["submitting", now]],
     )
@@ -380,13 +390,9 @@ def test_expired_output_fails_as_expired(fresh_server: ServerProcess, make_runne
 
 def test_resumed_job_the_server_forgot_fails_as_expired(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     runner = make_runner(fresh_server)
-    record = JobRecord(
-        local_id="c" * 32,
-        name="duck",
-        source=DUCK,
-        params=SMALL.to_dict(),
-        base_url=fresh_server.url,
-        flavor="enterprise",
+    record = duck_record(
+        "c" * 32,
+        fresh_server.url,
         state="timed_out",
         remote_id="987654",
         future_links=[fresh_server.url + "/out/00000000-gone.obj"],
@@ -625,13 +631,9 @@ def test_replaced_client_is_used_for_new_work(fresh_server: ServerProcess, make_
 
 def test_resume_refuses_a_job_from_another_server(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     runner = make_runner(fresh_server)
-    record = JobRecord(
-        local_id="e" * 32,
-        name="duck",
-        source=DUCK,
-        params=SMALL.to_dict(),
-        base_url="http://127.0.0.1:9",
-        flavor="enterprise",
+    record = duck_record(
+        "e" * 32,
+        "http://127.0.0.1:9",
         state="processing",
         remote_id="1234",
         history=[["submitting", 1.0], ["submitted", 1.0], ["processing", 1.0]],

@@ -152,6 +152,16 @@ def journaled(tmp_path: Path, local_id: str) -> JobRecord:
     return record
 
 
+HOLD_JOB = {"fault": "hold_job", "endpoint": "submit"}
+
+
+def submit_duck(server: ServerProcess, child: Any, fault: dict[str, Any]) -> str:
+    """With `fault` the server's one fault rule, `child` submits the duck (uploaded first); its local id."""
+    server.set_faults([fault])
+    image = server.upload(DUCK, key=KEY)
+    return str(child.ask("submit", url=image)["local_id"])
+
+
 def remote_id_of(tmp_path: Path, local_id: str) -> str:
     def processing() -> str | None:
         record = journaled(tmp_path, local_id)
@@ -163,10 +173,8 @@ def remote_id_of(tmp_path: Path, local_id: str) -> str:
 def test_a_live_owners_job_is_never_touched_by_another_process(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    fresh_server.set_faults([{"fault": "hold_job", "endpoint": "submit"}])
-    image = fresh_server.upload(DUCK, key=KEY)
     owner = children()
-    local_id = owner.ask("submit", url=image)["local_id"]
+    local_id = submit_duck(fresh_server, owner, HOLD_JOB)
     remote_id = remote_id_of(tmp_path, local_id)
 
     other = children()
@@ -188,10 +196,8 @@ def test_a_live_owners_job_is_never_touched_by_another_process(
 def test_after_sigkill_of_the_owner_exactly_one_survivor_adopts_and_finishes(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    fresh_server.set_faults([{"fault": "hold_job", "endpoint": "submit"}])
-    image = fresh_server.upload(DUCK, key=KEY)
     owner = children()
-    local_id = owner.ask("submit", url=image)["local_id"]
+    local_id = submit_duck(fresh_server, owner, HOLD_JOB)
     remote_id = remote_id_of(tmp_path, local_id)
     survivors = [children(), children()]
     for survivor in survivors:
@@ -220,10 +226,9 @@ def test_after_sigkill_of_the_owner_exactly_one_survivor_adopts_and_finishes(
 def test_sigkill_mid_download_the_survivor_downloads_it_once(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    fresh_server.set_faults([{"fault": "slow_download", "endpoint": "download", "bytes_per_second": 20000}])
-    image = fresh_server.upload(DUCK, key=KEY)
     owner = children()
-    local_id = owner.ask("submit", url=image)["local_id"]
+    slow_download = {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 20000}
+    local_id = submit_duck(fresh_server, owner, slow_download)
 
     def downloading() -> str | None:
         record = journaled(tmp_path, local_id)
@@ -247,10 +252,8 @@ def test_sigkill_mid_download_the_survivor_downloads_it_once(
 def test_a_timed_out_job_is_resumed_by_the_next_process(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    fresh_server.set_faults([{"fault": "hold_job", "endpoint": "submit"}])
-    image = fresh_server.upload(DUCK, key=KEY)
     first = children(poll_timeout=1.0)
-    local_id = first.ask("submit", url=image)["local_id"]
+    local_id = submit_duck(fresh_server, first, HOLD_JOB)
     assert first.ask("wait", id=local_id)["state"] == "timed_out"
     first.close()  # a clean exit releases the session
 
