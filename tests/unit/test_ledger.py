@@ -46,6 +46,13 @@ def _record(**changes: object) -> JobRecord:
     return JobRecord(**values)  # type: ignore[arg-type]
 
 
+def failed_at_submit(category: str, message: str) -> dict:
+    """The ledger entry of a job that failed while submitting, with this error."""
+    error = {"category": category, "message": message, "fix": ""}
+    history = [["submitting", 1.0], ["failed", 2.0]]
+    return entry_for(_record(state=JobState.FAILED.value, history=history, error=error))
+
+
 def test_two_processes_append_whole_lines_in_order(tmp_path: Path) -> None:
     path = tmp_path / "user" / "ledger.jsonl"
     writers = [
@@ -100,22 +107,10 @@ def test_entry_says_whether_the_job_may_have_been_charged() -> None:
     assert accepted["remote_id"] == "123456789"
     assert accepted["source"] == "/home/me/duck.png"
     assert accepted["origin"] == "operator"
-    refused = entry_for(
-        _record(
-            state=JobState.FAILED.value,
-            history=[["submitting", 1.0], ["failed", 2.0]],
-            error={"category": "credits", "message": "Not enough credits", "fix": ""},
-        )
-    )
+    refused = failed_at_submit("credits", "Not enough credits")
     assert refused["may_have_been_charged"] is False
     assert refused["category"] == "credits"
-    cut_off = entry_for(
-        _record(
-            state=JobState.FAILED.value,
-            history=[["submitting", 1.0], ["failed", 2.0]],
-            error={"category": "network", "message": "connection reset", "fix": ""},
-        )
-    )
+    cut_off = failed_at_submit("network", "connection reset")
     assert cut_off["may_have_been_charged"] is True
 
 
