@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,3 +60,12 @@ def expect_error(category: Any, call: Callable[[], object]) -> ModelsLabError:
     assert error.category is category, f"{error.category}: {error}"
     assert_no_key(error)
     return error
+
+
+def run_in_threads(work: Callable[[], None], count: int, timeout: float = 30.0) -> None:
+    """Run work() on `count` threads at once (one client shared between them) and wait for them all."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)

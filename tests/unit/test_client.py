@@ -16,7 +16,7 @@ from api import __version__
 from api.client import ClientConfig, JobStatus, ModelsLabClient, parse_response
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
-from tests.helpers.clients import assert_no_key, expect_error, make_client
+from tests.helpers.clients import assert_no_key, expect_error, make_client, run_in_threads
 from tests.helpers.keys import CLIENT_KEY
 from tests.helpers.paths import example_image
 from tests.helpers.servers import ServerProcess, start_server, wait_until
@@ -116,11 +116,7 @@ def test_threads_share_a_client(fresh_server: ServerProcess, client: ModelsLabCl
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(work, 4)
     assert not errors and len(results) == 20
     assert len(client._sessions) == 4  # one requests.Session per thread
     client.close()

@@ -19,7 +19,7 @@ import pytest
 from api.client import JobStatus, ModelsLabClient
 from api.errors import Category, ModelsLabError
 from api.params import GenerationParams
-from tests.helpers.clients import CLIENT_RETRIES, expect_error, make_client
+from tests.helpers.clients import CLIENT_RETRIES, expect_error, make_client, run_in_threads
 from tests.helpers.keys import CLIENT_KEY
 from tests.helpers.paths import REPO_ROOT, example_image
 from tests.helpers.servers import ServerProcess, start_server, wait_until
@@ -486,11 +486,7 @@ def test_concurrent_downloads_of_one_target(client: ModelsLabClient, done_job: J
         except BaseException as exc:  # reported below
             results.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(work, 4)
     assert results == [target] * 4
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.obj"] and b"\nf " in target.read_bytes()
 
