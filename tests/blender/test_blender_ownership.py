@@ -8,9 +8,7 @@ the request lines each process sent, the shared journal and ledger, and the save
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.blender import FAST_PARAMS, UserDir
-from tests.helpers.children import closing_each
+from tests.helpers.children import closing_each, kill_group, quit_or_kill
 from tests.helpers.keys import BLENDER_KEY
 from tests.helpers.paths import example_image
 from tests.helpers.servers import ServerProcess, only_job, wait_until
@@ -75,18 +73,10 @@ class Steered:
         return self._next(reply_within)
 
     def kill(self) -> None:
-        """SIGKILL: no handler, no atexit, no lock release by the process itself."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
+        kill_group(self.process)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.ask("quit", reply_within=30)
-                self.process.wait(30)
-            except (AssertionError, OSError, subprocess.TimeoutExpired):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
+        quit_or_kill(self.process, lambda: self.ask("quit", reply_within=30), grace=30)
         self.stderr.close()
 
     def report(self) -> str:

@@ -45,124 +45,37 @@ import bpy
 import mathutils
 from bpy_extras import view3d_utils
 
-CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
-RESULT: dict[str, Any] = {
-    "blender_version": bpy.app.version_string,
-    "python_version": sys.version.split()[0],
-    "errors": [],
-    "phases": {},
-    "panels": {},
-    "screenshots": {},
-}
-T0 = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # driver_common.py, copied in next to this file
+from driver_common import (
+    CONFIG,
+    RESULT,
+    RUNNING_STATES,
+    PhaseDriver,
+    RecordingLayout,
+    collection_objects,
+    error,
+    job_rows,
+    log,
+    now,
+    recorded_draw,
+    recorded_draw_item,
+    spread_in_a_row,
+    write_result,
+)
+
+RESULT.update({"python_version": sys.version.split()[0], "panels": {}, "screenshots": {}})
 SHOWN_PANELS = ("MODELSLAB_PT_generate", "MODELSLAB_PT_jobs", "MODELSLAB_UL_jobs")  # open by default
-RUNNING_STATES = {"queued", "uploading", "submitting", "submitted", "processing", "downloading"}
 
 
-def now() -> float:
-    """Seconds since the driver started."""
-    return time.perf_counter() - T0
+class NamedPropLayout(RecordingLayout):
+    """A RecordingLayout that gives a property drawn without text its name, as Blender labels the field."""
 
-
-def log(message: str) -> None:
-    print(f"[gui52] {now():7.2f}s {message}", flush=True)
-
-
-def error(message: str) -> None:
-    """Record an error for the result file (and echo it so Blender's output shows it too)."""
-    log(f"ERROR: {message}")
-    RESULT["errors"].append(message)
-
-
-def write_result() -> None:
-    path = Path(CONFIG["result"])
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(RESULT, indent=1, default=str), encoding="utf-8")
-    os.replace(partial, path)
-
-
-class RecordingLayout:
-    """Wraps the UILayout Blender hands a draw function: every call goes to the real layout (so the window shows
-    exactly what it would) and is also written down — what it drew, its text, and whether it is enabled.
-
-    (UILayout.introspect() would say the same, but in 5.2 it crashes Blender once a layout holds a
-    template_icon, which the sidebar's thumbnail is.)"""
-
-    def __init__(self, layout: Any, items: list[dict[str, Any]], enabled: bool = True, active: bool = True):
-        object.__setattr__(self, "_layout", layout)
-        object.__setattr__(self, "_items", items)
-        object.__setattr__(self, "_parent_enabled", enabled)
-        object.__setattr__(self, "_parent_active", active)
-
-    def _enabled(self) -> bool:
-        return bool(self._parent_enabled and self._layout.enabled)
-
-    def _active(self) -> bool:
-        return bool(self._parent_active and self._layout.active)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._layout, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._layout, name)
-        if not callable(real):
-            return real
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            # `self` of the recorded draw function is a PanelView: Blender wants the panel / preferences itself.
-            args = tuple(arg._panel if isinstance(arg, PanelView) else arg for arg in args)
-            outcome = real(*args, **kwargs)
-            entry: dict[str, Any] = {"call": name, "enabled": self._enabled(), "active": self._active()}
-            for key in ("text", "icon", "factor", "type"):
-                if key in kwargs:
-                    entry[key] = kwargs[key]
-            if name == "operator":
-                entry["operator"] = args[0] if args else kwargs.get("operator")
-                if "text" not in entry:
-                    entry["text"] = operator_label(entry["operator"])
-            elif name == "prop" and len(args) >= 2:
-                data, prop = args[0], args[1]
-                definition = data.bl_rna.properties.get(prop)
-                entry["prop"] = prop
-                value = str(getattr(data, prop, ""))
-                # A password field draws dots; the record says only whether it holds something.
-                secret = definition is not None and definition.subtype == "PASSWORD"
-                entry["value"] = ("<set>" if value else "") if secret else value
-                if "text" not in entry:
-                    entry["text"] = definition.name if definition is not None else prop
-            elif name == "template_list":
-                entry["list"] = args[0] if args else kwargs.get("listtype_name")
-            self._items.append(entry)
-            if isinstance(outcome, bpy.types.UILayout):
-                return RecordingLayout(outcome, self._items, self._enabled(), self._active())
-            return outcome
-
-        return call
-
-
-def operator_label(idname: str) -> str:
-    """An operator's label as a button shows it when the draw code gives no text."""
-    module, name = idname.split(".", 1)
-    try:
-        return getattr(getattr(bpy.ops, module), name).get_rna_type().name
-    except (AttributeError, KeyError):
-        return idname
-
-
-class PanelView:
-    """What a recorded draw function sees as `self`: the panel, with its layout wrapped."""
-
-    def __init__(self, panel: Any, layout: RecordingLayout):
-        self.layout = layout
-        self._panel = panel
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._panel, name)
-
-
-def texts(items: list[dict[str, Any]]) -> list[str]:
-    """The texts of recorded layout items, in draw order."""
-    return [item["text"] for item in items if item.get("text")]
+    @staticmethod
+    def describe_prop(entry: dict[str, Any], data: Any, prop: str) -> None:
+        RecordingLayout.describe_prop(entry, data, prop)
+        if "text" not in entry:
+            definition = data.bl_rna.properties.get(prop)
+            entry["text"] = definition.name if definition is not None else prop
 
 
 def screen_pixels(path: str) -> Any:
@@ -179,12 +92,11 @@ def screen_pixels(path: str) -> Any:
     return pixels.reshape(height, width, 4)[::-1, :, :3]
 
 
-class Driver:
-    """A state machine advanced by one bpy.app.timers callback; each phase returns the next delay."""
+class Driver(PhaseDriver):
+    """Each phase does one step of what a user does and returns the delay until the next."""
 
     def __init__(self) -> None:
-        self.phase = "ui"
-        self.phase_started = now()
+        super().__init__()
         self.module = ""
         self.tab_y = 0
         self.tab_clicks = 0
@@ -196,35 +108,8 @@ class Driver:
         self.countdown_mark = 0.0
 
     # --- Blender lookups ----------------------------------------------------------------------------
-    @staticmethod
-    def window() -> Any:
-        return bpy.context.window_manager.windows[0]
-
-    def view3d(self) -> tuple[Any, Any, Any]:
-        """(VIEW_3D area, its sidebar region, its main region) of the main window."""
-        for area in self.window().screen.areas:
-            if area.type == "VIEW_3D":
-                regions = {region.type: region for region in area.regions}
-                return area, regions["UI"], regions["WINDOW"]
-        raise RuntimeError("no VIEW_3D area in the main window")
-
-    def override(self) -> Any:
-        window = self.window()
-        area, sidebar, _ = self.view3d()
-        return bpy.context.temp_override(window=window, screen=window.screen, area=area, region=sidebar)
-
     def addon_package(self) -> Any:
         return sys.modules[self.module]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The add-on's job list (WindowManager.modelslab_jobs) as plain dicts."""
-        names = ("name", "state", "progress", "message", "category", "fix", "eta", "object_name")
-        rows = getattr(bpy.context.window_manager, "modelslab_jobs", None) or []
-        return [{name: getattr(row, name, None) for name in names} for row in rows]
-
-    def collection_objects(self) -> list[Any]:
-        collection = bpy.data.collections.get(CONFIG.get("collection", "ModelsLab"))
-        return [obj for obj in collection.objects if obj.type == "MESH"] if collection else []
 
     @staticmethod
     def to_screen(window: Any, region: Any, x: float, y: float) -> tuple[int, int]:
@@ -233,66 +118,24 @@ class Driver:
 
     # --- recording what the panels draw -----------------------------------------------------------
     def record_draws(self, cls: type, name: str, method: str = "draw") -> None:
-        """Replace a registered UI class's draw function by one that draws the same through RecordingLayout
+        """Replace a registered UI class's draw function by one that draws the same through a RecordingLayout
         and keeps what it drew (the newest draw of each panel; a UIList's rows are kept per row)."""
-        original = getattr(cls, method)
         layouts = self.panel_layouts
-
-        if method == "draw_item":
-            # Blender passes UIList.draw_item's arguments by the count the function declares: spell them all.
-            def draw_item(
-                ui_list: Any,
-                context: Any,
-                layout: Any,
-                data: Any,
-                item: Any,
-                icon: Any,
-                active_data: Any,
-                active_property: Any,
-                index: Any = 0,
-                flt_flag: Any = 0,
-            ) -> None:
-                items: list[dict[str, Any]] = []
-                recording = RecordingLayout(layout, items)
-                original(ui_list, context, recording, data, item, icon, active_data, active_property, index, flt_flag)
-                rows = layouts.setdefault(name, {"at": now(), "rows": {}})
-                rows["at"] = now()
-                rows["rows"][item.local_id] = {"name": item.name, "items": items}
-
-            setattr(cls, method, draw_item)
+        if method != "draw_item":
+            setattr(cls, method, recorded_draw(getattr(cls, method), name, layouts, NamedPropLayout))
             return
 
-        def draw(panel: Any, context: Any) -> None:
-            items: list[dict[str, Any]] = []
-            layout = RecordingLayout(panel.layout, items)
-            original(PanelView(panel, layout), context)
-            layouts[name] = {"at": now(), "items": items, "texts": texts(items)}
+        def keep(item: Any, items: list[dict[str, Any]]) -> None:
+            rows = layouts.setdefault(name, {"at": now(), "rows": {}})
+            rows["at"] = now()
+            rows["rows"][item.local_id] = {"name": item.name, "items": items}
 
-        setattr(cls, method, draw)
+        setattr(cls, method, recorded_draw_item(getattr(cls, method), keep, NamedPropLayout))
 
     def view_draw_recorder(self) -> None:
         self.view_draws.append(now())
 
     # --- the timer ----------------------------------------------------------------------------------
-    def step(self) -> float | None:
-        try:
-            return getattr(self, "phase_" + self.phase)()
-        except Exception:
-            error(f"phase {self.phase} raised:\n{traceback.format_exc()}")
-            return self.finish()
-
-    def enter(self, phase: str) -> None:
-        RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
-        log(f"phase {phase}")
-        self.phase = phase
-        self.phase_started = now()
-
-    def timed_out(self, what: str, seconds: float | None = None) -> bool:
-        if now() - self.phase_started <= (seconds or float(CONFIG.get("timeout", 60))):
-            return False
-        error(f"timed out in phase {self.phase}: {what}")
-        return True
-
     def phase_ui(self) -> float | None:
         area, sidebar, _ = self.view3d()
         space = area.spaces.active
@@ -386,7 +229,7 @@ class Driver:
         RESULT.setdefault("calls", []).append({"image": image, "return": outcome, "at": round(now(), 3)})
 
     def phase_failed(self) -> float | None:
-        rows = self.rows()
+        rows = job_rows()
         if rows and rows[0]["state"] == "failed":
             RESULT["failed_row"] = rows[0]
             for image in CONFIG["images"]:
@@ -399,7 +242,7 @@ class Driver:
         return None if self.timed_out(f"the first job did not fail: {rows}") else 0.1
 
     def phase_imports(self) -> float | None:
-        rows = self.rows()[1:]
+        rows = job_rows()[1:]
         if len(rows) == len(CONFIG["images"]) and all(row["state"] == "imported" for row in rows):
             self.imported_at = now()
             RESULT["imported_rows"] = rows
@@ -433,7 +276,7 @@ class Driver:
         return 0.25
 
     def phase_running(self) -> float | None:
-        rows = self.rows()[1 + len(CONFIG["images"]) :]
+        rows = job_rows()[1 + len(CONFIG["images"]) :]
         moving = [row for row in rows if row["state"] in RUNNING_STATES and row["progress"] > 0]
         if len(moving) == len(CONFIG["images"]):
             self.enter("countdown")
@@ -458,7 +301,7 @@ class Driver:
             self.view3d()[1].tag_redraw()
             return self.finish() if self.timed_out("the job list never redrew", 20) else 0.05
         layout = json.loads(json.dumps(self.panel_layouts["MODELSLAB_PT_jobs"], default=str))
-        row = self.rows()[first_running]
+        row = job_rows()[first_running]
         samples.append({"at": round(now(), 3), "state": row["state"], "texts": layout["texts"],
                         "bars": [item for item in layout["items"] if item["call"] == "progress"]})  # fmt: skip
         if len(samples) >= 2:
@@ -505,14 +348,7 @@ class Driver:
             self.info_area = area
             area.type = "INFO"
             return 0.3
-        region = next(region for region in area.regions if region.type == "WINDOW")
-        window = self.window()
-        wm = bpy.context.window_manager
-        wm.clipboard = ""
-        with bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region):
-            bpy.ops.info.select_all(action="SELECT")
-            bpy.ops.info.report_copy()
-        RESULT["info_log"] = wm.clipboard.splitlines()
+        RESULT["info_log"] = self.copy_info_log(area)
         area.type = "VIEW_3D"
         self.enter("preferences")
         return 0.3
@@ -520,7 +356,7 @@ class Driver:
     def arrange(self) -> None:
         """Show the failed job's details; put the imported objects side by side in front of the view."""
         bpy.context.window_manager.modelslab_jobs_index = 0
-        objects = self.collection_objects()
+        objects = collection_objects()
         RESULT["objects"] = [
             {
                 "name": obj.name,
@@ -535,13 +371,7 @@ class Driver:
         area, _, main = self.view3d()
         region_3d = area.spaces.active.region_3d
         if objects:
-            right = region_3d.view_rotation @ mathutils.Vector((1.0, 0.0, 0.0))
-            right.z = 0.0
-            right.normalize()
-            spacing = max(max(obj.dimensions) for obj in objects) * 1.15
-            for index, obj in enumerate(objects):
-                obj.location += right * ((index - (len(objects) - 1) / 2) * spacing)
-            center = sum((obj.location for obj in objects), mathutils.Vector()) / len(objects)
+            center, spacing = spread_in_a_row(objects, region_3d, 1.15)
             region_3d.view_location = center
             region_3d.view_distance = spacing * len(objects) * 1.1
         for window_area in self.window().screen.areas:
@@ -558,7 +388,7 @@ class Driver:
         height, width = pixels.shape[:2]
         window = self.window()
         found: dict[str, Any] = {}
-        for obj in self.collection_objects():
+        for obj in collection_objects():
             corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
             center = sum(corners, mathutils.Vector()) / 8
             point = view3d_utils.location_3d_to_region_2d(main, region_3d, center)
@@ -619,7 +449,7 @@ class Driver:
             for window_area in self.window().screen.areas:
                 window_area.tag_redraw()
             return 0.5
-        rows = self.rows()
+        rows = job_rows()
         RESULT["screenshots"]["main"] = {
             "path": target,
             "attempts": self.shot_attempts,
@@ -670,7 +500,7 @@ class Driver:
 
     def finish(self) -> None:
         RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
-        RESULT["rows"] = self.rows() if self.module else []
+        RESULT["rows"] = job_rows() if self.module else []
         RESULT["scene_objects"] = sorted(obj.name for obj in bpy.context.scene.objects)
         RESULT["warnings_at_end"] = {key: list(value) for key, value in addon_utils._extensions_warnings_get().items()}
         RESULT["total_seconds"] = round(now(), 3)

@@ -23,9 +23,7 @@ screenshot_aa, baseline_seconds.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 import traceback
@@ -35,38 +33,31 @@ from typing import Any
 import bpy
 import mathutils
 
-CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
-RESULT: dict[str, Any] = {
-    "blender_version": bpy.app.version_string,
-    "config": {key: value for key, value in CONFIG.items() if key != "images"},
-    "errors": [],
-    "phases": {},
-    "calls": [],
-    "objects": [],
-    "gaps": {},
-    "screenshot": None,
-    "saved_blend": None,
-}
-T0 = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # driver_common.py sits next to this file
+from driver_common import (
+    CONFIG,
+    RESULT,
+    T0,
+    PhaseDriver,
+    collection_objects,
+    error,
+    job_rows,
+    log,
+    now,
+    spread_in_a_row,
+    write_result,
+)
 
-
-def now() -> float:
-    """Seconds since the driver started."""
-    return time.perf_counter() - T0
-
-
-def error(message: str) -> None:
-    """Record an error for the result file (and echo it so Blender's stdout shows it too)."""
-    print(f"[gui-driver] ERROR: {message}", flush=True)
-    RESULT["errors"].append(message)
-
-
-def write_result() -> None:
-    """Write RESULT atomically to the configured path."""
-    path = Path(CONFIG["result"])
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(RESULT, indent=1, default=str), encoding="utf-8")
-    os.replace(partial, path)
+RESULT.update(
+    {
+        "config": {key: value for key, value in CONFIG.items() if key != "images"},
+        "calls": [],
+        "objects": [],
+        "gaps": {},
+        "screenshot": None,
+        "saved_blend": None,
+    }
+)
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -75,21 +66,6 @@ def percentile(values: list[float], fraction: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def job_rows() -> list[dict[str, Any]]:
-    """The add-on's transient job list on the WindowManager (WindowManager.modelslab_jobs), as plain dicts."""
-    rows = getattr(bpy.context.window_manager, "modelslab_jobs", None) or []
-    names = ("name", "state", "progress", "message", "category", "object_name")
-    return [{name: getattr(row, name, None) for name in names} for row in rows]
-
-
-def collection_objects() -> list[bpy.types.Object]:
-    """The mesh objects in the add-on's collection (empty until the first import)."""
-    collection = bpy.data.collections.get(CONFIG["collection"])
-    if collection is None:
-        return []
-    return [obj for obj in collection.objects if obj.type == "MESH"]
 
 
 class GapRecorder:
@@ -172,12 +148,11 @@ class GapRecorder:
         }
 
 
-class Driver:
+class Driver(PhaseDriver):
     """The step-by-step state machine, advanced by one timer."""
 
     def __init__(self) -> None:
-        self.phase = "ui"
-        self.phase_started = now()
+        super().__init__()
         self.recorder = GapRecorder(float(CONFIG.get("record_interval", 0.02)))
         self.panel_draws: list[tuple[float, str]] = []
         self.tab_attempts = 0
@@ -188,24 +163,6 @@ class Driver:
         self.first_seen: dict[str, float] = {}
 
     # --- helpers ----------------------------------------------------------------------------------
-    @staticmethod
-    def window() -> bpy.types.Window:
-        return bpy.context.window_manager.windows[0]
-
-    def view3d(self) -> tuple[bpy.types.Area, bpy.types.Region, bpy.types.Region]:
-        """(VIEW_3D area, its UI region (sidebar), its WINDOW region) of the first window."""
-        for area in self.window().screen.areas:
-            if area.type == "VIEW_3D":
-                regions = {region.type: region for region in area.regions}
-                return area, regions["UI"], regions["WINDOW"]
-        raise RuntimeError("no VIEW_3D area in the default screen")
-
-    def override(self, region_type: str = "UI") -> Any:
-        window = self.window()
-        area, ui_region, main_region = self.view3d()
-        region = ui_region if region_type == "UI" else main_region
-        return bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region)
-
     @staticmethod
     def sidebar_panel_classes() -> list[type]:
         """Every registered panel class of the 3D viewport's sidebar (built-in and the add-on's)."""
@@ -241,20 +198,7 @@ class Driver:
                 return drawn_at
         return None
 
-    def enter(self, phase: str) -> None:
-        RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
-        print(f"[gui-driver] {now():7.2f}s phase {phase}", flush=True)
-        self.phase = phase
-        self.phase_started = now()
-
     # --- the timer --------------------------------------------------------------------------------
-    def step(self) -> float | None:
-        try:
-            return getattr(self, "phase_" + self.phase)()
-        except Exception:
-            error(f"driver phase {self.phase} raised:\n{traceback.format_exc()}")
-            return self.finish()
-
     def phase_ui(self) -> float | None:
         area, _, _ = self.view3d()
         space = area.spaces.active
@@ -322,11 +266,7 @@ class Driver:
         if self.tab_attempts >= 12:
             error(f"the {category} sidebar tab never came to the front after {self.tab_attempts} Ctrl+Tab presses")
             return self.finish()
-        window = self.window()
-        x, y = region.x + region.width // 2, region.y + region.height // 2
-        window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
-        window.event_simulate(type="TAB", value="PRESS", ctrl=True, x=x, y=y)
-        window.event_simulate(type="TAB", value="RELEASE", ctrl=True, x=x, y=y)
+        self.press_ctrl_tab(region)
         self.tab_attempts += 1
         self.tab_pressed_at = now()
         return 0.05
@@ -430,13 +370,7 @@ class Driver:
             # Imports all land on the 3D cursor; for the screenshot, spread them along the view's horizontal
             # and point the view at the row (their recorded locations above are where the add-on put them).
             region_3d = self.view3d()[0].spaces.active.region_3d
-            right = region_3d.view_rotation @ mathutils.Vector((1.0, 0.0, 0.0))
-            right.z = 0.0
-            right.normalize()
-            spacing = max(max(obj.dimensions) for obj in objects) * 1.1
-            for index, obj in enumerate(objects):
-                obj.location += right * ((index - (len(objects) - 1) / 2) * spacing)
-            center = sum((obj.location for obj in objects), mathutils.Vector()) / len(objects)
+            center, spacing = spread_in_a_row(objects, region_3d, 1.1)
             region_3d.view_location = center + mathutils.Vector((0.0, 0.0, spacing * 0.25))
             region_3d.view_distance = spacing * (len(objects) + 1) * 0.75
         if CONFIG.get("screenshot"):
@@ -486,7 +420,7 @@ class Driver:
                 error(f"saving {save_blend} failed: {exc}")
         RESULT["total_seconds"] = round(now(), 3)
         write_result()
-        print(f"[gui-driver] {now():7.2f}s result written to {CONFIG['result']}; quitting", flush=True)
+        log(f"result written to {CONFIG['result']}; quitting")
         bpy.ops.wm.quit_blender()
         return None
 
@@ -517,7 +451,7 @@ def install_addon() -> None:
 
 
 def main() -> None:
-    print(f"[gui-driver] Blender {bpy.app.version_string}, background={bpy.app.background}", flush=True)
+    log(f"Blender {bpy.app.version_string}, background={bpy.app.background}")
     driver = Driver()
     try:
         install_addon()

@@ -34,8 +34,6 @@ import json
 import os
 import shutil
 import sys
-import time
-import traceback
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,31 +41,23 @@ from typing import Any
 import blf
 import bpy
 
-CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
-RESULT: dict[str, Any] = {"blender_version": bpy.app.version_string, "errors": [], "phases": {}, "steps": {}}
-T0 = time.perf_counter()
-RUNNING = {"queued", "uploading", "submitting", "submitted", "processing", "downloading"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # driver_common.py sits next to this file
+from driver_common import (
+    CONFIG,
+    RESULT,
+    RUNNING_STATES,
+    PhaseDriver,
+    error,
+    log,
+    now,
+    recorded_draw,
+    recorded_draw_item,
+    texts,
+    write_result,
+)
+
+RESULT["steps"] = {}
 FAILURE_TEXT = "The reconstruction came out empty; try remove_bg or a higher foreground_ratio"
-
-
-def now() -> float:
-    return time.perf_counter() - T0
-
-
-def log(message: str) -> None:
-    print(f"[sidebar-driver] {now():7.2f}s {message}", flush=True)
-
-
-def error(message: str) -> None:
-    log(f"ERROR: {message}")
-    RESULT["errors"].append(message)
-
-
-def write_result() -> None:
-    path = Path(CONFIG["result"])
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(RESULT, indent=1, default=str), encoding="utf-8")
-    os.replace(partial, path)
 
 
 def admin(path: str, body: dict[str, Any]) -> None:
@@ -79,65 +69,6 @@ def admin(path: str, body: dict[str, Any]) -> None:
         answer.read()
 
 
-class RecordingLayout:
-    """Forwards every call to Blender's layout and writes down what it drew; sub-layouts get a container id."""
-
-    def __init__(self, layout: Any, items: list[dict[str, Any]], enabled: bool = True, container: int = 0):
-        object.__setattr__(self, "_layout", layout)
-        object.__setattr__(self, "_items", items)
-        object.__setattr__(self, "_parent_enabled", enabled)
-        object.__setattr__(self, "_container", container)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._layout, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._layout, name)
-        if not callable(real):
-            return real
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            args = tuple(arg._panel if isinstance(arg, PanelView) else arg for arg in args)
-            outcome = real(*args, **kwargs)
-            enabled = bool(self._parent_enabled and self._layout.enabled)
-            entry: dict[str, Any] = {"call": name, "enabled": enabled, "container": self._container}
-            for key in ("text", "icon", "factor", "type"):
-                if key in kwargs:
-                    entry[key] = kwargs[key]
-            if name == "operator":
-                entry["operator"] = args[0] if args else kwargs.get("operator")
-                if "text" not in entry:
-                    module, op = entry["operator"].split(".", 1)
-                    entry["text"] = getattr(getattr(bpy.ops, module), op).get_rna_type().name
-            elif name == "prop" and len(args) >= 2:
-                entry["prop"] = args[1]
-                entry["value"] = str(getattr(args[0], args[1], ""))
-            if name in ("row", "column", "box", "split"):
-                entry["kind"] = name
-                entry["id"] = len(self._items) + 1
-            self._items.append(entry)
-            if isinstance(outcome, bpy.types.UILayout):
-                return RecordingLayout(outcome, self._items, enabled, entry.get("id", self._container))
-            return outcome
-
-        return call
-
-
-class PanelView:
-    """What a recorded draw function sees as `self`: the panel, with its layout wrapped."""
-
-    def __init__(self, panel: Any, layout: RecordingLayout):
-        self.layout = layout
-        self._panel = panel
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._panel, name)
-
-
-def texts(items: list[dict[str, Any]]) -> list[str]:
-    return [item["text"] for item in items if item.get("text")]
-
-
 def text_width(text: str) -> float:
     """How wide Blender's UI font draws text, in pixels (the label style's size at the current UI scale)."""
     points = bpy.context.preferences.ui_styles[0].widget_label.points
@@ -146,10 +77,9 @@ def text_width(text: str) -> float:
     return float(blf.dimensions(0, text)[0])
 
 
-class Driver:
+class Driver(PhaseDriver):
     def __init__(self) -> None:
-        self.phase = "ui"
-        self.phase_started = now()
+        super().__init__()
         self.draws: dict[str, dict[str, Any]] = {}
         self.list_rows: dict[str, dict[str, Any]] = {}
         self.tab_attempts = 0
@@ -162,21 +92,6 @@ class Driver:
         self.module = CONFIG["module"]
 
     # --- Blender lookups ----------------------------------------------------------------------------
-    @staticmethod
-    def window() -> Any:
-        return bpy.context.window_manager.windows[0]
-
-    def view3d(self) -> tuple[Any, Any]:
-        for area in self.window().screen.areas:
-            if area.type == "VIEW_3D":
-                return area, next(region for region in area.regions if region.type == "UI")
-        raise RuntimeError("no VIEW_3D area")
-
-    def override(self) -> Any:
-        window = self.window()
-        area, region = self.view3d()
-        return bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region)
-
     def addon(self, name: str) -> Any:
         return sys.modules[f"{self.module}.{name}"]
 
@@ -226,61 +141,21 @@ class Driver:
     def record(self) -> None:
         sidebar = self.addon("panels.sidebar")
         for cls in (sidebar.MODELSLAB_PT_generate, sidebar.MODELSLAB_PT_jobs):
-            cls.draw = self.recorded_draw(cls.draw, cls.__name__)
-        ui_list = sidebar.MODELSLAB_UL_jobs
-        original_item = ui_list.draw_item
+            cls.draw = recorded_draw(cls.draw, cls.__name__, self.draws)
         list_rows = self.list_rows
 
-        def draw_item(
-            ui: Any, context: Any, layout: Any, data: Any, item: Any, icon: Any, active_data: Any,
-            active_property: Any, index: Any = 0, flt_flag: Any = 0,
-        ) -> None:  # fmt: skip
-            items: list[dict[str, Any]] = []
-            original_item(ui, context, RecordingLayout(layout, items), data, item, icon, active_data,
-                          active_property, index, flt_flag)  # fmt: skip
+        def keep(item: Any, items: list[dict[str, Any]]) -> None:
             list_rows[item.local_id] = {"at": now(), "items": items, "texts": texts(items)}
 
-        ui_list.draw_item = draw_item
-
-    def recorded_draw(self, original: Any, name: str) -> Any:
-        """A panel draw function that draws the same through a RecordingLayout. Exactly two arguments:
-        Blender passes a registered method as many arguments as the function declares."""
-        draws = self.draws
-
-        def draw(panel: Any, context: Any) -> None:
-            items: list[dict[str, Any]] = []
-            original(PanelView(panel, RecordingLayout(panel.layout, items)), context)
-            draws[name] = {"at": now(), "items": items, "texts": texts(items)}
-
-        return draw
+        sidebar.MODELSLAB_UL_jobs.draw_item = recorded_draw_item(sidebar.MODELSLAB_UL_jobs.draw_item, keep)
 
     # --- the timer -------------------------------------------------------------------------------------
-    def step(self) -> float | None:
-        try:
-            return getattr(self, "phase_" + self.phase)()
-        except Exception:
-            error(f"phase {self.phase} raised:\n{traceback.format_exc()}")
-            return self.finish()
-
-    def enter(self, phase: str) -> None:
-        RESULT["phases"][self.phase] = round(now() - self.phase_started, 3)
-        log(f"phase {phase}")
-        self.phase = phase
-        self.phase_started = now()
-
-    def timed_out(self, what: str) -> bool:
-        """True (after recording the error) once the phase took longer than the config's timeout."""
-        if now() - self.phase_started <= float(CONFIG.get("timeout", 60)):
-            return False
-        error(f"timed out in phase {self.phase}: {what}")
-        return True
-
     def wait(self, what: str, delay: float = 0.05) -> float | None:
         """Come back after delay, or end the run when the phase has waited too long for `what`."""
         return self.finish() if self.timed_out(what) else delay
 
     def phase_ui(self) -> float | None:
-        area, _ = self.view3d()
+        area, _, _ = self.view3d()
         area.spaces.active.show_region_ui = True
         self.record()
         cube = bpy.data.objects.get("Cube")
@@ -292,7 +167,7 @@ class Driver:
     def phase_tab(self) -> float | None:
         # Ctrl+Tab over the sidebar cycles its tabs (3.4 has no Region.active_panel_category). After a press has
         # settled, ask for a redraw: only the tab in front draws, so a ModelsLab draw after that says it is ours.
-        _, region = self.view3d()
+        _, region, _ = self.view3d()
         if self.tab_pressed_at and not self.mark_after_press:
             if now() - self.tab_pressed_at < 0.4:
                 return 0.05
@@ -309,11 +184,7 @@ class Driver:
         if self.tab_attempts >= 15:
             error("the ModelsLab tab never came to the front")
             return self.finish()
-        window = self.window()
-        x, y = region.x + region.width // 2, region.y + region.height // 2
-        window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
-        window.event_simulate(type="TAB", value="PRESS", ctrl=True, x=x, y=y)
-        window.event_simulate(type="TAB", value="RELEASE", ctrl=True, x=x, y=y)
+        self.press_ctrl_tab(region)
         self.tab_attempts += 1
         self.tab_pressed_at = now()
         self.mark_after_press = False
@@ -360,7 +231,7 @@ class Driver:
             self.ids["failed"] = self.submit(CONFIG["images"][1])
             return 0.1
         row = self.row(self.ids["failed"])
-        if row.state in RUNNING:
+        if row.state in RUNNING_STATES:
             return self.wait("the failing job did not fail", 0.1)
         if "selected" not in self.ids:
             self.ids["selected"] = row.local_id
@@ -415,7 +286,7 @@ class Driver:
             )
             self.redraw()
             return 1.0
-        if row.state in RUNNING:
+        if row.state in RUNNING_STATES:
             self.redraw()
             return self.wait("the first job did not finish", 0.1)
         RESULT["steps"]["running_samples"] = self.samples
@@ -425,7 +296,7 @@ class Driver:
     def phase_imports(self) -> float | None:
         rows = [self.row(self.ids[name]) for name in ("first", "second")]
         if any(row.state != "imported" for row in rows):
-            if any(row.state not in RUNNING | {"downloaded", "imported"} for row in rows):
+            if any(row.state not in RUNNING_STATES | {"downloaded", "imported"} for row in rows):
                 error(f"a job ended without an object: {[row.state for row in rows]}")
                 return self.finish()
             return self.wait("the two jobs did not import", 0.1)
@@ -522,7 +393,7 @@ class Driver:
 
     def phase_widths(self) -> float | None:
         # Every text the panels drew must fit the sidebar as wide as it is by default.
-        _, region = self.view3d()
+        _, region, _ = self.view3d()
         width = region.width
         scale = bpy.context.preferences.view.ui_scale
         overflow = []
@@ -586,19 +457,11 @@ class Driver:
         if not hasattr(self, "info_area"):
             notices = self.addon("blender.rows").notices
             RESULT["notices"] = [list(entry) for entry in notices]
-            self.info_area, _ = self.view3d()
+            self.info_area = self.view3d()[0]
             self.info_area.type = "INFO"
             return 0.3
-        area = self.info_area
-        region = next(region for region in area.regions if region.type == "WINDOW")
-        window = self.window()
-        wm = bpy.context.window_manager
-        wm.clipboard = ""
-        with bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region):
-            bpy.ops.info.select_all(action="SELECT")
-            bpy.ops.info.report_copy()
-        RESULT["info_log"] = wm.clipboard.splitlines()
-        area.type = "VIEW_3D"
+        RESULT["info_log"] = self.copy_info_log(self.info_area)
+        self.info_area.type = "VIEW_3D"
         return self.finish()
 
     def finish(self) -> None:

@@ -34,6 +34,7 @@ from tests.helpers.shipping import newest_shipped_mtime
 
 ROOT_SCRIPT = REPO_ROOT / "scripts" / "blender52_root.sh"
 DRIVER = Path(__file__).resolve().with_name("blender52_driver.py")
+DRIVER_COMMON = DRIVER.with_name("driver_common.py")  # the driver imports it from its own folder
 EXTENSION_ID = "modelslab_3d"
 CATEGORY = "ModelsLab"
 JOB_SECONDS = 6.0  # every job takes this long on the server: long enough to see three of them running
@@ -173,7 +174,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
     guest = "/srv/" + guest_dir.name
     (guest_dir / "home" / "tmp").mkdir(parents=True)
     shutil.copyfile(zip_path, guest_dir / zip_path.name)
-    shutil.copyfile(DRIVER, guest_dir / DRIVER.name)
+    for script in (DRIVER, DRIVER_COMMON):
+        shutil.copyfile(script, guest_dir / script.name)
     api_key = "gui52-" + secrets.token_hex(16)
     failure = {"fault": "job_failed", "endpoint": "submit", "times": 1, "text": FAILURE_TEXT}
     args = ("--job-seconds", str(JOB_SECONDS), "--workers", "3", "--fault", json.dumps(failure))

@@ -9,8 +9,6 @@ server's counters (submits, per-job fetches and downloads).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,9 +18,10 @@ from typing import Any
 import pytest
 
 from tests.helpers import gui
+from tests.helpers.children import closing_each, kill_group, quit_or_kill
 from tests.helpers.keys import gui_key
 from tests.helpers.paths import example_image
-from tests.helpers.servers import ServerProcess, serve, wait_until
+from tests.helpers.servers import ServerProcess, only_job, serve, wait_until
 
 REASON = gui.unavailable_reason()
 if REASON:
@@ -96,18 +95,11 @@ class Window:
         return answer
 
     def kill(self) -> None:
-        """SIGKILL the whole window (xvfb-run, Xvfb, Blender): no handler, no lock release by Blender itself."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
+        """SIGKILL the whole window (xvfb-run, Xvfb, Blender)."""
+        kill_group(self.process)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.ask("quit", timeout=30)
-                self.process.wait(60)
-            except (AssertionError, subprocess.TimeoutExpired):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
+        quit_or_kill(self.process, lambda: self.ask("quit", timeout=30), grace=60)
         self.log_handle.close()
 
     def report(self) -> str:
@@ -123,22 +115,9 @@ def server() -> Iterator[ServerProcess]:
 def windows(tmp_path: Path, server: ServerProcess) -> Iterator[Any]:
     zip_path, _origin = gui.legacy_zip(tmp_path)
     key = gui_key()
-    started: list[Window] = []
-
-    def start(role: str, **options: Any) -> Window:
-        window = Window(role, tmp_path, zip_path, tmp_path / "shared", server, key, **options)
-        started.append(window)
-        return window
-
-    yield start
-    for window in started:
-        window.close()
-
-
-def server_job(server: ServerProcess) -> dict[str, Any]:
-    jobs = server.stats()["jobs"]
-    assert len(jobs) <= 1, jobs
-    return jobs[0] if jobs else {}
+    yield from closing_each(
+        lambda role, **options: Window(role, tmp_path, zip_path, tmp_path / "shared", server, key, **options)
+    )
 
 
 def journal_record(shared: Path, local_id: str) -> dict[str, Any]:
@@ -160,7 +139,7 @@ def test_a_second_window_leaves_a_running_job_to_the_window_that_started_it(
     submitted = a.ask("submit", image=str(example_image()), props=PROPS)
     local_id = submitted["local_id"]
     assert submitted["return"] == ["FINISHED"] and local_id
-    wait_until(lambda: server_job(server).get("fetches", 0) >= 1, timeout=60, message="A never polled its job")
+    wait_until(lambda: only_job(server).get("fetches", 0) >= 1, timeout=60, message="A never polled its job")
 
     b = windows("B")
     b.ask("save_as", timeout=120, path=str(tmp_path / "b.blend"))
@@ -168,7 +147,7 @@ def test_a_second_window_leaves_a_running_job_to_the_window_that_started_it(
     seen = b.ask("wait_row", local_id=local_id, states=["processing", "submitted"], ownership=["other"])
     assert seen["row"]["ownership"] == "other"
 
-    remote_id = server_job(server)["id"]
+    remote_id = only_job(server)["id"]
     server.release([remote_id])
     a.ask("wait_objects", count=1)
     a.ask("save")
@@ -214,9 +193,9 @@ def test_a_killed_windows_job_is_taken_over_and_lands_only_in_its_own_blend(
     local_id = a.ask("submit", image=str(example_image()), props=PROPS)["local_id"]
     a_session = a.ask("view")["session"]
     wait_until(
-        lambda: server_job(server).get("downloads_started", 0) >= 1, timeout=60, message="A never began the download"
+        lambda: only_job(server).get("downloads_started", 0) >= 1, timeout=60, message="A never began the download"
     )
-    remote_id = server_job(server)["id"]
+    remote_id = only_job(server)["id"]
     a.kill()
     assert server.downloads(remote_id)["completed"] == 0
 
@@ -251,7 +230,7 @@ def test_a_timed_out_job_resumes_by_itself_when_its_blend_is_opened_in_a_new_ble
     a.ask("wait_row", timeout=60, local_id=local_id, states=["timed_out"])
     a.ask("save")
     a.close()
-    remote_id = server_job(server)["id"]
+    remote_id = only_job(server)["id"]
     server.release([remote_id])
 
     # A new Blender started on a.blend (default poll timeout) resumes the job at start-up and imports it there.
