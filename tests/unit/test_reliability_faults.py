@@ -68,6 +68,17 @@ def _submits(srv: ServerProcess) -> tuple[int, int]:
     return stats["submits"], stats["requests"].get("submit", 0)
 
 
+def assert_resumed_once(srv: ServerProcess, ws: Workspace, local_id: str) -> None:
+    """A stopped job left no temporary file; with the faults gone, the next runner resumes it and downloads it,
+    and it was submitted (and created on the server) once in all."""
+    assert_no_temp_files(ws.cache_dir, ws.journal_dir)
+    srv.clear_faults()
+    ws.open(srv.url)
+    assert [r.local_id for r in ws.runner.resume_unfinished()] == [local_id]
+    assert_downloaded(ws, ws.runner.wait(local_id, 60))
+    assert _submits(srv) == (1, 1)
+
+
 def _fired(srv: ServerProcess) -> int:
     return srv.stats()["faults_fired"]["total"]
 
@@ -474,12 +485,7 @@ def test_shutdown_mid_job_then_resume(
     ws.close()
     assert time.monotonic() - started < 5.0, "shutdown waited for the job instead of stopping it"
     assert _journal_state(ws, local_id) in wanted
-    assert_no_temp_files(ws.cache_dir, ws.journal_dir)
-    srv.clear_faults()
-    ws.open(srv.url)
-    assert [r.local_id for r in ws.runner.resume_unfinished()] == [local_id]
-    assert_downloaded(ws, ws.runner.wait(local_id, 60))
-    assert _submits(srv) == (1, 1)
+    assert_resumed_once(srv, ws, local_id)
 
 
 def test_cancel_mid_poll(fresh_slow: ServerProcess, ws: Workspace) -> None:
@@ -577,9 +583,4 @@ def test_shutdown_during_a_hanging_request_leaves_no_trace(fresh_slow: ServerPro
     journal_after = ws.journal_record(local_id)
     assert journal_after["state"] == journal_before["state"] in ("submitted", "processing"), journal_after["state"]
     assert journal_after["history"] == journal_before["history"], "a stopped worker kept writing the journal"
-    assert_no_temp_files(ws.cache_dir, ws.journal_dir)
-    fresh_slow.clear_faults()
-    ws.open(fresh_slow.url)
-    assert [r.local_id for r in ws.runner.resume_unfinished()] == [local_id]
-    assert_downloaded(ws, ws.runner.wait(local_id, 60))
-    assert _submits(fresh_slow) == (1, 1)
+    assert_resumed_once(fresh_slow, ws, local_id)
