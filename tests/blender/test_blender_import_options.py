@@ -16,9 +16,7 @@ from tests.helpers.blender import (
     FAST_PARAMS,
     BlenderRun,
     UserDir,
-    make_spec,
-    parse_payload,
-    run_process,
+    run_scenario,
 )
 from tests.helpers.keys import BLENDER_KEY
 from tests.helpers.paths import example_image
@@ -32,18 +30,11 @@ TOLERANCE = 1e-4
 
 def run_driver(user_dir: UserDir, zip_path: Path, server: ServerProcess, scenario: str, **kwargs: Any) -> Any:
     """One scenario of import_options_driver.py in a fresh Blender with the extension, pointed at server."""
-    spec = make_spec(zip_path, scenario, prefs={"base_url": server.url}, kwargs=kwargs)
-    user_dir.runs += 1
-    spec_path = user_dir.specs / f"spec-{user_dir.runs}.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    run = run_process(
-        [sys.executable, str(DRIVER), str(spec_path)],
-        env=user_dir.env({"MODELSLAB_API_KEY": BLENDER_KEY}),
-        timeout=240.0,
-        cwd=user_dir.root,
-        payload=parse_payload,
-    )
-    return run.result
+    env = {"MODELSLAB_API_KEY": BLENDER_KEY}
+    prefs = {"base_url": server.url}
+    return run_scenario(
+        user_dir, zip_path, scenario, env=env, timeout=240.0, driver=DRIVER, prefs=prefs, kwargs=kwargs
+    ).result
 
 
 def inspect(kind: str, *args: str) -> dict[str, Any]:

@@ -174,8 +174,8 @@ class UserDir:
         path.write_text(json.dumps(spec), encoding="utf-8")
         return path
 
-    def command(self, spec_path: Path) -> list[str]:
-        return [sys.executable, str(SCENARIO_DRIVER), str(spec_path)]
+    def command(self, spec_path: Path, driver: Path = SCENARIO_DRIVER) -> list[str]:
+        return [sys.executable, str(driver), str(spec_path)]
 
 
 BlenderFn = Callable[..., BlenderRun]  # the blender fixture: run(scenario, prefs=, env=, kwargs=, timeout=)
@@ -214,14 +214,15 @@ def run_scenario(
     *,
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    driver: Path = SCENARIO_DRIVER,
     **spec: Any,
 ) -> BlenderRun:
     """Run scenarios.<scenario> in a fresh Blender process and wait for it to exit (failing if it never does).
-    spec: make_spec()'s install, prefs and kwargs."""
+    spec: make_spec()'s install, prefs and kwargs; driver: scenario_driver.py or a driver that adds scenarios to
+    it (tests/blender/import_options_driver.py, sources_driver.py)."""
     spec_path = user_dir.write_spec(make_spec(zip_path, scenario, **spec))
-    run = run_process(
-        user_dir.command(spec_path), env=user_dir.env(env), timeout=timeout, cwd=user_dir.root, payload=parse_payload
-    )
+    command = user_dir.command(spec_path, driver)
+    run = run_process(command, env=user_dir.env(env), timeout=timeout, cwd=user_dir.root, payload=parse_payload)
     if run.timed_out:
         raise AssertionError(
             f"Blender process did not exit within {timeout:g} s - a worker thread that never stops?\n" + run.report()

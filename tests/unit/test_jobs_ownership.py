@@ -170,12 +170,17 @@ def remote_id_of(tmp_path: Path, local_id: str) -> str:
     return str(wait_until(processing, timeout=30, message="the owner polling its job"))
 
 
+def polling_owner(server: ServerProcess, children: Any, tmp_path: Path) -> tuple[Any, str, str]:
+    """A child that submitted the duck and polls it while the server holds it: (the child, local id, remote id)."""
+    owner = children()
+    local_id = submit_duck(server, owner, HOLD_JOB)
+    return owner, local_id, remote_id_of(tmp_path, local_id)
+
+
 def test_a_live_owners_job_is_never_touched_by_another_process(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    owner = children()
-    local_id = submit_duck(fresh_server, owner, HOLD_JOB)
-    remote_id = remote_id_of(tmp_path, local_id)
+    owner, local_id, remote_id = polling_owner(fresh_server, children, tmp_path)
 
     other = children()
     assert other.ask("resume") == {"resumed": [], "foreign": [local_id]}
@@ -196,9 +201,7 @@ def test_a_live_owners_job_is_never_touched_by_another_process(
 def test_after_sigkill_of_the_owner_exactly_one_survivor_adopts_and_finishes(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
-    owner = children()
-    local_id = submit_duck(fresh_server, owner, HOLD_JOB)
-    remote_id = remote_id_of(tmp_path, local_id)
+    owner, local_id, remote_id = polling_owner(fresh_server, children, tmp_path)
     survivors = [children(), children()]
     for survivor in survivors:
         assert survivor.ask("resume") == {"resumed": [], "foreign": [local_id]}
