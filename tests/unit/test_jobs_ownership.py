@@ -177,6 +177,16 @@ def polling_owner(server: ServerProcess, children: Any, tmp_path: Path) -> tuple
     return owner, local_id, remote_id_of(tmp_path, local_id)
 
 
+def adopted_and_finished(children: Any, tmp_path: Path, local_id: str) -> JobRecord:
+    """A new child resumes the job its closed owner left and downloads it; the journal record says it adopted it."""
+    child = children()
+    assert child.ask("resume")["resumed"] == [local_id]
+    assert child.ask("wait", id=local_id)["state"] == "downloaded"
+    record = journaled(tmp_path, local_id)
+    assert record.owner == child.session and record.adopted_from_closed_session
+    return record
+
+
 def test_a_live_owners_job_is_never_touched_by_another_process(
     fresh_server: ServerProcess, children: Any, tmp_path: Path
 ) -> None:
@@ -241,11 +251,7 @@ def test_sigkill_mid_download_the_survivor_downloads_it_once(
 
     remote_id = str(wait_until(downloading, timeout=30, message="the owner downloading"))
     owner.kill()
-    survivor = children()
-    assert survivor.ask("resume")["resumed"] == [local_id]
-    assert survivor.ask("wait", id=local_id)["state"] == "downloaded"
-    record = journaled(tmp_path, local_id)
-    assert record.owner == survivor.session and record.adopted_from_closed_session
+    record = adopted_and_finished(children, tmp_path, local_id)
     assert Path(record.file_path or "").stat().st_size == record.file_bytes
     counts = fresh_server.downloads(remote_id)
     assert counts["started"] == 2 and wait_until(lambda: fresh_server.downloads(remote_id)["completed"] == 1)
@@ -261,11 +267,7 @@ def test_a_timed_out_job_is_resumed_by_the_next_process(
     first.close()  # a clean exit releases the session
 
     fresh_server.release()
-    second = children()
-    assert second.ask("resume")["resumed"] == [local_id]
-    assert second.ask("wait", id=local_id)["state"] == "downloaded"
-    record = journaled(tmp_path, local_id)
-    assert record.owner == second.session and record.adopted_from_closed_session
+    adopted_and_finished(children, tmp_path, local_id)
     assert fresh_server.stats()["submits"] == 1
 
 
