@@ -37,7 +37,18 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "download": ("download", ("download_peak_rss_mb", "download_speed_vs_curl")),
     "blender": ("blender_bpy", ("register_ms", "import_overhead_ratio")),
     "batch": ("batch", ("batch_speedup",)),
-    "ui": ("ui", ("ui_tick_p99_ms", "ui_stall_max_ms")),
+    "batch_bookkeeping": ("batch_bookkeeping", ("batch_10k_overhead_s", "batch_10k_linearity")),
+    "ui": (
+        "ui",
+        (
+            "ui_tick_p99_ms",
+            "ui_stall_max_ms",
+            "ui_stall_ratio.blender34",
+            "ui_stall_ratio.blender52",
+            "in_window_time_to_object_s.blender34",
+            "in_window_time_to_object_s.blender52",
+        ),
+    ),
 }
 
 

@@ -176,3 +176,32 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run(quick: bool = False) -> Any:
+    """The bench section: this script under the bpy venv, its JSON line turned into the gated figures."""
+    from .common import BPY50_PYTHON, Outcome, require_file, rounded, run_process
+
+    require_file(BPY50_PYTHON, "make setup-bpy")
+    count = DEFAULT_COUNT // 5 if quick else DEFAULT_COUNT
+    proc = run_process([BPY50_PYTHON, __file__, "--count", str(count)], timeout=600, what="batch_bookkeeping")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    outcome = Outcome()
+    overhead = figures.get("batch_10k_overhead_s", figures.get(f"batch_{count}_overhead_s"))
+    outcome.values["batch_10k_overhead_s"] = rounded(overhead * DEFAULT_COUNT / count)
+    outcome.values["batch_10k_linearity"] = figures["linearity"]
+    outcome.extra["batch_bookkeeping"] = figures
+    outcome.findings.append(
+        f"The headless batch's own bookkeeping for {count:,} inputs took {overhead} s "
+        f"({figures['per_input_ms']} ms per input, {figures['python_heap_peak_mb']} MB Python heap at its peak); "
+        f"a tenth of them took {figures[f'overhead_s_{count // 10}_inputs']} s, so time grows linearly "
+        f"(ratio {figures['linearity']}; 1 = linear, a file rewritten per row grew it with the number of rows)."
+    )
+    outcome.notes.append(
+        "`batch_10k_overhead_s`: bench/batch_bookkeeping.py under bpy 5.0. The real engine (blender/batch.py) and "
+        "the real output path of scripts/batch.py (a JSON line per result on stdout, one appended to "
+        "`results.jsonl`, progress lines) run 10,000 inputs; the runner underneath is a stand-in whose jobs are "
+        "accepted at once and settle in order, so server and Blender time are excluded. `batch_10k_linearity` = "
+        "time(10,000) / (10 × time(1,000)), the fastest of three runs for the 1,000."
+    )
+    return outcome

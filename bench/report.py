@@ -26,11 +26,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _verdict(passed: bool | None, value: float | None, anchor: bool) -> str:
+def _verdict(passed: bool | None, value: float | None, anchor: bool, goal: Any = None) -> str:
     if value is None:
         return "**missing**"
     if anchor:
-        return "anchor"
+        return goal.ungated if goal is not None else "anchor"
     return "pass" if passed else "**FAIL**"
 
 
@@ -98,7 +98,7 @@ def write_report(
         shown = f"{_fmt(value)} {goal.unit}" if value is not None else "null"
         lines.append(
             f"| `{goal.key}` | {goal.what} | {shown} | {goal.goal_text} | "
-            f"{_verdict(goal.passes(value, values), value, goal.bound is None and goal.relative_to is None)} |"
+            f"{_verdict(goal.passes(value, values), value, goal.bound is None and goal.relative_to is None, goal)} |"
         )
     missing = [(k, r) for k, r in reasons.items() if values.get(k) is None]
     if missing:

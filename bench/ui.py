@@ -200,6 +200,7 @@ def run(quick: bool = False) -> Outcome:
             "max": rounded(max(in_scene), 3),
             "all": sorted(rounded(v, 3) for v in in_scene),
         }
+    _windows(outcome, quick)
     _findings(outcome)
     log(
         f"ui: stall max {gaps['max_excl_import_ms']} ms (excl. imports), tick p99 {outcome.values['ui_tick_p99_ms']}"
@@ -228,6 +229,46 @@ def run(quick: bool = False) -> Outcome:
         "a worker thread, the OS or I/O)."
     )
     return outcome
+
+
+def _windows(outcome: Outcome, quick: bool) -> None:
+    """ui_stall_ratio and in_window_time_to_object_s in each window (bench/ui_window.py), one session each."""
+    from . import ui_window
+
+    windows: dict[str, Any] = {}
+    for window in ui_window.SESSIONS:
+        try:
+            figures = ui_window.measure(window, quick)
+        except Missing as exc:
+            reason = f"skipped: {exc}"
+        except Exception as exc:
+            reason = f"failed: {type(exc).__name__}: {exc}"[:1500]
+        else:
+            windows[window] = figures
+            outcome.values[f"ui_stall_ratio.{window}"] = figures["stall_ratio_median"]
+            outcome.values[f"in_window_time_to_object_s.{window}"] = figures["in_window_time_to_object_median_s"]
+            continue
+        log(f"ui window {window}: {reason}")
+        for key in ("ui_stall_ratio", "in_window_time_to_object_s"):
+            outcome.reasons[f"{key}.{window}"] = reason
+    outcome.extra["ui_windows"] = windows
+    for figures in windows.values():
+        outcome.findings.append(
+            f"{figures['blender']} window (Python {figures['python']}): with 8 jobs in flight the 20 ms timer's "
+            f"largest gap was {figures['in_flight_max_ms']} ms against {figures['idle_max_ms']} ms in the same "
+            f"window idle just before (ratio {figures['stall_ratio_median']}, median of {len(figures['stall_ratios'])} "
+            f"rounds); once the meshes arrive, Blender's importer holds the main thread for "
+            f"{_span(figures['import_gaps_ms'])} ms per mesh and the largest other gap was "
+            f"{_span([figures['importing_max_plain_gap_ms']])} ms. One job alone: the object was in the scene "
+            f"{figures['in_window_time_to_object_median_s']} s after the server finished it "
+            f"({', '.join(str(v) for v in figures['in_window_time_to_object_s'])} s)."
+        )
+    outcome.notes.append(ui_window.NOTE)
+
+
+def _span(groups: list[list[float | None]]) -> str:
+    values = [v for group in groups for v in group if v is not None]
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "—"
 
 
 def _findings(outcome: Outcome) -> None:

@@ -1,0 +1,352 @@
+"""Runs INSIDE a real Blender window (Debian's 3.4 under Xvfb, or Blender 5.2 in scripts/blender52_root.sh's
+root filesystem): the main-loop stall ratio and the time from the server finishing a job to its object.
+
+    blender [--enable-event-simulate] --python-exit-code 3 --python ui_window_driver.py -- CONFIG.json
+
+A 20 ms timer records when it fires for the whole session. The add-on is installed the way users of that
+Blender install it (the legacy zip through addon_install in 3.4, the extension zip through Blender's own
+extension installer in 5.2), and the sidebar is opened at the ModelsLab tab: simulated Ctrl+Tab presses in
+3.4 until one of its panels draws; in 5.2, whose window takes no simulated events, real X clicks (xdotool)
+down the tab strip until Blender reports the tab in front. Then ROUNDS times: IDLE_SECONDS of the same window
+idle, then JOBS jobs started through the N-panel operator until every object is imported (the objects are
+then removed, so each round starts alike). Last, SINGLE jobs one after the other: the epoch time each object
+was first seen in the scene (checked on every timer firing) with its remote id, for the bench to compare with
+the server's finished_at.
+
+Config keys: install ("legacy" or "extension"), zip, module (legacy) or extension_id, images, jobs, rounds,
+idle_seconds, single, category, keys ("xdotool" or simulated), result, timeout (per phase), deadline.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+CONFIG: dict[str, Any] = json.loads(Path(sys.argv[sys.argv.index("--") + 1]).read_text(encoding="utf-8"))
+RESULT: dict[str, Any] = {"blender_version": bpy.app.version_string, "errors": [], "rounds": [], "single": []}
+T0 = time.perf_counter()
+FIRINGS: list[float] = []  # perf_counter of every 20 ms timer firing
+OBJECT_COUNTS: list[int] = []  # ModelsLab mesh objects in the scene at each firing
+PANEL_DRAWS: list[float] = []
+
+
+def now() -> float:
+    return time.perf_counter() - T0
+
+
+def log(message: str) -> None:
+    print(f"[ui_window_driver] {now():7.2f}s {message}", flush=True)
+
+
+def error(message: str) -> None:
+    log(f"ERROR: {message}")
+    RESULT["errors"].append(message)
+
+
+def write_result() -> None:
+    path = Path(CONFIG["result"])
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(RESULT, indent=1, default=str), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def addon_objects() -> list[Any]:
+    collection = bpy.data.collections.get(CONFIG.get("collection", "ModelsLab"))
+    return [obj for obj in collection.objects if obj.type == "MESH"] if collection else []
+
+
+def job_states() -> list[str]:
+    rows = getattr(bpy.context.window_manager, "modelslab_jobs", None) or []
+    return [str(getattr(row, "state", "")) for row in rows]
+
+
+SEEN: dict[str, float] = {}  # object name -> epoch time first seen
+
+
+def record() -> float:
+    """The 20 ms timer: its firing times, and the objects that appeared since the last firing."""
+    FIRINGS.append(time.perf_counter())
+    objects = addon_objects()
+    OBJECT_COUNTS.append(len(objects))
+    if len(objects) != len(SEEN):
+        epoch = time.time()
+        for obj in objects:
+            SEEN.setdefault(obj.name, epoch)
+    return 0.02
+
+
+def gaps_without_a_sidebar_draw(start: float, end: float) -> list[float]:
+    """Gaps (ms) between firings inside [start, end] during which no ModelsLab panel drew."""
+    draws = sorted(T0 + at for at in PANEL_DRAWS)
+    found, cursor = [], 0
+    for index in range(1, len(FIRINGS)):
+        begin, finish = FIRINGS[index - 1], FIRINGS[index]
+        if begin < start or finish > end:
+            continue
+        while cursor < len(draws) and draws[cursor] < begin:
+            cursor += 1
+        if cursor >= len(draws) or draws[cursor] > finish:
+            found.append((finish - begin) * 1000.0)
+    return found
+
+
+def gaps_between(start: float, end: float) -> tuple[list[float], list[float]]:
+    """(plain gaps, gaps during which an object was imported) in ms between firings inside [start, end]."""
+    plain, imports = [], []
+    for index in range(1, len(FIRINGS)):
+        if FIRINGS[index - 1] < start or FIRINGS[index] > end:
+            continue
+        gap = (FIRINGS[index] - FIRINGS[index - 1]) * 1000.0
+        (imports if OBJECT_COUNTS[index] != OBJECT_COUNTS[index - 1] else plain).append(gap)
+    return plain, imports
+
+
+class Driver:
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.phase = "tab"
+        self.phase_started = now()
+        self.round_started = 0.0
+        self.busy_started = 0.0
+        self.calls_ended = 0.0
+        self.presses = 0
+        self.pressed_at = 0.0
+        self.tab_y = 0
+        self.single_started = 0.0
+
+    def enter(self, phase: str) -> None:
+        self.phase = phase
+        self.phase_started = now()
+
+    def timed_out(self) -> bool:
+        return now() - self.phase_started > float(CONFIG.get("timeout", 120))
+
+    @staticmethod
+    def view3d() -> tuple[Any, Any, Any, Any]:
+        window = bpy.context.window_manager.windows[0]
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                regions = {region.type: region for region in area.regions}
+                return window, area, regions["UI"], regions["WINDOW"]
+        raise RuntimeError("no VIEW_3D area in the main window")
+
+    def submit(self, image: str) -> None:
+        window, area, sidebar, _ = self.view3d()
+        with bpy.context.temp_override(window=window, screen=window.screen, area=area, region=sidebar):
+            outcome = bpy.ops.modelslab.image_to_3d("INVOKE_DEFAULT", image=image)
+        if "RUNNING_MODAL" not in outcome and "FINISHED" not in outcome:
+            error(f"the operator returned {sorted(outcome)}")
+
+    def step(self) -> float | None:
+        try:
+            delay = getattr(self, f"phase_{self.phase}")()
+        except Exception:
+            error(f"phase {self.phase} raised:\n{traceback.format_exc()}")
+            return self.finish()
+        return delay
+
+    def phase_tab(self) -> float | None:
+        window, area, sidebar, _ = self.view3d()
+        area.spaces.active.show_region_ui = True
+        if CONFIG.get("keys") == "xdotool":
+            return self.click_tab(window, sidebar)
+        if PANEL_DRAWS and PANEL_DRAWS[-1] > self.pressed_at:
+            RESULT["tab_presses"] = self.presses
+            self.enter("settle")
+            return 0.05
+        if self.pressed_at and now() - self.pressed_at < 0.6:
+            sidebar.tag_redraw()
+            return 0.05
+        if self.presses >= 14:
+            error("the ModelsLab sidebar tab never came to the front (Ctrl+Tab)")
+            return self.finish()
+        x, y = sidebar.x + sidebar.width // 2, sidebar.y + sidebar.height // 2
+        window.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
+        window.event_simulate(type="TAB", value="PRESS", ctrl=True, x=x, y=y)
+        window.event_simulate(type="TAB", value="RELEASE", ctrl=True, x=x, y=y)
+        self.presses += 1
+        self.pressed_at = now()
+        return 0.1
+
+    def click_tab(self, window: Any, sidebar: Any) -> float | None:
+        """5.2 takes no simulated events here: click down the tab strip on the sidebar's right edge with real X
+        events until Blender reports the ModelsLab tab in front (clicking the tab already in front folds the
+        sidebar; the next click at the same place unfolds it)."""
+        if sidebar.active_panel_category == CONFIG.get("category", "ModelsLab") and sidebar.width > 100:
+            RESULT["tab_presses"] = self.presses
+            self.enter("settle")
+            return 0.05
+        if sidebar.width > 100 and self.presses:
+            self.tab_y += 14
+        if self.tab_y > sidebar.height or self.presses > 150:
+            error("clicking down the sidebar's tab strip never brought the ModelsLab tab to the front")
+            return self.finish()
+        region_y = sidebar.height - 12 - self.tab_y
+        screen_x = int(window.x + sidebar.x + sidebar.width - 9)
+        screen_y = int(window.y + window.height - (sidebar.y + region_y))
+        subprocess.run(["xdotool", "mousemove", str(screen_x), str(screen_y), "click", "1"], check=True)
+        self.presses += 1
+        return 0.15
+
+    def phase_settle(self) -> float | None:
+        if now() - self.phase_started < 2.0:  # first draws, shader compilation
+            return 0.1
+        self.start_round()
+        return 0.1
+
+    def start_round(self) -> None:
+        self.round_started = time.perf_counter()
+        self.enter("idle")
+
+    def phase_idle(self) -> float | None:
+        if now() - self.phase_started < float(CONFIG.get("idle_seconds", 3.0)):
+            return 0.1
+        self.busy_started = time.perf_counter()
+        for index in range(int(CONFIG["jobs"])):
+            self.submit(CONFIG["images"][index % len(CONFIG["images"])])
+        self.calls_ended = time.perf_counter()
+        self.enter("busy")
+        return 0.1
+
+    def phase_busy(self) -> float | None:
+        jobs = int(CONFIG["jobs"])
+        states = job_states()
+        if len(addon_objects()) >= jobs and not any(s in RUNNING for s in states):
+            end = time.perf_counter()
+            first_import = next(
+                FIRINGS[i - 1]
+                for i in range(1, len(FIRINGS))
+                if FIRINGS[i - 1] >= self.calls_ended and OBJECT_COUNTS[i] != OBJECT_COUNTS[i - 1]
+            )
+            idle_plain, idle_imports = gaps_between(self.round_started, self.busy_started)
+            in_flight, _ = gaps_between(self.calls_ended, first_import)  # all jobs running, none imported yet
+            undrawn = gaps_without_a_sidebar_draw(self.calls_ended, first_import)
+            draws = [at for at in PANEL_DRAWS if self.calls_ended <= T0 + at <= first_import]
+            later_plain, later_imports = gaps_between(first_import, end)
+            RESULT["rounds"].append(
+                {
+                    "idle_max_ms": round(max(idle_plain + idle_imports), 2),
+                    "idle_gaps": len(idle_plain) + len(idle_imports),
+                    "busy_max_ms": round(max(in_flight), 2) if in_flight else None,
+                    "busy_p99_ms": round(sorted(in_flight)[int(0.99 * (len(in_flight) - 1))], 2) if in_flight else None,
+                    "busy_gaps": len(in_flight),
+                    "busy_max_without_sidebar_draw_ms": round(max(undrawn), 2) if undrawn else None,
+                    "sidebar_panel_draws": len(draws),
+                    "busy_seconds": round(first_import - self.calls_ended, 3),
+                    "importing_max_plain_ms": round(max(later_plain), 2) if later_plain else None,
+                    "import_gaps_ms": [round(g, 1) for g in later_imports],
+                    "importing_seconds": round(end - first_import, 3),
+                    "calls_ms": round((self.calls_ended - self.busy_started) * 1000.0, 2),
+                }
+            )
+            log(f"round {len(RESULT['rounds'])}: {RESULT['rounds'][-1]}")
+            self.clear_objects()
+            if len(RESULT["rounds"]) < int(CONFIG.get("rounds", 3)):
+                self.start_round()
+            else:
+                self.enter("single")
+            return 0.2
+        failed = [s for s in states if s in ("failed", "cancelled", "timed_out")]
+        if failed:
+            error(f"jobs ended without an object: {states}")
+            return self.finish()
+        if self.timed_out():
+            error(f"the jobs did not import in time: {states}")
+            return self.finish()
+        return 0.1
+
+    def clear_objects(self) -> None:
+        for obj in addon_objects():
+            mesh = obj.data
+            bpy.data.objects.remove(obj)
+            if mesh is not None and mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
+        SEEN.clear()
+
+    def phase_single(self) -> float | None:
+        singles = RESULT["single"]
+        objects = addon_objects()
+        if self.single_started and objects:
+            obj = objects[0]
+            singles.append({"remote_id": str(obj.get("modelslab_remote_id", "")), "seen_at": SEEN.get(obj.name)})
+            self.clear_objects()
+            self.single_started = 0.0
+            return 0.3
+        if self.single_started:
+            if self.timed_out():
+                error(f"a single job did not import in time: {job_states()}")
+                return self.finish()
+            return 0.05
+        if len(singles) >= int(CONFIG.get("single", 3)):
+            return self.finish()
+        self.submit(CONFIG["images"][len(singles) % len(CONFIG["images"])])
+        self.single_started = now()
+        self.phase_started = now()
+        return 0.05
+
+    def finish(self) -> None:
+        RESULT["total_seconds"] = round(now(), 3)
+        RESULT["python_version"] = sys.version.split()[0]
+        write_result()
+        log(f"result written to {CONFIG['result']}; quitting")
+        bpy.ops.wm.quit_blender()
+        return None
+
+
+RUNNING = {"queued", "uploading", "submitting", "submitted", "processing", "downloading", "downloaded"}
+
+
+def install() -> str:
+    """The add-on as its users install it; returns its module name. Key and server from the environment."""
+    preferences = bpy.context.preferences
+    preferences.view.show_splash = False
+    preferences.use_preferences_save = False
+    preferences.system.use_region_overlap = False
+    preferences.system.viewport_aa = "OFF"  # progressive AA would redraw each change several times
+    if CONFIG["install"] == "extension":
+        bpy.ops.extensions.package_install_files(repo="user_default", filepath=CONFIG["zip"], enable_on_install=True)
+        modules = [a.module for a in preferences.addons if a.module.endswith("." + CONFIG["extension_id"])]
+        if not modules:
+            raise RuntimeError("the extension is not enabled after package_install_files")
+        module = modules[0]
+    else:
+        bpy.ops.preferences.addon_install(overwrite=True, filepath=CONFIG["zip"])
+        bpy.ops.preferences.addon_enable(module=CONFIG["module"])
+        module = CONFIG["module"]
+    prefs = preferences.addons[module].preferences
+    prefs.api_key = os.environ["MODELSLAB_API_KEY"]
+    prefs.base_url = CONFIG["server_url"]
+    prefs.max_concurrent_jobs = int(CONFIG["jobs"])
+    pending = list(bpy.types.Panel.__subclasses__())
+    while pending:  # the whole tree: the add-on's panels share a mixin base
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if getattr(cls, "bl_category", "") == CONFIG.get("category", "ModelsLab") and cls.is_registered:
+            cls.append(lambda _panel, _context: PANEL_DRAWS.append(now()))
+    return module
+
+
+def main() -> None:
+    faulthandler.dump_traceback_later(float(CONFIG.get("deadline", 300)), exit=True)
+    log(f"Blender {bpy.app.version_string}, Python {sys.version.split()[0]}")
+    bpy.app.timers.register(record, first_interval=0.02, persistent=True)
+    try:
+        driver = Driver(install())
+    except Exception:
+        error(f"installing the add-on raised:\n{traceback.format_exc()}")
+        write_result()
+        bpy.app.timers.register(lambda: bpy.ops.wm.quit_blender() and None, first_interval=0.1)
+        return
+    bpy.app.timers.register(driver.step, first_interval=0.5)
+
+
+main()
