@@ -36,7 +36,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from driver_common import (
     recorded_draw,
     recorded_draw_item,
     spread_in_a_row,
+    start,
     write_result,
 )
 
@@ -544,14 +544,7 @@ def main() -> None:
         "version": gpu.platform.version_get(),
     }
     driver = Driver()
-    try:
-        install(driver)
-    except Exception:
-        error(f"installing the extension raised:\n{traceback.format_exc()}")
-        driver.phase = "install"
-        bpy.app.timers.register(driver.finish, first_interval=0.1)
-        return
-    bpy.app.timers.register(driver.step, first_interval=0.5)
+    start(driver, lambda: install(driver), first_interval=0.5)
 
 
 main()

@@ -271,3 +271,17 @@ class PhaseDriver:
 
     def finish(self) -> None:
         raise NotImplementedError
+
+
+def start(driver: PhaseDriver, install: Callable[[], None], first_interval: float) -> None:
+    """Install the add-on (install() raises or records an error when it cannot), then advance the driver on a
+    timer; after a failed install the timer only finishes (writes the result and quits)."""
+    try:
+        install()
+    except Exception:
+        error(f"installing the add-on raised:\n{traceback.format_exc()}")
+    if RESULT["errors"]:
+        driver.phase = "install"
+        bpy.app.timers.register(driver.finish, first_interval=0.1)
+        return
+    bpy.app.timers.register(driver.step, first_interval=first_interval)

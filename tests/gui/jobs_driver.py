@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from driver_common import (
     log,
     now,
     spread_in_a_row,
+    start,
     write_result,
 )
 
@@ -452,16 +452,7 @@ def install_addon() -> None:
 
 def main() -> None:
     log(f"Blender {bpy.app.version_string}, background={bpy.app.background}")
-    driver = Driver()
-    try:
-        install_addon()
-    except Exception:
-        error(f"installing the add-on raised:\n{traceback.format_exc()}")
-    if RESULT["errors"]:
-        driver.phase = "install"
-        bpy.app.timers.register(driver.finish, first_interval=0.1)
-        return
-    bpy.app.timers.register(driver.step, first_interval=0.3)
+    start(Driver(), install_addon, first_interval=0.3)
 
 
 main()
