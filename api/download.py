@@ -443,6 +443,19 @@ def _write_all(out: BinaryIO, chunk: bytes) -> None:
             view = view[out.write(view) :]
 
 
+def _has_statement(data: bytes, keyword: bytes) -> bool:
+    """Whether data holds a line "<keyword> ..." after a newline: a single-byte search (memchr speed) for the
+    keyword's letter, which a run of vertex lines hardly contains; many false hits fall back to a plain search."""
+    at = data.find(keyword)
+    for _ in range(64):
+        if at < 0:
+            return False
+        if at > 0 and data[at - 1] == 0x0A and data[at + 1 : at + 2] == b" ":
+            return True
+        at = data.find(keyword, at + 1)
+    return b"\n" + keyword + b" " in data
+
+
 class _FormatCheck:
     """Verifies a mesh format while it streams, looking at each chunk at most once and stopping early."""
 
@@ -458,8 +471,8 @@ class _FormatCheck:
             self.head += chunk[: 512 - len(self.head)]
         if self.fmt == "obj" and not (self.found_v and self.found_f):
             seam = self.tail[-2:] + chunk[:2]  # a statement that starts across the chunk boundary
-            self.found_v = self.found_v or b"\nv " in chunk or b"\nv " in seam
-            self.found_f = self.found_f or b"\nf " in chunk or b"\nf " in seam
+            self.found_v = self.found_v or b"\nv " in seam or _has_statement(chunk, b"v")
+            self.found_f = self.found_f or b"\nf " in seam or _has_statement(chunk, b"f")
         self.tail = chunk[-512:] if len(chunk) >= 512 else (self.tail + chunk)[-512:]
 
     def problem(self, size: int) -> str | None:
