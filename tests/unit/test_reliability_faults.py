@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,23 @@ def assert_resumed_once(srv: ServerProcess, ws: Workspace, local_id: str) -> Non
     assert [r.local_id for r in ws.runner.resume_unfinished()] == [local_id]
     assert_downloaded(ws, ws.runner.wait(local_id, 60))
     assert _submits(srv) == (1, 1)
+
+
+def submit_small(runner: Any) -> str:
+    """Submit the example image at resolution 32; the job's local id."""
+    from api.params import GenerationParams
+
+    return str(runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id)
+
+
+def slow_big_download(srv: ServerProcess, bytes_per_second: int) -> None:
+    """Every mesh is padded to 2 MB and trickles down at bytes_per_second: time to stop a job mid-download."""
+    srv.set_faults(
+        [
+            {"fault": "pad_output", "endpoint": "submit", "bytes": 2_000_000},
+            {"fault": "slow_download", "endpoint": "download", "bytes_per_second": bytes_per_second},
+        ]
+    )
 
 
 def _fired(srv: ServerProcess) -> int:
@@ -431,12 +449,7 @@ def test_process_killed_then_resumed(
     mesh, no partial file left from the killed process."""
     srv = fresh_slow if moment == "mid-poll" else fresh_server
     if moment == "mid-download":
-        srv.set_faults(
-            [
-                {"fault": "pad_output", "endpoint": "submit", "bytes": 2_000_000},
-                {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 500_000},
-            ]
-        )
+        slow_big_download(srv, 500_000)
     child = _child("plain", srv.url, ws.root)
     try:
         line = wait_until(lambda: child.stdout.readline(), 30, message="child never submitted")
@@ -467,16 +480,10 @@ def test_shutdown_mid_job_then_resume(
     the next session finishes the job with the same single submit."""
     srv = fresh_slow if moment == "mid-poll" else fresh_server
     if moment == "mid-download":
-        srv.set_faults(
-            [
-                {"fault": "pad_output", "endpoint": "submit", "bytes": 2_000_000},
-                {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 500_000},
-            ]
-        )
-    from api.params import GenerationParams
+        slow_big_download(srv, 500_000)
 
     runner = ws.open(srv.url)
-    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    local_id = submit_small(runner)
     wanted = {"submitted", "processing"} if moment == "mid-poll" else {"downloading"}
     wait_until(lambda: runner.get(local_id).state in wanted, 30)
     if moment == "mid-download":
@@ -489,10 +496,9 @@ def test_shutdown_mid_job_then_resume(
 
 
 def test_cancel_mid_poll(fresh_slow: ServerProcess, ws: Workspace) -> None:
-    from api.params import GenerationParams
 
     runner = ws.open(fresh_slow.url)
-    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    local_id = submit_small(runner)
     wait_until(lambda: runner.get(local_id).state in ("submitted", "processing"), 30)
     record = runner.cancel(local_id)
     assert record.state == "cancelled" and "charge" in record.message.lower()
@@ -539,16 +545,10 @@ def test_everything_written_and_said_is_free_of_the_key(fresh_server: ServerProc
 
 
 def test_cancel_mid_download_leaves_no_partial_file(fresh_server: ServerProcess, ws: Workspace) -> None:
-    from api.params import GenerationParams
 
-    fresh_server.set_faults(
-        [
-            {"fault": "pad_output", "endpoint": "submit", "bytes": 2_000_000},
-            {"fault": "slow_download", "endpoint": "download", "bytes_per_second": 400_000},
-        ]
-    )
+    slow_big_download(fresh_server, 400_000)
     runner = ws.open(fresh_server.url)
-    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    local_id = submit_small(runner)
     wait_until(lambda: list(ws.cache_dir.glob("*.part")), 30, message="no partial download seen")
     runner.cancel(local_id)
     settled = runner.wait(local_id, 10)
@@ -568,11 +568,10 @@ def test_download_over_the_size_cap_is_refused(fresh_server: ServerProcess, ws: 
 def test_shutdown_during_a_hanging_request_leaves_no_trace(fresh_slow: ServerProcess, ws: Workspace) -> None:
     """A worker blocked in a request the server never answers cannot be interrupted (requests has no way to abort
     a read); the bound is the read timeout. Prove that bound and that the late thread changes nothing."""
-    from api.params import GenerationParams
 
     fresh_slow.set_faults([{"fault": "delay", "endpoint": "fetch", "seconds": 30, "times": -1}])
     runner = ws.open(fresh_slow.url, client={"read_timeout": 3.0, "max_retries": 0})
-    local_id = runner.submit(str(EXAMPLE_IMAGE), GenerationParams(resolution=32)).local_id
+    local_id = submit_small(runner)
     wait_until(lambda: fresh_slow.stats()["requests"].get("fetch", 0) >= 1, 30, message="never fetched")
     journal_before = ws.journal_record(local_id)
     started = time.monotonic()
