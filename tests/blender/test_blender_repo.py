@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.blender import UserDir
 from tests.helpers.servers import ServerProcess
 
 HERE = Path(__file__).resolve().parent
@@ -116,37 +117,16 @@ class Machine:
     """A studio workstation: one temporary Blender user dir, each step a fresh Blender process."""
 
     def __init__(self, root: Path, spec: dict[str, Any]) -> None:
-        self.home = root / "home"
-        self.home.mkdir(parents=True)
-        self.spec_dir = root / "specs"
-        self.spec_dir.mkdir()
+        self.user_dir = UserDir(root)
         self.spec = spec
 
-    def env(self) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith("MODELSLAB_") and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-        }
-        env.update(
-            HOME=str(self.home),
-            XDG_CONFIG_HOME=str(self.home / ".config"),
-            XDG_CACHE_HOME=str(self.home / ".cache"),
-            MODELSLAB_TEST_HOME=str(self.home),
-            MODELSLAB_API_KEY=API_KEY,
-            NO_PROXY="127.0.0.1,localhost",
-            PYTHONUNBUFFERED="1",
-            PYTHONDONTWRITEBYTECODE="1",
-        )
-        return env
-
     def run(self, step: str, **extra: Any) -> dict[str, Any]:
-        spec_path = self.spec_dir / f"{step}.json"
+        spec_path = self.user_dir.specs / f"{step}.json"
         spec_path.write_text(json.dumps({**self.spec, **extra}), encoding="utf-8")
         completed = subprocess.run(
             [sys.executable, str(DRIVER), step, str(spec_path)],
-            cwd=str(self.home.parent),
-            env=self.env(),
+            cwd=str(self.user_dir.root),
+            env=self.user_dir.env({"MODELSLAB_API_KEY": API_KEY}),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
