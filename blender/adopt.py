@@ -10,7 +10,7 @@ import bpy
 from ..api import GenerationParams
 from ..api.errors import invalid_input
 from ..api.params import SPECS, TEXT, fields_for, is_url
-from . import runtime
+from . import commands, runtime
 from .inputs import ImageInput, resolve_image
 from .placement import OPTION_FIELDS, collect_import_options
 from .session import check_ready, current_blend_file, get_record, get_runner, state
@@ -123,4 +123,4 @@ def again(local_id: str, *, auto_import: bool | None = None, origin: str = "oper
     options = record.extra.get("import_options")
     if isinstance(options, dict):
         extra["import_options"] = collect_import_options({k: v for k, v in options.items() if k in OPTION_FIELDS})
-    return runtime.submit(resolved, params, name=record.name, auto_import=auto_import, origin=origin, extra=extra)
+    return commands.submit(resolved, params, name=record.name, auto_import=auto_import, origin=origin, extra=extra)

@@ -22,11 +22,11 @@ from ..api.errors import invalid_input
 from ..api.params import fields_for
 from ..api.records import JobState, may_have_been_charged
 from .adopt import adopt
+from .commands import resume_job, resume_unfinished, submit
 from .importer import import_job
 from .inputs import build_params, display_name, source_identity
 from .placement import collect_import_options
 from .results import failure_row, interrupted_row, original_source, result_of, wait_any
-from .runtime import resume_job, resume_unfinished, submit
 from .session import get_record, journal, peek_runner, settings
 from .sources import drop_captures, render_camera, text_input
 

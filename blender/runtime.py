@@ -18,18 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from ..api import GenerationParams, ModelsLabError
+from ..api import ModelsLabError
 from ..api.records import SETTLED_STATES, JobState
 from . import background
 from .importer import import_job
-from .inputs import ImageInput, resolve_image
 from .rows import FINISHED_ROWS_HORIZON, MAX_ROWS, clear_row_index, job_rows, sync_rows, tag_redraw, update_row
 from .session import (
     OTHER,
     RECOVERED,
     asked_from_here,
     check_ready,
-    current_blend_file,
     get_runner,
     journal,
     journal_has_files,
@@ -76,82 +74,19 @@ class _Loop:
 _loop = _Loop()
 
 
-# --- job commands --------------------------------------------------------------------------------------------------
-def submit(
-    image: str | ImageInput,
-    params: GenerationParams,
-    *,
-    name: str | None = None,
-    auto_import: bool | None = None,
-    origin: str = "script",
-    extra: dict[str, Any] | None = None,
-) -> "JobRecord":
-    """Validate everything (no request before that), then hand the job to the runner; returns its record.
-
-    auto_import: whether the interactive timer imports the mesh when it arrives (default: the preference).
-    """
-    resolved = image if isinstance(image, ImageInput) else resolve_image(image)
-    current = check_ready()
-    runner = get_runner()
-    want_import = current.auto_import if auto_import is None else bool(auto_import)
-    job_extra = dict(extra or {})
-    job_extra.update(
-        {
-            "auto_import": want_import,
-            "origin": origin,
-            "original_source": resolved.original,
-            "blend_file": current_blend_file(),  # a recovered job is imported only into this file
-        }
-    )
-    if state.money.balance_at_start is None and state.money.thread is None and not bpy.app.background:
-        refresh_balance()  # the balance before this session's first job (the batch asks for it itself)
-    record = runner.submit(resolved.source, params, name=name or resolved.name, extra=job_extra)
-    state.hidden.discard(record.local_id)
-    state.submitted_here.add(record.local_id)
-    state.active.add(record.local_id)
-    pump(max_imports=0)
-    ensure_timer()
-    return record
-
-
-def cancel(local_id: str) -> "JobRecord":
-    """Stop waiting for a job (the server may still charge for it if it had accepted it)."""
-    record = get_runner().cancel(local_id)
-    pump(max_imports=0)
-    update_row(record)
-    return record
-
-
-def resume_job(local_id: str) -> "JobRecord":
-    """Resume one job (poll again, never resubmit)."""
+# --- jobs found in the journal -------------------------------------------------------------------------------------
+def take_over(local_id: str) -> "JobRecord":
+    """Resume one job in this session's runner (poll again, never resubmit) and track it; main thread."""
     check_ready()
     record = get_runner().resume(local_id)
     if ownership(record) == RECOVERED:
         state.recovered.add(local_id)
     if record.state not in SETTLED_STATES:
         state.active.add(local_id)
-    pump(max_imports=0)
-    ensure_timer()
     return record
 
 
-def resume_unfinished() -> list["JobRecord"]:
-    """Take over the journal's unfinished jobs once per runner (poll/download again; never resubmit)."""
-    if not journal_has_files():
-        return []
-    check_ready()
-    runner = get_runner()
-    if state.resumed:
-        return [r for r in runner.records() if not r.is_terminal]
-    state.resumed = True
-    records = runner.resume_unfinished()
-    _note_resumed(records, runner.foreign())
-    pump(max_imports=0)
-    ensure_timer()
-    return records
-
-
-def _note_resumed(records: list["JobRecord"], foreign: list["JobRecord"]) -> None:
+def note_resumed(records: list["JobRecord"], foreign: list["JobRecord"]) -> None:
     """Track what a journal scan found (main thread): resumed jobs run here, other processes' jobs are watched."""
     for record in records:
         if ownership(record) == RECOVERED:
@@ -319,7 +254,7 @@ def _apply_scan(
     for record in recent:  # jobs of earlier sessions, for the list (the runner's own are shown from events)
         if record.local_id not in held and record.local_id not in foreign_ids and record.local_id not in state.hidden:
             update_row(record)
-    _note_resumed(resumed, foreign)
+    note_resumed(resumed, foreign)
     if runner is not None:  # downloaded earlier and waiting: the same rule as a fresh download
         for record in runner.records():
             if record.state == JobState.DOWNLOADED and not bpy.app.background and _wants_auto_import(record):
@@ -371,7 +306,7 @@ def _apply_foreign(found: list[tuple[str, "JobRecord | None", bool]]) -> None:
     if orphaned and settings().api_key:
         for local_id in orphaned:  # taken over once: the runner claims it under the folder-wide takeover lock
             try:
-                resume_job(local_id)
+                take_over(local_id)  # the timer's next ticks follow it
             except ModelsLabError as exc:
                 print(f"ModelsLab: job {local_id} not taken over: {exc}", file=sys.stderr)
 

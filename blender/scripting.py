@@ -27,7 +27,7 @@ import bpy
 
 from ..api import Category, GenerationParams, ModelsLabError
 from ..api.records import JobState
-from . import batch, results, runtime, session
+from . import batch, commands, results, session
 from .adopt import adopt as _adopt
 from .adopt import again as _again
 from .importer import import_job as _import_job
@@ -148,7 +148,7 @@ def submit(
     front, values, extra = _images(image, values, extra)
     generation = _params(values, use_scene)
     extra = _with_import_options(extra, options, use_scene)
-    return runtime.submit(front, generation, name=name, auto_import=False, origin="script", extra=extra)
+    return commands.submit(front, generation, name=name, auto_import=False, origin="script", extra=extra)
 
 
 def wait(local_id: str, timeout: float | None = None, on_event: Callable[[Any], None] | None = None) -> Any:
@@ -216,7 +216,7 @@ def generate(
     extra = _with_import_options(None, options, True)
     front, values, extra = _images(image, values, extra)
     generation = _params(values, True)
-    record = runtime.submit(
+    record = commands.submit(
         front, generation, name=name, auto_import=None if not blocking else False, origin="script", extra=extra
     )
     return _finish(record, blocking, timeout)
@@ -235,7 +235,7 @@ def generate_from_text(
     values, options = _split(params)
     generation = _params({**values, "prompt": prompt}, True, kind="text")
     extra = _with_import_options(None, options, True)
-    record = runtime.submit(
+    record = commands.submit(
         text_input(prompt),
         generation,
         name=name,
@@ -314,7 +314,7 @@ def resume(
 
 def cancel(local_id: str) -> dict[str, Any]:
     """Stop waiting for a job; the server may still charge for a job it had accepted."""
-    return results.result_of(runtime.cancel(local_id))
+    return results.result_of(commands.cancel(local_id))
 
 
 def jobs() -> list[dict[str, Any]]:

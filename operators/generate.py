@@ -19,8 +19,9 @@ from ..api.params import (
     SPECS,
     is_url,
 )
-from ..blender import inputs, placement, results, runtime, sources
+from ..blender import commands, inputs, placement, results, sources
 from ..blender.props import FACING_ITEMS
+from .jobs import report_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 
 # The newer revision's fields: sent only when the caller sets them (is_property_set), else the scene's toggles.
 _DESCRIPTIONS = {name: SPECS[name].description for name in REVISION_FIELDS}
-
-
-def report_error(operator: bpy.types.Operator, error: ModelsLabError) -> None:
-    """Report a categorised error (message and fix; never a traceback, never the key)."""
-    operator.report({"ERROR"}, f"[{error.category.value}] {error.message} {error.fix}".strip())
 
 
 def scene_image(context: bpy.types.Context) -> str:
@@ -245,7 +241,7 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
             extra["captures"] = captures
         return run_job(
             self,
-            lambda window: runtime.submit(
+            lambda window: commands.submit(
                 front, params, auto_import=None if window else False, origin="operator", extra=extra
             ),
             captures or ([front.source] if front.original.startswith(inputs.CAPTURED_PREFIXES) else []),

@@ -13,7 +13,7 @@ from bpy.props import EnumProperty, StringProperty
 
 from ..api import ModelsLabError
 from ..api.records import may_have_been_charged
-from ..blender import batch, importer, results, rows, runtime, session, ui_text
+from ..blender import batch, commands, importer, results, rows, session, ui_text
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -98,7 +98,7 @@ class MODELSLAB_OT_cancel_job(bpy.types.Operator):
         if _record_or_report(self, self.job_id) is None:
             return {"CANCELLED"}
         try:
-            record = runtime.cancel(self.job_id)
+            record = commands.cancel(self.job_id)
         except ModelsLabError as error:
             report_error(self, error)
             return {"CANCELLED"}
@@ -122,7 +122,7 @@ class MODELSLAB_OT_reimport_job(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             if not (record.file_path and os.path.isfile(record.file_path)) and record.remote_id:
-                runtime.resume_job(self.job_id)
+                commands.resume_job(self.job_id)
                 self.report({"INFO"}, f"{record.name}: the cached mesh is gone; downloading it again")
                 return {"FINISHED"}
             obj = importer.import_job(self.job_id, context, again=True)
@@ -201,7 +201,7 @@ def _timed_out_rows() -> list:
     listed = rows.job_rows()
     for row in list(listed) if listed is not None else []:
         if row.state == "timed_out":
-            resumed.append(runtime.resume_job(row.local_id))
+            resumed.append(commands.resume_job(row.local_id))
     return resumed
 
 
@@ -215,7 +215,7 @@ class MODELSLAB_OT_resume_jobs(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> "set[OperatorReturnItems]":
         try:
             if not bpy.app.background:
-                records = [r for r in runtime.resume_unfinished() if not r.is_settled]
+                records = [r for r in commands.resume_unfinished() if not r.is_settled]
                 records += [r for r in _timed_out_rows() if r.local_id not in {x.local_id for x in records}]
                 self.report({"INFO"}, ui_text.resume_text(len(records)))
                 return {"FINISHED"}

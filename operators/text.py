@@ -8,7 +8,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from ..api import ModelsLabError
 from ..api.params import FOREGROUND_RATIO_RANGE, GUIDANCE_SCALE_RANGE, INFERENCE_STEPS_RANGE, SPECS, fields_for
-from ..blender import inputs, placement, runtime, sources
+from ..blender import commands, inputs, placement, sources
 from ..blender.props import FACING_ITEMS
 from .generate import report_error, run_job, set_values
 
@@ -83,7 +83,7 @@ class MODELSLAB_OT_text_to_3d(bpy.types.Operator):
         extra = {"import_options": options}
         return run_job(
             self,
-            lambda window: runtime.submit(
+            lambda window: commands.submit(
                 sources.text_input(prompt),
                 params,
                 auto_import=None if window else False,

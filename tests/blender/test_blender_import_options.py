@@ -115,14 +115,15 @@ def test_bad_import_options_are_refused_before_any_request(
 ) -> None:
     result = run_driver(user_dir, extension_zip, fresh_server, "refusals", image=image, params=FAST_PARAMS)
     bad = result["bad"]
-    for name, field in (
-        ("negative_height", "target_height"),
-        ("bake_too_small", "bake_size"),
-        ("bake_too_large", "bake_size"),
-        ("fit_nothing_selected", "fit_to_selected"),
+    # The operator reports for people: the field by its label in the sidebar, the category last for logs.
+    for name, label in (
+        ("negative_height", '"Height"'),
+        ("bake_too_small", '"Bake Texture"'),
+        ("bake_too_large", '"Bake Texture"'),
+        ("fit_nothing_selected", '"Fit to Selected"'),
     ):
         assert bad[name]["result"] is None and bad[name]["objects"] == [], (name, bad[name])
-        assert "invalid_input" in bad[name]["error"] and field in bad[name]["error"], (name, bad[name]["error"])
+        assert "[invalid_input]" in bad[name]["error"] and label in bad[name]["error"], (name, bad[name]["error"])
     assert "'-Y'" in bad["facing_unknown"]["error"]  # Blender's enum refuses it, listing the allowed axes
     for name, field in (("negative_height", "target_height"), ("bake", "bake_size"), ("facing", "facing")):
         error = result["script_check"][name]

@@ -110,7 +110,7 @@ def test_text_views_and_the_newer_fields(user_dir: UserDir, extension_zip: Path,
     scene_off = imported(out["revision_scene_off"])
     assert "ss_guidance_strength" not in scene_off["meta"] and scene_off["params"]["temp"] is None
     bad = out["revision_bad"]
-    assert "ss_sampling_steps" in bad["error"] and "1 to 50" in bad["error"] and bad["objects"] == []
+    assert '"Structure Steps"' in bad["error"] and "1 to 50" in bad["error"] and bad["objects"] == []  # its label
 
     jobs = {job["kind"]: job for job in fresh_server.stats()["jobs"]}
     assert jobs["text"]["kind"] == "text"
