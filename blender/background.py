@@ -33,16 +33,6 @@ def prewarm_imports() -> None:
         print(f"ModelsLab: preloading the client failed: {exc}", file=sys.stderr)
 
 
-def prune_journal(runner: Any, current: Any) -> None:
-    """Forget finished jobs older than the cache's retention, so the journal (read at every start) stays
-    small; never raises."""
-    if current.cache_retention_days > 0:
-        try:
-            runner.journal.prune(current.cache_retention_days)
-        except (OSError, ModelsLabError) as exc:
-            print(f"ModelsLab: could not prune the job journal: {exc}", file=sys.stderr)
-
-
 def scan_journal(
     runner: Any,
     current: Any,
@@ -57,8 +47,7 @@ def scan_journal(
     if runner is not None:
         resumed = runner.resume_unfinished()
         foreign = runner.foreign()
-        prune_cache(runner, current)
-        prune_journal(runner, current)
+        prune_cache(runner, current)  # the mesh cache and the journal's old finished jobs
     else:
         resumed = []
         foreign = [r for r in jobs.unfinished() if r.owner != lock.session_id and lock.owner_alive(r.owner)]

@@ -228,12 +228,14 @@ def get_runner(*, prune: bool = True) -> "JobRunner":
 
 
 def prune_cache(runner: "JobRunner", current: Settings) -> None:
-    """Delete cached meshes older than the retention (keeping those of jobs not imported yet); never raises."""
+    """Delete cached meshes older than the retention (keeping those of jobs not imported yet) and forget finished
+    jobs as old from the journal, so the journal read at every start stays small; never raises."""
     if current.cache_retention_days > 0:
         try:
             runner.prune_cache(current.cache_retention_days)
+            runner.journal.prune(current.cache_retention_days)
         except (OSError, ModelsLabError) as exc:
-            print(f"ModelsLab: could not prune the mesh cache: {exc}", file=sys.stderr)
+            print(f"ModelsLab: could not prune the mesh cache or the job journal: {exc}", file=sys.stderr)
 
 
 def shutdown_runner(wait: bool = True, timeout: float = 10.0) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -284,3 +286,28 @@ def test_uses_the_installed_extension_when_it_is_enabled(
     journal = [p for p in batch_home.journal_files() if "extensions" in p.parts]
     assert len(journal) == 1 and ".user" in journal[0].parts, batch_home.journal_files()
     assert fresh_server.stats()["submits"] == 1
+
+
+def test_a_batch_forgets_old_finished_jobs_from_the_journal(batch_home: BatchHome, fresh_server: ServerProcess) -> None:
+    """The journal is read at every start: finished jobs older than the cache's retention (30 days) are pruned,
+    unfinished and recent ones are kept."""
+    first = batch_home.run([*FAST, str(EXAMPLE_IMAGES[0])])
+    assert first.returncode == 0, first.describe()
+    [recent] = batch_home.journal_files()
+    record = json.loads(recent.read_text(encoding="utf-8"))
+    old = time.time() - 60 * 86400
+    planted = {}
+    for state in ("imported", "failed", "timed_out"):
+        local_id = f"{state[:2]}{'0' * 30}"
+        aged = {**record, "local_id": local_id, "state": state, "created_at": old, "updated_at": old}
+        if state == "timed_out":
+            aged["remote_id"] = None  # nothing for a resume to fetch: it stays as it is
+        path = recent.with_name(f"{local_id}.json")
+        path.write_text(json.dumps(aged), encoding="utf-8")
+        os.utime(path, (old, old))
+        planted[state] = path
+    second = batch_home.run([*FAST, str(EXAMPLE_IMAGES[1])])
+    assert second.returncode == 0, second.describe()
+    assert not planted["imported"].exists() and not planted["failed"].exists(), "old finished jobs kept"
+    assert planted["timed_out"].exists(), "an unfinished job was pruned"
+    assert recent.exists(), "a recent finished job was pruned"
