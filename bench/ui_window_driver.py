@@ -251,7 +251,7 @@ class Driver:
             log(f"round {len(RESULT['rounds'])}: {RESULT['rounds'][-1]}")
             self.clear_objects()
             if len(RESULT["rounds"]) < int(CONFIG.get("rounds", 3)):
-                self.start_round()
+                self.enter("settle")  # the removal redraws the window: the next idle seconds start after it
             else:
                 self.enter("single")
             return 0.2
