@@ -110,6 +110,22 @@ def nested_results(values: dict[str, float | None]) -> dict:
     return results
 
 
+def _previous_run(results_dir: Path) -> dict | None:
+    """The figures this run replaces (results.json flattened to dotted keys) and when they were made."""
+    try:
+        results = json.loads((results_dir / "results.json").read_text())
+        generated = json.loads((results_dir / "extra.json").read_text()).get("generated")
+    except (OSError, ValueError):
+        return None
+    values: dict[str, float | None] = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            values.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            values[key] = value
+    return {"generated": generated, "values": values}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sections in order, then write results.json, extra.json, BENCHMARKS.md and the plots."""
     parser = argparse.ArgumentParser(prog="python -m bench")
@@ -128,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     docs_dir.mkdir(parents=True, exist_ok=True)
 
+    previous = _previous_run(results_dir)
     started = time.monotonic()
     started_utc = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ensure_requirements()
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     (results_dir / "extra.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
     from .report import write_report
 
-    write_report(docs_dir, values, outcomes, machine, started_utc, total, args.quick)
+    write_report(docs_dir, values, outcomes, machine, started_utc, total, args.quick, previous)
     log(f"done in {total:.0f} s: {results_dir / 'results.json'}, {docs_dir / 'BENCHMARKS.md'}")
     print(json.dumps(results, indent=2))
     return 0
