@@ -272,8 +272,8 @@ def _stall_ratio_plot(plt: Any, docs_dir: Path, windows: dict[str, dict[str, Any
         ax.set_ylabel("largest 20 ms-timer gap (ms)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].plot([], [], "--", color="tab:red", label="goal: 1.10 × idle")
-    axes[0][0].legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(docs_dir / "bench_ui_stall_ratio.png")
     plt.close(fig)
 
