@@ -24,10 +24,10 @@ from ..api.errors import invalid_input
 from ..api.records import TERMINAL_STATES, JobState
 from .assets import mark_asset
 from .bake import bake_vertex_colors
-from .inputs import drop_prepared_upload
 from .placement import apply_placement, check_import_options
 from .rows import update_row
 from .session import OTHER, get_runner, ownership, settings
+from .sources import drop_prepared_upload
 
 COLLECTION_NAME = "ModelsLab"
 COLOR_ATTRIBUTE = "Color"

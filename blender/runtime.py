@@ -41,6 +41,7 @@ from .session import (
     shutdown_runner,
     state,
 )
+from .sources import drop_after_upload
 
 if TYPE_CHECKING:
     from ..api.records import JobEvent, JobRecord
@@ -386,6 +387,7 @@ def register() -> None:
     """Install handlers and (interactive) the startup tick. Cheap: no network modules are imported."""
     _loop.registered = True
     _loop.stop = threading.Event()
+    add_listener(drop_after_upload)  # captured images are removed once their job no longer needs them
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
     if not bpy.app.background:

@@ -31,9 +31,9 @@ from . import batch, commands, results, session
 from .adopt import adopt as _adopt
 from .adopt import again as _again
 from .importer import import_job as _import_job
-from .inputs import build_params, resolve_views
+from .inputs import build_params
 from .placement import OPTION_FIELDS, collect_import_options
-from .sources import text_input
+from .sources import resolve_views, text_input
 
 __all__ = [
     "Category",

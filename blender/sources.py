@@ -2,7 +2,7 @@
 
 Each becomes a temporary PNG (alpha kept, colours as the user sees them) under <user dir>/uploads, named
 `capture-<random>.png`, which the runner uploads like any local image; the importer removes it when the job is
-done (inputs.drop_prepared_upload). An image whose every pixel is transparent (a render with nothing in front of
+done (drop_prepared_upload). An image whose every pixel is transparent (a render with nothing in front of
 the camera) or that has no pixels is refused with invalid_input before any request.
 """
 
@@ -11,13 +11,18 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
 from ..api import ModelsLabError
 from ..api.errors import invalid_input
+from ..api.params import VIEW_COUNT_RANGE, is_url
+from .inputs import ImageInput, prepare_local_image, resolve_image
 from .session import uploads_dir
+
+if TYPE_CHECKING:
+    from ..api.records import JobRecord
 
 CAPTURE_PREFIX = "capture-"
 # The sources of a job, as the sidebar's selector and the operator's `source` name them.
@@ -36,9 +41,6 @@ CAMERA_ENGINE = "BLENDER_WORKBENCH"  # fast, needs no lights, renders in the bac
 
 def capture_path() -> Path:
     """A new temporary PNG path for one captured image (removed once the job no longer needs it)."""
-    from . import runtime  # imported here: runtime imports this module's users
-
-    runtime.add_listener(drop_after_upload)
     folder = uploads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{CAPTURE_PREFIX}{uuid.uuid4().hex}.png"
@@ -159,8 +161,6 @@ def check_not_empty(path: str, what: str) -> None:
 
 def _finish(path: Path, name: str, original: str) -> Any:
     """The checked capture as an ImageInput (re-encoded smaller when over the upload limit)."""
-    from .inputs import ImageInput, prepare_local_image
-
     try:
         check_not_empty(str(path), original)
         prepared = prepare_local_image(str(path))
@@ -309,8 +309,6 @@ def _rename(captured: Any, name: str, original: str) -> Any:
 
 def text_input(prompt: str) -> Any:
     """A text job's input: no image (the runner names the job from the prompt)."""
-    from .inputs import ImageInput
-
     return ImageInput("", None, f"text:{' '.join(str(prompt or '').split())[:200]}", False)
 
 
@@ -324,3 +322,111 @@ def render_cameras(cameras: Sequence[Any], scene: Any = None) -> list[Any]:
         drop_captures([item.source for item in done])
         raise
     return done
+
+
+# --- from what the caller gave (paths, URLs, datablocks, a source name) to the job's images ----------------------
+def drop_prepared_upload(record: "JobRecord") -> None:
+    """Remove a re-encoded or captured upload copy once its job is done (only files this add-on wrote under
+    uploads/: the source's copy and the captured extra views listed in extra["captures"])."""
+    source = record.source
+    if source and source != record.extra.get("original_source") and not is_url(source):
+        path = Path(source)
+        if path.parent == uploads_dir():
+            path.unlink(missing_ok=True)
+    captures = record.extra.get("captures")
+    if isinstance(captures, list):
+        drop_captures(captures)
+
+
+def resolve_source(item: Any) -> ImageInput:
+    """One image argument: a path or URL (resolve_image), or an image datablock (captured as a temporary PNG)."""
+    if isinstance(item, ImageInput):
+        return item
+    if isinstance(item, bpy.types.Image):
+        return capture_image(item)
+    if isinstance(item, str):
+        return resolve_image(item)
+    raise invalid_input(
+        f"An image must be a path, a URL or an entry of bpy.data.images, got {type(item).__name__}.",
+        "Pass a file path, an http(s) URL or bpy.data.images[name].",
+    )
+
+
+def resolve_views(items: Any) -> tuple[ImageInput, list[str], list[str]]:
+    """One image, or a list of 2-4 views of one object (front first, then right side, back, left side).
+
+    Returns (the front, the other views as local paths or URLs for params.extra_views, the temporary captures
+    made, which the importer removes). Captures already made are removed when a later view is refused.
+    """
+    views = list(items) if isinstance(items, list | tuple) else [items]
+    low, high = VIEW_COUNT_RANGE
+    if len(views) > 1 and not low <= len(views) <= high:
+        raise invalid_input(
+            f"Several views means {low} to {high} images (front first), got {len(views)}.",
+            "Give the front and 1 to 3 more views: right side, back, left side.",
+        )
+    if not views:
+        raise invalid_input("No image was chosen.", "Choose an image file or enter an image URL.")
+    resolved: list[ImageInput] = []
+    try:
+        for item in views:
+            resolved.append(resolve_source(item))
+    except BaseException:
+        drop_captures([view.source for view in resolved])
+        raise
+    captures = [view.source for view in resolved if view.original.startswith(CAPTURED_PREFIXES)]
+    return resolved[0], [view.source for view in resolved[1:]], captures
+
+
+CAPTURED_PREFIXES = ("image:", "camera:", "viewport", "clipboard")
+
+
+def resolve_choice(
+    source: str = "",
+    *,
+    image: str = "",
+    image_name: str = "",
+    cameras: Sequence[str] = (),
+    extra_views: Sequence[Any] = (),
+    context: Any = None,
+) -> tuple[ImageInput, list[str], list[str]]:
+    """The image(s) of one image job from a source (FILE, URL, IMAGE, CAMERA, VIEWPORT, CLIPBOARD; "" = the
+    scene's choice), with the scene's settings for what is not given; returns resolve_views()'s triple.
+
+    CAMERA renders the named cameras (2-4 of them make several views, front first) or the active one.
+    """
+    context = context or bpy.context
+    settings = getattr(context.scene, "modelslab", None)
+    chosen = (source or (settings.image_source if settings is not None else "") or "FILE").strip().upper()
+    if chosen not in SOURCES or chosen == "TEXT":
+        images = ", ".join(s for s in SOURCES if s != "TEXT")
+        raise invalid_input(f"source must be one of {images}, got {source!r}.", "Use text_to_3d for a prompt.")
+    reason = unavailable(chosen, context)
+    if reason:
+        raise invalid_input(f"{chosen.title()}: {reason}", "Choose another source.")
+    items: list[Any]
+    if chosen in ("FILE", "URL"):
+        if not image and settings is not None:
+            image = settings.image_url if chosen == "URL" else settings.image_path
+        items = [image]
+    elif chosen == "IMAGE":
+        items = [find_image(image_name or (settings.image_name if settings is not None else ""))]
+    elif chosen == "CAMERA":
+        names = [name.strip() for name in cameras if name.strip()]
+        if not names and settings is not None and settings.camera_name.strip():
+            names = [settings.camera_name.strip()]
+        found = [find_camera(name, context.scene) for name in names] or [find_camera("", context.scene)]
+        low, high = VIEW_COUNT_RANGE
+        if len(found) > 1 and not low <= len(found) + len(extra_views) <= high:
+            raise invalid_input(f"Several views means {low} to {high} cameras (front first), got {len(found)}.")
+        items = list(render_cameras(found, context.scene))
+        try:
+            return resolve_views([*items, *extra_views])
+        except BaseException:
+            drop_captures([item.source for item in items])
+            raise
+    elif chosen == "VIEWPORT":
+        items = [capture_viewport(context)]
+    else:
+        items = [paste_clipboard(context)]
+    return resolve_views([*items, *extra_views])

@@ -222,7 +222,7 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
                 source = "URL" if is_url(self.image.strip()) else "FILE"
             if not source and self.image_name.strip():
                 source = "IMAGE"
-            front, views, captures = inputs.resolve_choice(
+            front, views, captures = sources.resolve_choice(
                 source,
                 image=self.image.strip(),
                 image_name=self.image_name.strip(),
@@ -244,5 +244,5 @@ class MODELSLAB_OT_image_to_3d(bpy.types.Operator):
             lambda window: commands.submit(
                 front, params, auto_import=None if window else False, origin="operator", extra=extra
             ),
-            captures or ([front.source] if front.original.startswith(inputs.CAPTURED_PREFIXES) else []),
+            captures or ([front.source] if front.original.startswith(sources.CAPTURED_PREFIXES) else []),
         )
