@@ -151,6 +151,11 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
     """The per-window figures from a driver result and the server's finished_at by remote id."""
     rounds = result["rounds"]
     ratios = [r["busy_max_ms"] / r["idle_max_ms"] for r in rounds if r["busy_max_ms"] and r["idle_max_ms"]]
+    ratios_undrawn = [
+        r["busy_max_without_sidebar_draw_ms"] / r["idle_max_ms"]
+        for r in rounds
+        if r.get("busy_max_without_sidebar_draw_ms") and r["idle_max_ms"]
+    ]
     ratios_importing = [
         r["importing_max_plain_ms"] / r["idle_max_ms"]
         for r in rounds
@@ -164,12 +169,16 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
         "python": result.get("python_version"),
         "stall_ratio_median": rounded(median(ratios)) if ratios else None,
         "stall_ratios": [rounded(r) for r in ratios],
+        "stall_ratio_without_sidebar_redraws_median": rounded(median(ratios_undrawn)) if ratios_undrawn else None,
         "idle_max_ms": [r["idle_max_ms"] for r in rounds],
         "in_flight_max_ms": [r["busy_max_ms"] for r in rounds],
         "in_flight_p99_ms": [r["busy_p99_ms"] for r in rounds],
         "in_flight_seconds": [r["busy_seconds"] for r in rounds],
         "in_flight_max_without_a_sidebar_draw_ms": [r["busy_max_without_sidebar_draw_ms"] for r in rounds],
-        "in_flight_sidebar_panel_draws": [r["sidebar_panel_draws"] for r in rounds],
+        "in_flight_sidebar_redraws": [r.get("sidebar_redraws") for r in rounds],
+        "in_flight_sidebar_redraw_ms_median": [r.get("sidebar_redraw_ms_median") for r in rounds],
+        "in_flight_sidebar_redraw_ms_max": [r.get("sidebar_redraw_ms_max") for r in rounds],
+        "idle_sidebar_redraws": [r.get("idle_sidebar_redraws") for r in rounds],
         "importing_stall_ratio_median": rounded(median(ratios_importing)) if ratios_importing else None,
         "importing_max_plain_gap_ms": [r["importing_max_plain_ms"] for r in rounds],
         "import_gaps_ms": [r["import_gaps_ms"] for r in rounds],

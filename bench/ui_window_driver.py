@@ -36,7 +36,8 @@ RESULT: dict[str, Any] = {"blender_version": bpy.app.version_string, "errors": [
 T0 = time.perf_counter()
 FIRINGS: list[float] = []  # perf_counter of every 20 ms timer firing
 OBJECT_COUNTS: list[int] = []  # ModelsLab mesh objects in the scene at each firing
-PANEL_DRAWS: list[float] = []
+PANEL_DRAWS: list[float] = []  # now() of each ModelsLab panel's draw()
+SIDEBAR_ENDS: list[float] = []  # now() at the end of each 3D-viewport sidebar redraw (its POST_PIXEL handler)
 
 
 def now() -> float:
@@ -82,6 +83,18 @@ def record() -> float:
         for obj in objects:
             SEEN.setdefault(obj.name, epoch)
     return 0.02
+
+
+def sidebar_redraws_ms(start: float, end: float) -> list[float]:
+    """Durations (ms) of the sidebar redraws inside [start, end] (perf_counter) that drew a ModelsLab panel: from
+    its first panel's draw() to the end of the region's drawing."""
+    spans, previous_end = [], -1.0
+    for finish in SIDEBAR_ENDS:
+        first = next((at for at in PANEL_DRAWS if previous_end < at <= finish), None)
+        if first is not None and start <= T0 + first and T0 + finish <= end:
+            spans.append((finish - first) * 1000.0)
+        previous_end = finish
+    return spans
 
 
 def gaps_without_a_sidebar_draw(start: float, end: float) -> list[float]:
@@ -231,6 +244,8 @@ class Driver:
             in_flight, _ = gaps_between(self.calls_ended, first_import)  # all jobs running, none imported yet
             undrawn = gaps_without_a_sidebar_draw(self.calls_ended, first_import)
             draws = [at for at in PANEL_DRAWS if self.calls_ended <= T0 + at <= first_import]
+            redraws = sidebar_redraws_ms(self.calls_ended, first_import)
+            idle_redraws = sidebar_redraws_ms(self.round_started, self.busy_started)
             later_plain, later_imports = gaps_between(first_import, end)
             RESULT["rounds"].append(
                 {
@@ -241,6 +256,10 @@ class Driver:
                     "busy_gaps": len(in_flight),
                     "busy_max_without_sidebar_draw_ms": round(max(undrawn), 2) if undrawn else None,
                     "sidebar_panel_draws": len(draws),
+                    "sidebar_redraws": len(redraws),
+                    "sidebar_redraw_ms_median": round(sorted(redraws)[len(redraws) // 2], 2) if redraws else None,
+                    "sidebar_redraw_ms_max": round(max(redraws), 2) if redraws else None,
+                    "idle_sidebar_redraws": len(idle_redraws),
                     "busy_seconds": round(first_import - self.calls_ended, 3),
                     "importing_max_plain_ms": round(max(later_plain), 2) if later_plain else None,
                     "import_gaps_ms": [round(g, 1) for g in later_imports],
@@ -332,6 +351,7 @@ def install() -> str:
         pending.extend(cls.__subclasses__())
         if getattr(cls, "bl_category", "") == CONFIG.get("category", "ModelsLab") and cls.is_registered:
             cls.append(lambda _panel, _context: PANEL_DRAWS.append(now()))
+    bpy.types.SpaceView3D.draw_handler_add(lambda: SIDEBAR_ENDS.append(now()), (), "UI", "POST_PIXEL")
     return module
 
 
