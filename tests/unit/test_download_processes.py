@@ -202,3 +202,33 @@ def test_a_killed_downloader_leaves_a_file_the_next_download_cleans(
     fresh_server.clear_faults()
     assert client.download(links(padded_job), target) == target
     assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [b"mtllib ../outside.mtl\n", b"  MTLLIB /etc/x.mtl\r\n", b"mtllib \\\n  ../continued.mtl\n"],
+)
+def test_the_streamed_self_containment_check_sees_a_statement_split_anywhere(tmp_path: Path, hostile: bytes) -> None:
+    # A download feeds the check chunk by chunk as the bytes arrive: wherever the chunks split the statement,
+    # the verdict is the one the whole file gets.
+    from api.errors import ModelsLabError
+    from api.meshcheck import MeshScan, check_self_contained
+
+    body = b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" * 40 + hostile + b"f 1 2 3\n" * 40
+    mesh = tmp_path / "mesh.obj"
+    mesh.write_bytes(body)
+    with pytest.raises(ModelsLabError):
+        check_self_contained(mesh, "obj")
+    start = body.index(hostile)
+    for cut in range(start - 2, start + len(hostile) + 2):
+        scan = MeshScan("obj")
+        scan.feed(body[:cut])
+        scan.feed(body[cut:])
+        with pytest.raises(ModelsLabError) as refused:
+            scan.check(mesh)
+        assert refused.value.category is Category.BAD_MESH, cut
+    commented = body.replace(hostile, b"#" + hostile)
+    clean = MeshScan("obj")
+    for at in range(0, len(commented), 7):
+        clean.feed(commented[at : at + 7])
+    clean.check(mesh)  # the same bytes with the statement commented out pass
