@@ -39,7 +39,15 @@ from .transport import (
     split_url,
 )
 
-__all__ = ["ADMIN_ACTIONS", "MESH_FORMATS", "ClientConfig", "JobStatus", "ModelsLabClient", "parse_response"]
+__all__ = [
+    "ADMIN_ACTIONS",
+    "MESH_FORMATS",
+    "ClientConfig",
+    "JobStatus",
+    "ModelsLabClient",
+    "check_job_id",
+    "parse_response",
+]
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"modelslab-blender/{__version__}"
@@ -52,6 +60,13 @@ ADMIN_ACTIONS = ("system_details", "clear_queue", "clear_cache", "restart_server
 MAX_JSON_BYTES = 8 << 20  # an API answer bigger than this is not one we understand
 MESH_FORMATS = OUTPUT_FORMATS  # the older name of the same tuple
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_job_id(text: str, fix: str | None = None) -> str:
+    """Return text if it is a job id the fetch URL can carry (1-64 of A-Z a-z 0-9 _ . -), else invalid_input."""
+    if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
+        raise invalid_input(f"Not a valid job id: {text[:40]!r}.", fix)
+    return text
 
 
 # --- the client -------------------------------------------------------------------------------------------------
@@ -290,9 +305,7 @@ class ModelsLabClient:
         Also how a job this add-on did not submit is adopted (one started by the CLI, a web app or a webhook
         pipeline): the server answers it for the key that submitted it, like any of ours.
         """
-        text = str(job_id).strip() if job_id is not None else ""
-        if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
-            raise invalid_input(f"Not a valid job id: {text[:40]!r}.")
+        text = check_job_id(str(job_id).strip() if job_id is not None else "")
         path = f"{self._flavor_path()}/fetch/{quote(text, safe='')}"
         payload = self._post_json(path, {}, idempotent=True, cancel=cancel, missing_means_expired=True)
         return JobStatus.from_payload(payload)

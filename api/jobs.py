@@ -1,31 +1,30 @@
 """The job runner: a bounded pool of worker threads that takes jobs from an image to a mesh in the cache.
 
-A worker takes one job through upload -> submit -> poll -> download (the steps live in api.worker) and every
-state change is journaled before it is announced. Workers never block on anything but the network and a per-job
-threading.Event, so cancel() and shutdown() take effect at once. The caller (Blender's main thread, a batch
-script) drains `events` and imports downloaded meshes itself, then calls mark_imported().
+A worker takes one job through upload -> submit -> poll -> download and every state change is journaled before
+it is announced; the steps, and the checks a new job passes before it is journaled, live in api.worker. Workers
+never block on anything but the network and a per-job threading.Event, so cancel() and shutdown() take effect at
+once. The caller (Blender's main thread, a batch script) drains `events` and imports downloaded meshes itself,
+then calls mark_imported().
 
 The record model lives in api.records and the poll timetable in api.polling; their names stay importable here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from .errors import Category, ModelsLabError, invalid_input
-from .params import TEXT, VIEW_NAMES, GenerationParams, check_http_url, is_url
+from .params import GenerationParams
 from .polling import MAX_ODD_ANSWERS
 from .records import SETTLED_STATES, TERMINAL_STATES, JobEvent, JobRecord, JobState, may_have_been_charged
-from .worker import SUBMIT_UNKNOWN_FIX, TIMED_OUT_MESSAGE, WorkerSteps, _Job
+from .worker import SUBMIT_UNKNOWN_FIX, TIMED_OUT_MESSAGE, WorkerSteps, _Job, adopted_job_fields, new_job_fields
 
 if TYPE_CHECKING:
     from .cache import MeshCache
@@ -50,48 +49,6 @@ log = logging.getLogger(__name__)
 _FACT_FIELDS = frozenset({"remote_id", "submitted_at", "eta", "future_links", "meta", "image_url", "params"})
 RECOVERED_MESSAGE = "Recovered from a closed session"
 FOREIGN_MESSAGE = "Running in another Blender (or batch) that shares this folder; it is left to that process."
-
-
-def _name_from_source(source: str) -> str:
-    if is_url(source):
-        stem = PurePosixPath(unquote(urlsplit(source).path)).stem or (urlsplit(source).hostname or "")
-    else:
-        stem = Path(source).stem
-    return stem.strip()[:63] or "image"
-
-
-def _name_from_prompt(prompt: str) -> str:
-    words = " ".join(str(prompt or "").split())
-    if len(words) > 40:
-        words = words[:40].rsplit(" ", 1)[0] or words[:40]
-    return words or "text"
-
-
-def _checked_local_image(source: str, what: str) -> str:
-    """The absolute path of a local image that passes the upload checks (type, size), else invalid_input."""
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise invalid_input(f"{what} not found: {source}", "Choose an existing image file.")
-    from .images import check_image_file
-
-    try:
-        check_image_file(path)
-    except ModelsLabError as error:
-        if what == "Image file":
-            raise
-        raise ModelsLabError(error.category, f"{what.rsplit(':', 1)[0]}: {error.message}", error.fix) from None
-    return str(path.absolute())
-
-
-def _checked_view(view: object, number: int) -> str:
-    """One extra view (view 2, 3 or 4): an http(s) URL, or a local image file (made absolute)."""
-    label = f"extra_views (view {number}, {VIEW_NAMES[min(number, len(VIEW_NAMES)) - 1]})"
-    if not isinstance(view, str) or not view.strip():
-        raise invalid_input(f"{label}: no image was given.", "Choose an image file or an image URL for each view.")
-    view = view.strip()
-    if is_url(view):
-        return check_http_url(view, label)
-    return _checked_local_image(view, f"{label}: image file")
 
 
 def _normalise_base(url: str) -> str:
@@ -172,46 +129,7 @@ class JobRunner(WorkerSteps):
         written; in both cases nothing was sent.
         """
         self._check_open()
-        if not isinstance(params, GenerationParams):
-            raise invalid_input("params must be a GenerationParams.")
-        params = GenerationParams.from_dict(params.to_dict())
-        image_url: str | None = None
-        if params.kind == TEXT:
-            if not isinstance(source, str) or source.strip():
-                raise invalid_input('A text job takes no image; give source="".', "Clear the image.")
-            params.validate()
-            source = ""
-            default_name = _name_from_prompt(params.prompt)
-        else:
-            if not isinstance(source, str) or not source.strip():
-                raise invalid_input("No image was given.", "Choose an image file or an image URL.")
-            source = source.strip()
-            params.validate(require_image=False)  # fields and the number of views first
-            params.extra_views = [_checked_view(view, number) for number, view in enumerate(params.extra_views, 2)]
-            local_views = any(not is_url(view) for view in params.extra_views)
-            if is_url(source):
-                check_http_url(source, "image URL")
-                params.init_image = source
-                params.validate(require_image=not local_views)
-                image_url = source
-            else:
-                source = _checked_local_image(source, "Image file")
-                params.init_image = ""
-            default_name = _name_from_source(source)
-        extra = dict(extra or {})
-        try:
-            json.dumps(extra)
-        except (TypeError, ValueError) as exc:
-            raise invalid_input(f"extra must be JSON-safe data: {exc}.") from None
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise invalid_input("name must be non-empty text.")
-        return self._start(
-            name=(name or default_name).strip(),
-            source=source,
-            params=params.to_dict(),
-            image_url=image_url,
-            extra=extra,
-        )
+        return self._start(**new_job_fields(source, params, name, extra))
 
     def adopt(self, remote_id: str, *, name: str | None = None, extra: dict[str, Any] | None = None) -> JobRecord:
         """Follow a job someone else submitted (the CLI, a web app, a webhook pipeline) like one of ours.
@@ -221,29 +139,7 @@ class JobRunner(WorkerSteps):
         taken from the output link's name. Raises invalid_input for a malformed id (before any request).
         """
         self._check_open()
-        from .client import _JOB_ID_RE  # the one rule for a job id (the fetch URL's path segment)
-
-        text = str(remote_id).strip() if isinstance(remote_id, str | int) and not isinstance(remote_id, bool) else ""
-        if not _JOB_ID_RE.fullmatch(text) or text.strip(".") == "":
-            raise invalid_input(
-                f"Not a valid job id: {text[:40]!r}.", "Paste the job's id as the service reported it (e.g. 1234)."
-            )
-        extra = dict(extra or {})
-        try:
-            json.dumps(extra)
-        except (TypeError, ValueError) as exc:
-            raise invalid_input(f"extra must be JSON-safe data: {exc}.") from None
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise invalid_input("name must be non-empty text.")
-        extra.setdefault("adopted", True)
-        return self._start(
-            name=(name or f"job {text}").strip()[:63],
-            source="",
-            params={},
-            image_url=None,
-            extra=extra,
-            remote_id=text,
-        )
+        return self._start(**adopted_job_fields(remote_id, name, extra))
 
     def _start(
         self,

@@ -1,4 +1,5 @@
-"""The steps a worker thread takes one job through: upload, submit, poll, download.
+"""The steps a worker thread takes one job through (upload, submit, poll, download), and the checks a new job
+passes before it is journaled (new_job_fields, adopted_job_fields).
 
 Mixed into JobRunner (api.jobs), which owns the threads, the lock and the journal: a step reads the working
 record under the runner's lock and reports every change through _update(), which journals and publishes it.
@@ -7,17 +8,18 @@ Steps wait only on the network and on the job's stop event, so cancel() and shut
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import polling
-from .errors import Category, ModelsLabError
-from .params import OUTPUT_FORMATS, TEXT, GenerationParams, is_url
+from .errors import Category, ModelsLabError, invalid_input
+from .params import OUTPUT_FORMATS, TEXT, VIEW_NAMES, GenerationParams, check_http_url, is_url
 from .polling import PollSchedule, PollTiming
 from .records import JobRecord, JobState
 from .responses import JobStatus
@@ -66,6 +68,116 @@ def _format_of(url: str) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+# --- a new job's inputs, checked before anything is journaled or sent -------------------------------------------
+def new_job_fields(source: str, params: GenerationParams, name: str | None, extra: Any) -> dict[str, Any]:
+    """The checked fields of a job to submit (JobRunner._start's keywords); invalid_input before any request.
+
+    An image job's source is a local image file or an http(s) URL (the front view); params.extra_views may hold
+    more views as local files or URLs, each checked here. A text job (params.kind "text") has no image: source
+    is "" and the job is named from its prompt.
+    """
+    if not isinstance(params, GenerationParams):
+        raise invalid_input("params must be a GenerationParams.")
+    params = GenerationParams.from_dict(params.to_dict())
+    image_url: str | None = None
+    if params.kind == TEXT:
+        if not isinstance(source, str) or source.strip():
+            raise invalid_input('A text job takes no image; give source="".', "Clear the image.")
+        params.validate()
+        source = ""
+        default_name = _name_from_prompt(params.prompt)
+    else:
+        if not isinstance(source, str) or not source.strip():
+            raise invalid_input("No image was given.", "Choose an image file or an image URL.")
+        source = source.strip()
+        params.validate(require_image=False)  # fields and the number of views first
+        params.extra_views = [_checked_view(view, number) for number, view in enumerate(params.extra_views, 2)]
+        local_views = any(not is_url(view) for view in params.extra_views)
+        if is_url(source):
+            check_http_url(source, "image URL")
+            params.init_image = source
+            params.validate(require_image=not local_views)
+            image_url = source
+        else:
+            source = _checked_local_image(source, "Image file")
+            params.init_image = ""
+        default_name = _name_from_source(source)
+    extra = _checked_extra(extra, name)
+    return {
+        "name": (name or default_name).strip(),
+        "source": source,
+        "params": params.to_dict(),
+        "image_url": image_url,
+        "extra": extra,
+    }
+
+
+def adopted_job_fields(remote_id: Any, name: str | None, extra: Any) -> dict[str, Any]:
+    """The checked fields of a job someone else submitted (JobRunner._start's keywords); invalid_input if bad."""
+    from .client import check_job_id  # imported on first use: the client loads `requests`
+
+    text = str(remote_id).strip() if isinstance(remote_id, str | int) and not isinstance(remote_id, bool) else ""
+    check_job_id(text, "Paste the job's id as the service reported it (e.g. 1234).")
+    extra = _checked_extra(extra, name)
+    extra.setdefault("adopted", True)
+    name = (name or f"job {text}").strip()[:63]
+    return {"name": name, "source": "", "params": {}, "image_url": None, "extra": extra, "remote_id": text}
+
+
+def _checked_extra(extra: Any, name: str | None) -> dict[str, Any]:
+    """A copy of the caller's extra data, refused unless it is JSON-safe; also refuses an empty name."""
+    extra = dict(extra or {})
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError) as exc:
+        raise invalid_input(f"extra must be JSON-safe data: {exc}.") from None
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise invalid_input("name must be non-empty text.")
+    return extra
+
+
+def _name_from_source(source: str) -> str:
+    if is_url(source):
+        stem = PurePosixPath(unquote(urlsplit(source).path)).stem or (urlsplit(source).hostname or "")
+    else:
+        stem = Path(source).stem
+    return stem.strip()[:63] or "image"
+
+
+def _name_from_prompt(prompt: str) -> str:
+    words = " ".join(str(prompt or "").split())
+    if len(words) > 40:
+        words = words[:40].rsplit(" ", 1)[0] or words[:40]
+    return words or "text"
+
+
+def _checked_local_image(source: str, what: str) -> str:
+    """The absolute path of a local image that passes the upload checks (type, size), else invalid_input."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise invalid_input(f"{what} not found: {source}", "Choose an existing image file.")
+    from .images import check_image_file
+
+    try:
+        check_image_file(path)
+    except ModelsLabError as error:
+        if what == "Image file":
+            raise
+        raise ModelsLabError(error.category, f"{what.rsplit(':', 1)[0]}: {error.message}", error.fix) from None
+    return str(path.absolute())
+
+
+def _checked_view(view: object, number: int) -> str:
+    """One extra view (view 2, 3 or 4): an http(s) URL, or a local image file (made absolute)."""
+    label = f"extra_views (view {number}, {VIEW_NAMES[min(number, len(VIEW_NAMES)) - 1]})"
+    if not isinstance(view, str) or not view.strip():
+        raise invalid_input(f"{label}: no image was given.", "Choose an image file or an image URL for each view.")
+    view = view.strip()
+    if is_url(view):
+        return check_http_url(view, label)
+    return _checked_local_image(view, f"{label}: image file")
 
 
 class WorkerSteps:
