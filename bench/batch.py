@@ -115,10 +115,10 @@ def _pair(srv: ServerProcess, images: list[Path], resolution: int, root: Path) -
 def run(quick: bool = False) -> Outcome:
     """Gated pair at GATED_RESOLUTION on 32 images; the default resolution (256) on fewer images, reported."""
     require_file(BPY50_PYTHON, "make setup-bpy")
-    require_file(BATCH, "scripts/batch.py (H6)")
+    require_file(BATCH, "the headless batch script")
     for piece in ("__init__.py", "blender/runtime.py", "blender/scripting.py"):
         if not (REPO_ROOT / piece).exists():
-            raise Missing(f"{piece} has not landed yet (H3: the extension, which batch.py drives)")
+            raise Missing(f"{piece} is missing (the extension, which batch.py drives)")
     outcome = Outcome()
     count = 8 if quick else IMAGES
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))

@@ -130,7 +130,7 @@ def _resolution_256_obj(directory: Path) -> Path:
 def run(quick: bool = False) -> Outcome:
     """Install once, then the register probes (fresh processes) and the import comparison (each may fail alone)."""
     require_file(BPY50_PYTHON, "make setup-bpy")
-    require_file(EXTENSION_ZIP, "make build (scripts/build_extension.py, H4) and the extension itself (H3)")
+    require_file(EXTENSION_ZIP, "make build (scripts/build_extension.py)")
     outcome = Outcome()
     root = Path(tempfile.mkdtemp(prefix="bench-bpy-"))
     try:

@@ -30,7 +30,7 @@ API_KEY = "bench-key"  # the local server takes any non-empty key
 
 @dataclass(frozen=True)
 class Goal:
-    """A gated figure of issue 6: its results.json key, what it measures, and the bound it must meet."""
+    """A gated figure: its results.json key, what it measures, and the bound it must meet."""
 
     key: str  # dotted for the nested time_to_mesh_overhead_s object
     what: str
@@ -208,8 +208,8 @@ def require_file(path: Path, why: str) -> Path:
 
 
 def require_module(relative: str, owner: str) -> Path:
-    """A repository file another engineer provides; Missing when it has not landed yet."""
-    return require_file(REPO_ROOT / relative, f"not landed yet: {owner}")
+    """A repository file the section needs; Missing (with owner as the reason) when it is absent."""
+    return require_file(REPO_ROOT / relative, f"missing: {owner}")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.01, what: str = "") -> Any:

@@ -51,7 +51,7 @@ def run(quick: bool = False) -> Outcome:
     """ROUNDS alternations client/curl; ratio = median over rounds of curl seconds / client seconds."""
     outcome = Outcome()
     if not (REPO_ROOT / "api" / "client.py").exists():
-        raise Missing("api/client.py has not landed yet (H1)")
+        raise Missing("api/client.py is missing")
     if not shutil.which("curl"):
         raise Missing("curl is not installed")
     workdir = Path(tempfile.mkdtemp(prefix="bench-download-"))

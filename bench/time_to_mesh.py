@@ -264,9 +264,9 @@ def run_naive(srv: ServerProcess, image_url: str, count: int, workdir: Path, sta
 
 # --- this project's JobRunner -----------------------------------------------------------------------------------
 def _project_api() -> Any:
-    for relative, owner in (("api/client.py", "H1 (api/client.py)"), ("api/jobs.py", "H2 (api/jobs.py JobRunner)")):
+    for relative, owner in (("api/client.py", "the client"), ("api/jobs.py", "the JobRunner")):
         if not (REPO_ROOT / relative).exists():
-            raise Missing(f"{relative} has not landed yet ({owner})")
+            raise Missing(f"{relative} is missing ({owner})")
     import api
 
     return api

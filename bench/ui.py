@@ -39,7 +39,7 @@ def run(quick: bool = False) -> Outcome:
         raise Missing(reason)
     for piece in ("__init__.py", "blender/runtime.py", "operators"):
         if not (REPO_ROOT / piece).exists():
-            raise Missing(f"{piece} has not landed yet (H3: the extension)")
+            raise Missing(f"{piece} is missing (the extension)")
     outcome = Outcome()
     workdir = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     original_driver = harness.JOBS_DRIVER
