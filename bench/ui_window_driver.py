@@ -37,6 +37,7 @@ T0 = time.perf_counter()
 FIRINGS: list[float] = []  # perf_counter of every 20 ms timer firing
 OBJECT_COUNTS: list[int] = []  # ModelsLab mesh objects in the scene at each firing
 PANEL_DRAWS: list[float] = []  # now() of each ModelsLab panel's draw()
+VIEWPORT_DRAWS: list[float] = []  # now() at the end of each 3D-viewport main region redraw
 SIDEBAR_ENDS: list[float] = []  # now() at the end of each 3D-viewport sidebar redraw (its POST_PIXEL handler)
 
 
@@ -260,6 +261,10 @@ class Driver:
                     "sidebar_redraw_ms_median": round(sorted(redraws)[len(redraws) // 2], 2) if redraws else None,
                     "sidebar_redraw_ms_max": round(max(redraws), 2) if redraws else None,
                     "idle_sidebar_redraws": len(idle_redraws),
+                    "viewport_redraws": sum(1 for at in VIEWPORT_DRAWS if self.calls_ended <= T0 + at <= first_import),
+                    "idle_viewport_redraws": sum(
+                        1 for at in VIEWPORT_DRAWS if self.round_started <= T0 + at <= self.busy_started
+                    ),
                     "busy_seconds": round(first_import - self.calls_ended, 3),
                     "importing_max_plain_ms": round(max(later_plain), 2) if later_plain else None,
                     "import_gaps_ms": [round(g, 1) for g in later_imports],
@@ -352,6 +357,7 @@ def install() -> str:
         if getattr(cls, "bl_category", "") == CONFIG.get("category", "ModelsLab") and cls.is_registered:
             cls.append(lambda _panel, _context: PANEL_DRAWS.append(now()))
     bpy.types.SpaceView3D.draw_handler_add(lambda: SIDEBAR_ENDS.append(now()), (), "UI", "POST_PIXEL")
+    bpy.types.SpaceView3D.draw_handler_add(lambda: VIEWPORT_DRAWS.append(now()), (), "WINDOW", "POST_PIXEL")
     return module
 
 
