@@ -274,9 +274,11 @@ def _redraw_reading(figures: dict[str, Any]) -> str:
     drawn = _span([figures["in_flight_sidebar_redraw_ms_median"]])
     if undrawn < ratio:
         return (
-            f"The largest gaps are those holding a sidebar redraw: the add-on's panels took {drawn} ms of it (median "
-            "per round, from the first panel's draw() to the region's end), the rest is Blender's own drawing of "
-            f"the window (software OpenGL here); the gaps without a sidebar redraw give a ratio of {undrawn}."
+            f"The largest gaps are those holding a sidebar redraw, yet the sidebar region's drawing took {drawn} ms "
+            "(median per round, from the first ModelsLab panel's draw() to the region's end) and the 3D viewport "
+            f"redrew {_span([figures.get('in_flight_viewport_redraws') or []])} times: the rest of such a gap is "
+            "Blender updating the window after a region redraw (Mesa's software OpenGL under Xvfb here); the gaps "
+            f"without a sidebar redraw give a ratio of {undrawn}."
         )
     return f"Sidebar redraws ({drawn} ms, median per round) were not the largest gaps (ratio without them {undrawn})."
 
