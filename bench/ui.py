@@ -261,7 +261,10 @@ def _windows(outcome: Outcome, quick: bool) -> None:
             f"{_span(figures['import_gaps_ms'])} ms per mesh and the largest other gap was "
             f"{_span([figures['importing_max_plain_gap_ms']])} ms. One job alone: the object was in the scene "
             f"{figures['in_window_time_to_object_median_s']} s after the server finished it "
-            f"({', '.join(str(v) for v in figures['in_window_time_to_object_s'])} s)."
+            f"({', '.join(str(v) for v in figures['in_window_time_to_object_s'])} s: mesh on disk "
+            f"{', '.join(str(v) for v in figures.get('finished_to_downloaded_s') or [])} s after the finish, then "
+            f"{', '.join(str(v) for v in figures.get('downloaded_to_in_scene_s') or [])} s to the object: the "
+            "timer's pick-up and Blender's importer)."
         )
     outcome.notes.append(ui_window.NOTE)
 

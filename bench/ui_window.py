@@ -164,6 +164,11 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
     in_window = [
         s["seen_at"] - finished[s["remote_id"]] for s in result["single"] if s["remote_id"] in finished and s["seen_at"]
     ]
+    downloaded = [
+        (s["downloaded_at"] - finished[s["remote_id"]], s["seen_at"] - s["downloaded_at"])
+        for s in result["single"]
+        if s["remote_id"] in finished and s.get("downloaded_at") and s["seen_at"]
+    ]
     return {
         "blender": result.get("blender_version"),
         "python": result.get("python_version"),
@@ -188,6 +193,8 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
         "sidebar_tab_presses": result.get("tab_presses"),
         "in_window_time_to_object_median_s": rounded(median(in_window)) if in_window else None,
         "in_window_time_to_object_s": [rounded(v) for v in in_window],
+        "finished_to_downloaded_s": [rounded(a) for a, _ in downloaded],
+        "downloaded_to_in_scene_s": [rounded(b) for _, b in downloaded],
     }
 
 

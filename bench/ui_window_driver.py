@@ -301,7 +301,14 @@ class Driver:
         objects = addon_objects()
         if self.single_started and objects:
             obj = objects[0]
-            singles.append({"remote_id": str(obj.get("modelslab_remote_id", "")), "seen_at": SEEN.get(obj.name)})
+            remote_id = str(obj.get("modelslab_remote_id", ""))
+            singles.append(
+                {
+                    "remote_id": remote_id,
+                    "seen_at": SEEN.get(obj.name),
+                    "downloaded_at": downloaded_at(self.module, remote_id),
+                }
+            )
             self.clear_objects()
             self.single_started = 0.0
             return 0.3
@@ -324,6 +331,18 @@ class Driver:
         log(f"result written to {CONFIG['result']}; quitting")
         bpy.ops.wm.quit_blender()
         return None
+
+
+def downloaded_at(module: str, remote_id: str) -> float | None:
+    """When the add-on's runner had the job's mesh on disk (epoch), from its job record."""
+    session = sys.modules.get(f"{module}.blender.session")
+    runner = session.peek_runner() if session is not None else None
+    if runner is None:
+        return None
+    for record in runner.records():
+        if str(record.remote_id) == remote_id:
+            return getattr(record, "downloaded_at", None)
+    return None
 
 
 RUNNING = {"queued", "uploading", "submitting", "submitted", "processing", "downloading", "downloaded"}
