@@ -28,7 +28,10 @@ REASON = gui.unavailable_reason()
 if REASON:
     pytest.skip(f"gui layer skipped: {REASON}", allow_module_level=True)
 
+from tests.gui import test_gui_two_blenders as two_blenders  # noqa: E402
 from tests.gui.test_gui_two_blenders import Window, journal_record, touched  # noqa: E402
+
+DRIVER = Path(__file__).resolve().parent / "window_batch_driver.py"  # two_blenders_driver + the job's details
 
 RESOLUTION = 48
 PADDED_MESH_BYTES = 2 * 1024 * 1024  # a mesh big enough that a throttled download takes seconds
@@ -104,7 +107,8 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, server: ServerProcess) -> Iterator[Setup]:
+def setup(tmp_path: Path, server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    monkeypatch.setattr(two_blenders, "DRIVER", DRIVER)  # the window runs this file's driver
     made = Setup(tmp_path, server)
     windows = closing_each(
         lambda role, **options: Window(role, tmp_path, made.zip_path, made.shared, server, made.key, **options)
@@ -231,18 +235,27 @@ def test_a_killed_batchs_job_is_taken_over_by_the_window_but_not_imported_into_i
     assert server.downloads(remote_id)["completed"] == 0
 
     # The window notices that the batch is gone, takes the job over and downloads it, but leaves the import to
-    # the user: the row is "downloaded" and offers Import; the window's unrelated scene gets no object.
+    # the user: the row is "downloaded" and its details offer Import; the window's unrelated scene gets no object.
     seen = window.ask("wait_row", timeout=120, local_id=local_id, states=["downloaded"], ownership=["recovered"])
-    window.ask("save")
-    view = window.ask("view")
     assert seen["row"]["state"] == "downloaded" and seen["row"]["ownership"] == "recovered"
+    window.ask("save")
+    details = window.ask("details", local_id=local_id)
+    assert "Recovered from a closed session" in details["texts"], details["texts"]
+    assert {"operator": "modelslab.reimport_job", "text": "Import"} in details["buttons"], details["buttons"]
+    view = details["view"]
     assert view["objects"] == {}
     record = journal_record(setup.shared, local_id)
     assert record["owner"] == view["session"] != batch_session
     assert record["adopted_from_closed_session"] and record["state"] == "downloaded"
     assert touched(view["requests"], remote_id, record["output_urls"])
-
     assert server.stats()["submits"] == 1
     wait_until(lambda: server.downloads(remote_id)["completed"] >= 1, timeout=10)
     assert server.downloads(remote_id)["completed"] == 1
     assert objects_in(window_blend, setup.tmp_path / "reader") == {}
+
+    # The user asks for it: Import brings the mesh from the cache into this scene, with no new download.
+    pressed = window.ask("press", local_id=local_id, operator="modelslab.reimport_job")
+    assert pressed["return"] == ["FINISHED"]
+    assert list(pressed["view"]["objects"].values()) == [local_id]
+    assert journal_record(setup.shared, local_id)["state"] == "imported"
+    assert server.downloads(remote_id)["completed"] == 1
