@@ -94,32 +94,34 @@ def server() -> Iterator[ServerProcess]:
 
 
 class Setup:
-    """What a test starts: the window and the batch share tmp_path/shared, the server and one key."""
+    """What a test starts: window(role) and batch(*args) share tmp_path/shared, the server and one key; the batch
+    is stopped before the windows close (a window outliving it must not take its jobs over)."""
 
     def __init__(self, tmp_path: Path, server: ServerProcess):
         self.tmp_path = tmp_path
         self.shared = tmp_path / "shared"
-        self.zip_path, _origin = gui.legacy_zip(tmp_path)
-        self.key = gui_key()
-        self.server = server
-        self.window: Callable[..., Window] | None = None
-        self.batch: Callable[..., Batch] | None = None
+        zip_path, _origin = gui.legacy_zip(tmp_path)
+        key = gui_key()
+        self._batches = closing_each(
+            lambda *args: Batch(tmp_path / "batch", zip_path, self.shared, server, key, list(args))
+        )
+        self._windows = closing_each(
+            lambda role, **options: Window(role, tmp_path, zip_path, self.shared, server, key, **options)
+        )
+        self.batch: Callable[..., Batch] = next(self._batches)
+        self.window: Callable[..., Window] = next(self._windows)
+
+    def close(self) -> None:
+        for children in (self._batches, self._windows):
+            next(children, None)  # closing_each closes every child it made
 
 
 @pytest.fixture
 def setup(tmp_path: Path, server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     monkeypatch.setattr(two_blenders, "DRIVER", DRIVER)  # the window runs this file's driver
     made = Setup(tmp_path, server)
-    windows = closing_each(
-        lambda role, **options: Window(role, tmp_path, made.zip_path, made.shared, server, made.key, **options)
-    )
-    batches = closing_each(
-        lambda *args: Batch(tmp_path / "batch", made.zip_path, made.shared, server, made.key, list(args))
-    )
-    made.window, made.batch = next(windows), next(batches)
     yield made
-    for fixture in (batches, windows):  # the batch first: a window outliving it must not take its jobs over
-        next(fixture, None)
+    made.close()
 
 
 def the_only_record(shared: Path) -> dict[str, Any]:
@@ -139,7 +141,6 @@ def objects_in(blend: Path, home: Path) -> dict[str, str]:
 
 
 def test_a_window_leaves_a_still_processing_batch_job_to_the_batch(setup: Setup, server: ServerProcess) -> None:
-    assert setup.window and setup.batch
     server.set_faults([{"fault": "hold_job", "endpoint": "submit"}])
     batch_blend, window_blend = setup.tmp_path / "batch.blend", setup.tmp_path / "window.blend"
     batch = setup.batch("--save-blend", str(batch_blend), str(example_image()))
@@ -177,7 +178,6 @@ def test_a_window_leaves_a_still_processing_batch_job_to_the_batch(setup: Setup,
 def test_a_slow_batch_download_beside_a_window_completes_once_into_the_batch_blend(
     setup: Setup, server: ServerProcess
 ) -> None:
-    assert setup.window and setup.batch
     server.set_faults(
         [
             {"fault": "pad_output", "endpoint": "submit", "bytes": PADDED_MESH_BYTES},
@@ -216,7 +216,6 @@ def test_a_slow_batch_download_beside_a_window_completes_once_into_the_batch_ble
 def test_a_killed_batchs_job_is_taken_over_by_the_window_but_not_imported_into_its_scene(
     setup: Setup, server: ServerProcess
 ) -> None:
-    assert setup.window and setup.batch
     server.set_faults(
         [
             {"fault": "pad_output", "endpoint": "submit", "bytes": PADDED_MESH_BYTES},
