@@ -86,6 +86,11 @@ def _workbench_scene() -> Any:
     import bpy
 
     scene = bpy.context.scene
+    # Not the default EEVEE (it needs a GPU; bpy 5.3 crashed in it here at times) nor Workbench, which the camera
+    # source switches to and must switch back from: Cycles on the CPU, one sample.
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 1
     scene.render.resolution_x = scene.render.resolution_y = 256
     scene.render.resolution_percentage = 100
     return scene
