@@ -264,5 +264,17 @@ def run_script() -> int:
         return EXIT_FAILED
 
 
+def leave(code: int) -> None:
+    """Exit with code. Under the bpy module of Blender 4.2, Python's own shutdown can crash (SIGSEGV) after a
+    Cycles bake or an export although every result is written; there the process leaves without it."""
+    bpy = sys.modules.get("bpy")
+    launched_as_python = bool(sys.argv) and Path(sys.argv[0]).name == Path(__file__).name
+    if bpy is not None and launched_as_python and tuple(bpy.app.version[:2]) == (4, 2):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run_script())
+    leave(run_script())

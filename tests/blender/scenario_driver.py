@@ -80,7 +80,13 @@ def main() -> int:
     payload["threads_at_end"] = sorted(t.name for t in threading.enumerate())
     sys.stdout.write(RESULT_MARKER + json.dumps(payload, default=str) + "\n")
     sys.stdout.flush()
-    return 0 if payload["ok"] else 1
+    code = 0 if payload["ok"] else 1
+    bpy = sys.modules.get("bpy")
+    if bpy is not None and tuple(bpy.app.version[:2]) == (4, 2):
+        # bpy 4.2's own shutdown can segfault after a Cycles bake or an export, once everything is reported.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
