@@ -234,13 +234,7 @@ def save_blend(path: str) -> Path:
     return target
 
 
-def money_line(before: dict | None, after: dict | None, money: dict) -> str:
-    """The batch's closing money line: wallet before and after, jobs that may have been charged, the ledger."""
-
-    def shown(balance: dict | None) -> str:
-        return f"{balance['balance']:.2f} {balance['currency']}" if balance else "unknown"
-
-    return (
-        f"wallet: {shown(before)} -> {shown(after)}; {money['charged_jobs']} job(s) may have been charged; "
-        f"ledger {money['ledger']}"
-    )
+def money_line(after: dict | None, money: dict) -> str:
+    """The batch's closing money line: jobs that may have been charged, the wallet after them, the ledger."""
+    balance = f"; wallet now {after['balance']:.2f} {after['currency']}" if after else ""
+    return f"{money['charged_jobs']} job(s) may have been charged{balance}; ledger {money['ledger']}"

@@ -158,7 +158,6 @@ def run_batch(
     session.configure_batch(
         base_url=args.base_url, flavor=args.flavor, max_workers=args.concurrency, poll_timeout=args.timeout
     )
-    balance_before = session.wallet_balance_now()  # None when unknown; a failed check never stops the batch
     engine = ext.module("blender.batch").Batch(
         params,
         limit=args.concurrency,
@@ -182,7 +181,9 @@ def run_batch(
         return engine
     output.progress(f"{len(engine.items)} input(s), up to {engine.window} at once; extension {ext.where}")
     engine.run()
-    output.progress(batch_output.money_line(balance_before, session.wallet_balance_now(), session.money()))
+    # The wallet is asked only after jobs that may have cost money: bad input must cause no request at all.
+    charged = session.money()["charged_jobs"] > 0
+    output.progress(batch_output.money_line(session.wallet_balance_now() if charged else None, session.money()))
     if engine.interrupted:
         output.progress("interrupted: unfinished jobs stay in the journal; run again with --resume")
     if args.asset_library and decorate.objects:
