@@ -28,6 +28,7 @@ import requests
 import urllib3.exceptions
 
 from .errors import Category, ModelsLabError, invalid_input
+from .journal import replace_retrying
 from .meshcheck import MeshScan
 from .params import OUTPUT_FORMATS
 from .responses import AnswerError, as_float, parse_response, plain_error
@@ -351,7 +352,7 @@ def _move_into_place(temp: Path, target: Path, fmt: str) -> bool:
     if _valid_file(target, fmt):
         return False
     try:
-        _replace(temp, target)
+        replace_retrying(temp, target, pause=0.05)
     except FileNotFoundError:
         raise _DownloadFailure(_interfered(target.parent, "the partial download vanished"), retry=True) from None
     except OSError as exc:
@@ -359,18 +360,6 @@ def _move_into_place(temp: Path, target: Path, fmt: str) -> bool:
             return False  # e.g. Windows: the target was open in another process that had just put it there
         raise _DownloadFailure(_local_write_error(exc, target.parent), retry=False, final=True) from None
     return True
-
-
-def _replace(source: Path, target: Path, attempts: int = 5) -> None:
-    """os.replace, retried briefly: on Windows it fails while another process has the target open."""
-    for attempt in range(attempts):
-        try:
-            os.replace(source, target)
-            return
-        except PermissionError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))  # nothing to wait on: the other process holds the file briefly
 
 
 def _valid_file(path: Path, fmt: str) -> bool:

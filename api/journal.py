@@ -42,7 +42,7 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-def _replace(source: str, target: Path, attempts: int = 5) -> None:
+def replace_retrying(source: str | os.PathLike[str], target: Path, attempts: int = 5, pause: float = 0.02) -> None:
     """os.replace, retried briefly: on Windows it fails while another thread or process has the target open."""
     for attempt in range(attempts):
         try:
@@ -51,7 +51,7 @@ def _replace(source: str, target: Path, attempts: int = 5) -> None:
         except PermissionError:
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.02 * (attempt + 1))  # nothing to wait on: the reader holds the file for milliseconds
+            time.sleep(pause * (attempt + 1))  # nothing to wait on: the other side holds the file for milliseconds
 
 
 class JobJournal:
@@ -83,7 +83,7 @@ class JobJournal:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            _replace(tmp_name, target)
+            replace_retrying(tmp_name, target)
             tmp_name = None
         except OSError as exc:
             raise journal_error(self.directory, "write", exc) from None
