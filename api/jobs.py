@@ -478,7 +478,9 @@ class JobRunner(WorkerSteps):
         record.updated_at = now
         return record.copy()
 
-    def _commit(self, job: _Job, snapshot: JobRecord, *, save: bool = True, strict: bool = False) -> JobRecord:
+    def _commit(
+        self, job: _Job, snapshot: JobRecord, *, save: bool = True, strict: bool = False, durable: bool = True
+    ) -> JobRecord:
         """Journal the snapshot (job.update_lock held), then publish it: event, waiters, get()/records().
 
         A failed journal write is reported in an extra event and the job goes on, except when strict (the write
@@ -487,7 +489,7 @@ class JobRunner(WorkerSteps):
         warning = None
         if save:
             try:
-                self.journal.save(snapshot)
+                self.journal.save(snapshot, durable=durable)
             except ModelsLabError as exc:
                 if strict:
                     raise
@@ -511,12 +513,13 @@ class JobRunner(WorkerSteps):
         save: bool = True,
         strict: bool = False,
         force: bool = False,
+        durable: bool = True,
         **changes: Any,
     ) -> JobRecord:
         with job.update_lock:
             with self._lock:
                 snapshot = self._apply(job, state, message, progress, changes, force)
-            return self._commit(job, snapshot, save=save, strict=strict)
+            return self._commit(job, snapshot, save=save, strict=strict, durable=durable)
 
     def _schedule(self, job: _Job) -> None:
         with self._changed:

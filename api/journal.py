@@ -72,8 +72,12 @@ class JobJournal:
             raise ModelsLabError("invalid_input", f"Not a job id: {str(local_id)[:80]!r}.")
         return self.directory / f"{local_id}.json"
 
-    def save(self, record: JobRecord) -> None:
-        """Write the record atomically (temp file in the same folder, fsync, os.replace); secrets redacted."""
+    def save(self, record: JobRecord, *, durable: bool = True) -> None:
+        """Write the record atomically (temp file in the same folder, fsync, os.replace); secrets redacted.
+
+        durable=False skips the fsync: still atomic for every reader, but a power cut may undo it (for states
+        that are free to reach again, where waiting for the disk would only delay the job).
+        """
         target = self.path(record.local_id)
         text = json.dumps(_redacted(record.to_dict()), indent=1, sort_keys=True, ensure_ascii=False)
         tmp_name: str | None = None
@@ -82,7 +86,8 @@ class JobJournal:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             replace_retrying(tmp_name, target)
             tmp_name = None
         except OSError as exc:

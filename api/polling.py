@@ -12,7 +12,9 @@ a status fetch:
   fetch_lead seconds before it (at most half the eta): it catches a failed job or a new eta (which moves the
   prediction, sooner or later).
 - The first probe is at the predicted finish; then one check every head_interval (50 ms) for head_window
-  seconds: the fast window that catches an honest eta within a few milliseconds.
+  seconds: the fast window that catches an honest eta within a few milliseconds. An eta is a rounded number
+  ("2.99", "45"), so the prediction is the end of its rounding interval (half a unit of its last digit, at most
+  eta_rounding_cap later): a first probe a few milliseconds early would cost a whole head_interval.
 - After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
   head_interval and at most interval_max. A late job is noticed within a fifth of the time it has taken,
   and a job clearly not near done is asked less and less often.
@@ -36,6 +38,7 @@ HEAD_WINDOW = 0.1  # how long after the predicted finish the checks stay that ti
 BACKOFF = 0.2  # after the fast window, the gap is this fraction of the time since the submit
 ETA_WAIT_CAP = 30.0  # never wait longer than this between two fetches
 FETCH_LEAD = 0.3  # the last fetch before the predicted finish is sent this long (at most half the eta) before it
+ETA_ROUNDING_CAP = HEAD_INTERVAL / 2  # the most a rounded eta's rounding interval may move the prediction
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class PollTiming:
     backoff: float = BACKOFF
     eta_wait_cap: float = ETA_WAIT_CAP
     fetch_lead: float = FETCH_LEAD
+    eta_rounding_cap: float = ETA_ROUNDING_CAP
 
 
 class PollSchedule:
@@ -76,7 +80,7 @@ class PollSchedule:
         self.probing = future_links
         self.deadline = start + timing.timeout
         self.submitted = start - max(0.0, age)
-        self.predicted = start + max(0.0, eta) if eta is not None else start  # when the server should be done
+        self.predicted = start + self._eta_end(eta) if eta is not None else start  # when the server should be done
         self.fetch_interval = timing.interval_min
         self.next_fetch = start  # fetches wait for this too (spacing while probing, back-off after errors)
         if eta is not None and can_fetch:  # the fetch just before the prediction, or a refresh when it is far
@@ -91,6 +95,12 @@ class PollSchedule:
         self.last_fetch = -math.inf
         self.final_check = False
         self.odd_answers = 0
+
+    def _eta_end(self, eta: float) -> float:
+        """The latest moment a rounded eta can stand for: eta plus half a unit of its last decimal, capped."""
+        if eta <= 0:
+            return 0.0
+        return eta + min(rounding_margin(eta), self.timing.eta_rounding_cap)
 
     def _after(self, now: float) -> float:
         """When the check after one that ended at now is due."""
@@ -141,7 +151,7 @@ class PollSchedule:
         if eta is not None and eta > 0 and (now < self.predicted or now + eta > self._after(now)):
             # Before the predicted finish the newest eta wins (sooner or later); after it, only one that is clearly
             # later (the job is not near done) moves it, so a late job's "almost done" keeps the back-off going.
-            self.predicted = now + eta
+            self.predicted = now + self._eta_end(eta)
             if self.next_early <= now:
                 self.next_early = now + self.early_gap
         if not self.probing:
@@ -192,6 +202,15 @@ class PollSchedule:
             self.next_check = now
             return False
         return True
+
+
+def rounding_margin(value: float) -> float:
+    """Half a unit of value's last decimal place as written (2.99 -> 0.005, 3 or 3.0 -> 0.5)."""
+    text = repr(float(value))
+    if "e" in text or "n" in text:  # tiny, huge, inf or nan: no usable digits
+        return 0.0
+    decimals = len(text.partition(".")[2].rstrip("0"))
+    return 0.5 * 10.0**-decimals
 
 
 def poll_error_is_final(error: ModelsLabError, odd_answers: int) -> bool:

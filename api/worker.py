@@ -210,6 +210,7 @@ class WorkerSteps:
         save: bool = True,
         strict: bool = False,
         force: bool = False,
+        durable: bool = True,
         **changes: Any,
     ) -> JobRecord:
         raise NotImplementedError  # JobRunner journals and publishes the change
@@ -454,7 +455,9 @@ class WorkerSteps:
         changes: dict[str, Any] = {"output_urls": urls, "proxy_links": _dedupe(proxy_links)}
         if meta:
             changes["meta"] = dict(meta)
-        self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8, **changes)
+        # Published now, journaled once the first bytes are in (see _progress_callback): the download request goes
+        # out without waiting for the disk, and a crash before that journal write only means asking again (free).
+        self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8, save=False, **changes)
         return True
 
     def _step_download(self, job: _Job) -> None:
@@ -499,20 +502,24 @@ class WorkerSteps:
         )
 
     def _progress_callback(self, job: _Job) -> Callable[[int, int | None], None]:
-        last = {"fraction": -1.0, "at": 0.0}
+        """Progress events while the bytes arrive; the first one also journals the DOWNLOADING state (without an
+        fsync), while the rest of the body is already on its way."""
+        last = {"fraction": -1.0, "at": 0.0, "journaled": False}
 
         def report(done: int, total: int | None) -> None:
             now = time.monotonic()
             fraction = done / total if total else 0.0
             if (
-                fraction - last["fraction"] < self.PROGRESS_EVENT_STEP
+                last["journaled"]
+                and fraction - last["fraction"] < self.PROGRESS_EVENT_STEP
                 and now - last["at"] < self.PROGRESS_EVENT_SECONDS
             ):
                 return
-            last.update(fraction=fraction, at=now)
+            first = not last["journaled"]
+            last.update(fraction=fraction, at=now, journaled=True)
             mb = done / 1e6
             text = f"Downloading {mb:.1f} of {total / 1e6:.1f} MB" if total else f"Downloading {mb:.1f} MB"
-            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=False)
+            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=first, durable=False)
 
         return report
 

@@ -277,7 +277,14 @@ def test_shutdown_during_download_then_resume(fresh_server: ServerProcess, make_
     first = make_runner(fresh_server)
     events = EventLog(first)
     record = first.submit(DUCK, SMALL)
-    events.wait_for(record.local_id, "downloading")
+    wait_until(
+        lambda: any(
+            e.local_id == record.local_id and e.message.startswith("Downloading ") for e in events.pump()
+        ),  # the first bytes are in: the DOWNLOADING state is journaled with them
+        timeout=30,
+        interval=0.01,
+        message="the first download progress",
+    )
     first.shutdown(timeout=5)
     assert first.journal.load(record.local_id).state == "downloading"
 

@@ -7,10 +7,11 @@ import math
 import pytest
 
 from api.errors import Category, ModelsLabError
-from api.polling import MAX_ODD_ANSWERS, PollSchedule, PollTiming, poll_error_is_final
+from api.polling import MAX_ODD_ANSWERS, PollSchedule, PollTiming, poll_error_is_final, rounding_margin
 
 T0 = 1000.0  # any monotonic start time
-TIMING = PollTiming(timeout=3600.0, interval_min=1.0, interval_max=5.0)
+# Exact etas unless a test asks for the rounding interval (eta_rounding_cap) to count.
+TIMING = PollTiming(timeout=3600.0, interval_min=1.0, interval_max=5.0, eta_rounding_cap=0.0)
 
 
 def schedule(
@@ -90,6 +91,32 @@ def test_early_probes_on_the_clis_timetable_one_fetch_just_before_the_eta_and_a_
     seen = checks(schedule(eta), eta)  # the server says "processing, done at the eta" all along
     assert [kind for kind, _ in seen] == [kind for kind, _ in expected]
     assert [t for _, t in seen] == pytest.approx([t for _, t in expected])
+
+
+@pytest.mark.parametrize(
+    ("value", "margin"), [(2.99, 0.005), (12.5, 0.05), (3.0, 0.5), (45, 0.5), (0.125, 0.0005), (1e-7, 0.0)]
+)
+def test_the_rounding_margin_is_half_a_unit_of_the_last_digit(value: float, margin: float) -> None:
+    assert rounding_margin(value) == pytest.approx(margin)
+
+
+@pytest.mark.parametrize(("eta", "first_probe"), [(2.99, 2.995), (3.0, 3.025), (12.5, 12.525), (2.995, 2.9955)])
+def test_the_first_probe_is_at_the_end_of_the_etas_rounding_interval_capped(eta: float, first_probe: float) -> None:
+    """A server that rounds 2.994 s to "2.99" is done by 2.995 s at the earliest; "3" may mean 3.4 s, but the
+    prediction moves by at most the cap (25 ms), a fraction of one fast-window step."""
+    seen = checks(schedule(eta, eta_rounding_cap=0.025), first_probe + 0.001)
+    assert seen[-1] == ("probe", pytest.approx(first_probe))
+    assert all(t < first_probe for _, t in seen[:-1])
+
+
+def test_a_rounded_eta_from_a_fetch_is_read_the_same_way() -> None:
+    s = schedule(3.0, eta_rounding_cap=0.025)
+    s.fetch_answered(T0 + 1.0, 1.99, future_links=True)
+    assert s.wake_at() - T0 == pytest.approx(1.0 + 1.995)
+
+
+def test_an_eta_of_zero_gets_no_margin() -> None:
+    assert [t for _, t in checks(schedule(0.0, eta_rounding_cap=0.025), 0.06)] == pytest.approx([0.0, 0.05])
 
 
 def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
