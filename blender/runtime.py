@@ -50,7 +50,11 @@ _API_PACKAGE = (__package__ or "modelslab_3d.blender").rpartition(".")[0] + ".ap
 MAX_EVENTS_PER_TICK = 32
 ACTIVE_INTERVAL = 0.1  # seconds between ticks while jobs run
 IDLE_INTERVAL = 1.0
-REDRAW_EVERY = 1.0  # elapsed-time labels tick once a second
+# Each sidebar redraw costs Blender a whole window update (on software OpenGL about as long as many timer ticks),
+# so the sidebar is redrawn at once only for what the user waits to see: a job listed, a job ended, an import.
+# Everything else (progress, intermediate states, messages) is shown with the once-a-second redraw that moves the
+# running jobs' time labels and bars.
+REDRAW_EVERY = 1.0
 
 EventCallback = Callable[["JobEvent"], None]
 
@@ -62,6 +66,7 @@ class _Loop:
         self.listeners: list[EventCallback] = []
         self.timer_on = False
         self.last_redraw = 0.0
+        self.redraw_pending = False  # a change the sidebar has not shown yet
         self.registered = False
         self.prewarm: threading.Thread | None = None
         # Work done off the main thread (the journal scan, the re-check of other processes' jobs) hands its
@@ -134,8 +139,9 @@ def pump(
     if runner is None:
         return background_work
     events = runner.drain_events(max_events)
+    urgent = False
     for event in events:
-        _apply_event(event)
+        urgent = _apply_event(event) or urgent
         for callback in list(_loop.listeners):
             callback(event)
         if on_event is not None:
@@ -148,20 +154,33 @@ def pump(
             import_job(local_id)
         except ModelsLabError as exc:
             print(f"ModelsLab: import of job {local_id} failed: {exc}", file=sys.stderr)
-    now = time.monotonic()
-    if events or imported or (state.active and now - _loop.last_redraw >= REDRAW_EVERY):
-        _loop.last_redraw = now
-        tag_redraw()
+    _redraw_when_due(urgent or bool(imported), bool(events))
     return bool(
         background_work
         or state.active
         or state.pending_imports
+        or _loop.redraw_pending
         or (max_events is not None and len(events) >= max_events)
     )
 
 
-def _apply_event(event: "JobEvent") -> None:
+def _redraw_when_due(urgent: bool, changed: bool) -> None:
+    """Tag the sidebar now for an urgent change; otherwise at most once per REDRAW_EVERY while jobs run or a
+    change waits to be shown."""
+    now = time.monotonic()
+    _loop.redraw_pending = _loop.redraw_pending or changed
+    if urgent or ((state.active or _loop.redraw_pending) and now - _loop.last_redraw >= REDRAW_EVERY):
+        _loop.last_redraw = now
+        _loop.redraw_pending = False
+        tag_redraw()
+
+
+def _apply_event(event: "JobEvent") -> bool:
+    """Apply one job event (main thread); True when the user should see it at once (a new row, a job that
+    ended and is not about to be imported)."""
     record = event.record
+    rows = job_rows()
+    listed = len(rows) if rows is not None else 0
     if record.state in SETTLED_STATES:
         charged_before = len(state.money.charged)
         note_settled(record)
@@ -179,6 +198,8 @@ def _apply_event(event: "JobEvent") -> None:
         state.pending_imports.append(record.local_id)
     if record.local_id not in state.hidden:
         update_row(record, event.message)
+    ended = record.state in SETTLED_STATES and record.local_id not in state.pending_imports  # the import redraws
+    return ended or (rows is not None and len(rows) != listed)
 
 
 def _wants_auto_import(record: "JobRecord") -> bool:
