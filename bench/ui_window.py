@@ -195,6 +195,24 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
         "in_window_time_to_object_s": [rounded(v) for v in in_window],
         "finished_to_downloaded_s": [rounded(a) for a, _ in downloaded],
         "downloaded_to_in_scene_s": [rounded(b) for _, b in downloaded],
+        "gaps_explained": [
+            {
+                "idle_largest": r.get("idle_largest_gaps"),
+                "in_flight_largest": r.get("busy_largest_gaps"),
+                "in_flight_largest_without_a_sidebar_draw": r.get("busy_largest_undrawn_gaps"),
+                "idle_time": r.get("idle_time"),
+                "in_flight_time": r.get("busy_time"),
+            }
+            for r in rounds
+        ],
+        "load_average_at_round_start": result.get("load_average_at_round_start"),
+        "in_flight_stalled_ms": [r.get("busy_stalled_ms") for r in rounds],
+        "in_flight_addon_ticks": [r.get("addon_ticks") for r in rounds],
+        "in_flight_addon_tick_ms_max": [rounded(r.get("addon_tick_ms_max"), 2) for r in rounds],
+        "in_flight_addon_python_draw_ms_per_redraw": [r.get("addon_panel_python_ms_per_redraw") for r in rounds],
+        "addon_draw_profile": result.get("draw_profile"),
+        "bare_redraw_ratios": {t["trial"]: t["ratio"] for t in result.get("bare") or []},
+        "bare_redraw": result.get("bare") or [],
     }
 
 

@@ -19,11 +19,15 @@ idle_seconds, single, category, keys ("xdotool" or simulated), result, timeout (
 
 from __future__ import annotations
 
+import cProfile
 import faulthandler
+import io
 import json
 import os
+import pstats
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -39,6 +43,9 @@ OBJECT_COUNTS: list[int] = []  # ModelsLab mesh objects in the scene at each fir
 PANEL_DRAWS: list[float] = []  # now() of each ModelsLab panel's draw()
 VIEWPORT_DRAWS: list[float] = []  # now() at the end of each 3D-viewport main region redraw
 SIDEBAR_ENDS: list[float] = []  # now() at the end of each 3D-viewport sidebar redraw (its POST_PIXEL handler)
+PUMPS: list[tuple[float, float]] = []  # (perf_counter start, seconds) of each call of the add-on's pump()
+PY_DRAWS: list[tuple[float, float]] = []  # (perf_counter start, seconds) of each add-on panel/list draw call
+PROFILE = cProfile.Profile()  # the add-on's draw code while jobs are in flight
 
 
 def now() -> float:
@@ -74,9 +81,94 @@ def job_states() -> list[str]:
 SEEN: dict[str, float] = {}  # object name -> epoch time first seen
 
 
+class Clocks:
+    """The kernel's per-thread accounting (/proc/<pid>/task/<tid>/schedstat: ns on a CPU, ns runnable but waiting
+    for one), read at every timer firing so that each gap splits into the main thread computing, waiting for a
+    CPU (the machine's load) and blocked (sleeping on a lock, the GIL, the X server or a poll); with the CPU time
+    of Mesa's llvmpipe rasterizer threads, of the process's other threads and of the X server over the same gap."""
+
+    def __init__(self) -> None:
+        self.main_tid = threading.get_native_id()
+        self.fds: dict[str, int] = {}
+        self.gl_threads: set[str] = set()  # Mesa's llvmpipe rasterizer threads (named llvmpipe-N)
+        self.listed_at = 0.0
+        self.xserver = self.open(_xserver_schedstat())
+
+    @staticmethod
+    def open(path: str | None) -> int | None:
+        try:
+            return os.open(path, os.O_RDONLY) if path else None
+        except OSError:
+            return None
+
+    @staticmethod
+    def read(fd: int | None) -> tuple[int, int]:
+        if fd is None:
+            return 0, 0
+        try:
+            fields = os.pread(fd, 128, 0).split()
+            return int(fields[0]), int(fields[1])
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+
+    def sample(self) -> tuple[int, int, int, int, int, int]:
+        """(main thread ns on CPU, main thread ns waiting for a CPU, llvmpipe threads' ns on CPU, the other
+        threads' ns on CPU, X server ns on CPU, llvmpipe threads' ns waiting for a CPU)."""
+        at = time.perf_counter()
+        if at - self.listed_at > 0.5:  # threads come and go with the jobs
+            self.listed_at = at
+            try:
+                tids = set(os.listdir("/proc/self/task"))
+            except OSError:
+                tids = set(self.fds)
+            for tid in set(self.fds) - tids:
+                os.close(self.fds.pop(tid))
+                self.gl_threads.discard(tid)
+            for tid in tids - set(self.fds):
+                fd = self.open(f"/proc/self/task/{tid}/schedstat")
+                if fd is not None:
+                    self.fds[tid] = fd
+                    try:
+                        if Path(f"/proc/self/task/{tid}/comm").read_text().startswith("llvmpipe"):
+                            self.gl_threads.add(tid)
+                    except OSError:
+                        pass
+        main = self.read(self.fds.get(str(self.main_tid)))
+        gl = gl_waiting = others = 0
+        for tid, fd in self.fds.items():
+            if tid in self.gl_threads:
+                on_cpu, waiting = self.read(fd)
+                gl, gl_waiting = gl + on_cpu, gl_waiting + waiting
+            elif tid != str(self.main_tid):
+                others += self.read(fd)[0]
+        return main[0], main[1], gl, others, self.read(self.xserver)[0], gl_waiting
+
+
+def _xserver_schedstat() -> str | None:
+    """The schedstat file of the X server this window draws on (Xvfb serving $DISPLAY), if it can be found."""
+    display = os.environ.get("DISPLAY", "").split(".")[0]
+    if not display:
+        return None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"Xvfb") and display.encode() in argv:
+            return f"/proc/{entry}/schedstat"
+    return None
+
+
+CLOCKS: Clocks | None = None
+SCHED: list[tuple[int, int, int, int, int, int]] = []  # Clocks.sample() at each firing
+
+
 def record() -> float:
     """The 20 ms timer: its firing times, and the objects that appeared since the last firing."""
     FIRINGS.append(time.perf_counter())
+    SCHED.append(CLOCKS.sample() if CLOCKS is not None else (0, 0, 0, 0, 0, 0))
     objects = addon_objects()
     OBJECT_COUNTS.append(len(objects))
     if len(objects) != len(SEEN):
@@ -84,6 +176,52 @@ def record() -> float:
         for obj in objects:
             SEEN.setdefault(obj.name, epoch)
     return 0.02
+
+
+def python_draw_per_redraw(start: float, end: float) -> float | None:
+    """Median over the sidebar redraws inside [start, end] of the add-on's own Python draw time (ms) in each."""
+    totals, previous = [], -1.0
+    for finish in SIDEBAR_ENDS:
+        end_at = T0 + finish
+        if start <= end_at <= end:
+            spent = sum(sec for at, sec in PY_DRAWS if previous < at <= end_at)
+            if spent:
+                totals.append(spent * 1000.0)
+        previous = end_at
+    return _median(totals)
+
+
+def timed(table: list[tuple[float, float]], function: Any, profiled: Any = None) -> Any:
+    """function wrapped to note (start, seconds) of each call in table (and to run under PROFILE while
+    profiled() is true)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            if profiled is not None and profiled():
+                try:
+                    PROFILE.enable()
+                except ValueError:  # another profiler is active
+                    return function(*args, **kwargs)
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    PROFILE.disable()
+            return function(*args, **kwargs)
+        finally:
+            table.append((started, time.perf_counter() - started))
+
+    return wrapper
+
+
+def profile_text(limit: int = 25) -> str:
+    stream = io.StringIO()
+    try:
+        stats = pstats.Stats(PROFILE, stream=stream).sort_stats("cumulative")
+        stats.print_stats(r"modelslab_3d/(panels|blender)|bpy", limit)  # the profiler sees worker threads too
+    except TypeError:  # nothing profiled
+        return ""
+    return stream.getvalue()[-6000:]
 
 
 def sidebar_redraws_ms(start: float, end: float) -> list[float]:
@@ -122,6 +260,73 @@ def gaps_between(start: float, end: float) -> tuple[list[float], list[float]]:
         gap = (FIRINGS[index] - FIRINGS[index - 1]) * 1000.0
         (imports if OBJECT_COUNTS[index] != OBJECT_COUNTS[index - 1] else plain).append(gap)
     return plain, imports
+
+
+def addon_ms(table: list[tuple[float, float]], begin: float, finish: float) -> float:
+    """Sum of the (perf_counter start, seconds) calls in `table` that started inside [begin, finish], in ms."""
+    return round(sum(seconds for at, seconds in table if begin <= at <= finish) * 1000.0, 1)
+
+
+def load_average() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages (2 cores here: other work competes for them)."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
+
+
+def breakdown(index: int) -> dict[str, Any]:
+    """What the main thread did during the gap ending at firing `index` (Clocks), and whether a sidebar drew."""
+    begin, finish = FIRINGS[index - 1], FIRINGS[index]
+    before, after = SCHED[index - 1], SCHED[index]
+    gap = (finish - begin) * 1000.0
+    cpu, runnable = (after[0] - before[0]) / 1e6, (after[1] - before[1]) / 1e6
+    return {
+        "gap_ms": round(gap, 1),
+        "main_on_cpu_ms": round(cpu, 1),
+        "main_waiting_for_a_cpu_ms": round(runnable, 1),
+        "main_blocked_ms": round(max(0.0, gap - cpu - runnable), 1),
+        "llvmpipe_threads_on_cpu_ms": round((after[2] - before[2]) / 1e6, 1),
+        "llvmpipe_threads_waiting_for_a_cpu_ms": round((after[5] - before[5]) / 1e6, 1),
+        "other_threads_on_cpu_ms": round((after[3] - before[3]) / 1e6, 1),
+        "xserver_on_cpu_ms": round((after[4] - before[4]) / 1e6, 1),
+        "sidebar_drew": any(begin <= T0 + at <= finish for at in PANEL_DRAWS),
+        "sidebar_region_draws": sum(1 for at in SIDEBAR_ENDS if begin <= T0 + at <= finish),
+        "addon_tick_ms": addon_ms(PUMPS, begin, finish),
+        "addon_panel_python_ms": addon_ms(PY_DRAWS, begin, finish),
+    }
+
+
+def largest_gaps(start: float, end: float, count: int = 3, undrawn: bool = False) -> list[dict[str, Any]]:
+    """breakdown() of the largest gaps inside [start, end] (perf_counter), largest first (undrawn: only those
+    during which no ModelsLab panel drew)."""
+    inside = [i for i in range(1, len(FIRINGS)) if FIRINGS[i - 1] >= start and FIRINGS[i] <= end]
+    if undrawn:
+        inside = [i for i in inside if not any(FIRINGS[i - 1] <= T0 + at <= FIRINGS[i] for at in PANEL_DRAWS)]
+    inside.sort(key=lambda i: FIRINGS[i] - FIRINGS[i - 1], reverse=True)
+    return [breakdown(i) for i in inside[:count]]
+
+
+def time_shares(start: float, end: float) -> dict[str, float]:
+    """Over [start, end]: the main thread's ms on a CPU, waiting for one, and blocked; other threads' and the X
+    server's ms on a CPU (from the firings nearest the ends)."""
+    inside = [i for i in range(len(FIRINGS)) if start <= FIRINGS[i] <= end]
+    if len(inside) < 2:
+        return {}
+    first, last = inside[0], inside[-1]
+    wall = (FIRINGS[last] - FIRINGS[first]) * 1000.0
+    cpu = (SCHED[last][0] - SCHED[first][0]) / 1e6
+    runnable = (SCHED[last][1] - SCHED[first][1]) / 1e6
+    return {
+        "wall_ms": round(wall, 1),
+        "main_on_cpu_ms": round(cpu, 1),
+        "main_waiting_for_a_cpu_ms": round(runnable, 1),
+        "main_blocked_or_idle_ms": round(max(0.0, wall - cpu - runnable), 1),
+        "llvmpipe_threads_on_cpu_ms": round((SCHED[last][2] - SCHED[first][2]) / 1e6, 1),
+        "llvmpipe_threads_waiting_for_a_cpu_ms": round((SCHED[last][5] - SCHED[first][5]) / 1e6, 1),
+        "other_threads_on_cpu_ms": round((SCHED[last][3] - SCHED[first][3]) / 1e6, 1),
+        "xserver_on_cpu_ms": round((SCHED[last][4] - SCHED[first][4]) / 1e6, 1),
+    }
 
 
 class Driver:
@@ -218,6 +423,7 @@ class Driver:
         return 0.1
 
     def start_round(self) -> None:
+        RESULT.setdefault("load_average_at_round_start", []).append(load_average())
         self.round_started = time.perf_counter()
         self.enter("idle")
 
@@ -255,6 +461,7 @@ class Driver:
                     "busy_max_ms": round(max(in_flight), 2) if in_flight else None,
                     "busy_p99_ms": round(sorted(in_flight)[int(0.99 * (len(in_flight) - 1))], 2) if in_flight else None,
                     "busy_gaps": len(in_flight),
+                    "busy_stalled_ms": round(sum(max(0.0, g - max(idle_plain + idle_imports)) for g in in_flight), 1),
                     "busy_max_without_sidebar_draw_ms": round(max(undrawn), 2) if undrawn else None,
                     "sidebar_panel_draws": len(draws),
                     "sidebar_redraws": len(redraws),
@@ -270,6 +477,16 @@ class Driver:
                     "import_gaps_ms": [round(g, 1) for g in later_imports],
                     "importing_seconds": round(end - first_import, 3),
                     "calls_ms": round((self.calls_ended - self.busy_started) * 1000.0, 2),
+                    "idle_largest_gaps": largest_gaps(self.round_started, self.busy_started, 2),
+                    "busy_largest_gaps": largest_gaps(self.calls_ended, first_import, 4),
+                    "busy_largest_undrawn_gaps": largest_gaps(self.calls_ended, first_import, 2, undrawn=True),
+                    "addon_ticks": len([1 for at, _ in PUMPS if self.calls_ended <= at <= first_import]),
+                    "addon_tick_ms_max": max(
+                        (sec * 1000.0 for at, sec in PUMPS if self.calls_ended <= at <= first_import), default=None
+                    ),
+                    "addon_panel_python_ms_per_redraw": python_draw_per_redraw(self.calls_ended, first_import),
+                    "idle_time": time_shares(self.round_started, self.busy_started),
+                    "busy_time": time_shares(self.calls_ended, first_import),
                 }
             )
             log(f"round {len(RESULT['rounds'])}: {RESULT['rounds'][-1]}")
@@ -277,7 +494,7 @@ class Driver:
             if len(RESULT["rounds"]) < int(CONFIG.get("rounds", 3)):
                 self.enter("settle")  # the removal redraws the window: the next idle seconds start after it
             else:
-                self.enter("single")
+                self.enter("bare_settle")
             return 0.2
         failed = [s for s in states if s in ("failed", "cancelled", "timed_out")]
         if failed:
@@ -295,6 +512,62 @@ class Driver:
             if mesh is not None and mesh.users == 0:
                 bpy.data.meshes.remove(mesh)
         SEEN.clear()
+
+    def phase_bare_settle(self) -> float | None:
+        """Before each bare redraw trial: let the window settle, then its idle seconds (the baseline)."""
+        if now() - self.phase_started < 1.5:
+            return 0.1
+        if len(RESULT.setdefault("bare", [])) >= len(BARE_TRIALS):
+            self.enter("single")
+            return 0.1
+        self.round_started = time.perf_counter()
+        self.enter("bare_idle")
+        return 0.1
+
+    def phase_bare_idle(self) -> float | None:
+        if now() - self.phase_started < float(CONFIG.get("idle_seconds", 3.0)):
+            return 0.1
+        self.busy_started = time.perf_counter()
+        self.enter("bare_tagging")
+        return 0.0
+
+    def phase_bare_tagging(self) -> float | None:
+        """Blender redrawing for a reason that is not the add-on's: no job runs, and every 0.1 s (the add-on's
+        tick while jobs run) one region is tagged for redraw, or a property of the window manager is set."""
+        trial = BARE_TRIALS[len(RESULT["bare"])]
+        if now() - self.phase_started < float(CONFIG.get("idle_seconds", 3.0)):
+            _, area, sidebar, _ = self.view3d()
+            if trial == "sidebar":
+                sidebar.tag_redraw()
+            elif trial == "header":
+                next(r for r in area.regions if r.type == "HEADER").tag_redraw()
+            elif trial == "property":
+                wm: Any = bpy.context.window_manager
+                wm.modelslab_jobs_index = wm.modelslab_jobs_index
+            return 0.1
+        end = time.perf_counter()
+        idle_plain, idle_imports = gaps_between(self.round_started, self.busy_started)
+        tagging, _ = gaps_between(self.busy_started, end)
+        idle_max, tagged_max = max(idle_plain + idle_imports), max(tagging)
+        RESULT["bare"].append(
+            {
+                "trial": trial,
+                "load_average": load_average(),
+                "idle_max_ms": round(idle_max, 2),
+                "tagging_max_ms": round(tagged_max, 2),
+                "ratio": round(tagged_max / idle_max, 3),
+                "tagging_p50_ms": round(sorted(tagging)[len(tagging) // 2], 2),
+                "sidebar_redraws": len(sidebar_redraws_ms(self.busy_started, end)),
+                "sidebar_redraw_ms_median": _median(sidebar_redraws_ms(self.busy_started, end)),
+                "largest_gaps": largest_gaps(self.busy_started, end, 3),
+                "idle_largest_gaps": largest_gaps(self.round_started, self.busy_started, 2),
+                "tagging_time": time_shares(self.busy_started, end),
+                "idle_time": time_shares(self.round_started, self.busy_started),
+            }
+        )
+        log(f"bare redraw trial: {RESULT['bare'][-1]}")
+        self.enter("bare_settle")
+        return 0.1
 
     def phase_single(self) -> float | None:
         singles = RESULT["single"]
@@ -326,6 +599,7 @@ class Driver:
 
     def finish(self) -> None:
         RESULT["total_seconds"] = round(now(), 3)
+        RESULT["draw_profile"] = profile_text()
         RESULT["python_version"] = sys.version.split()[0]
         write_result()
         log(f"result written to {CONFIG['result']}; quitting")
@@ -343,6 +617,18 @@ def downloaded_at(module: str, remote_id: str) -> float | None:
         if str(record.remote_id) == remote_id:
             return getattr(record, "downloaded_at", None)
     return None
+
+
+BARE_TRIALS = ("sidebar", "header", "property")
+DRIVER: Driver | None = None
+
+
+def profiling() -> bool:
+    return DRIVER is not None and DRIVER.phase == "busy"
+
+
+def _median(values: list[float]) -> float | None:
+    return round(sorted(values)[len(values) // 2], 2) if values else None
 
 
 RUNNING = {"queued", "uploading", "submitting", "submitted", "processing", "downloading", "downloaded"}
@@ -374,7 +660,14 @@ def install() -> str:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if getattr(cls, "bl_category", "") == CONFIG.get("category", "ModelsLab") and cls.is_registered:
+            # Blender looks draw up on the class at each draw (wrapped before append(), which replaces it); a
+            # UIList's draw_item is not wrapped: Blender passes it as many arguments as its code object names
+            if "draw" in cls.__dict__:
+                cls.draw = timed(PY_DRAWS, cls.__dict__["draw"], profiling)
             cls.append(lambda _panel, _context: PANEL_DRAWS.append(now()))
+    runtime = sys.modules.get(f"{module}.blender.runtime")
+    if runtime is not None:  # the add-on's timer calls runtime.pump() by name
+        runtime.pump = timed(PUMPS, runtime.pump)
     bpy.types.SpaceView3D.draw_handler_add(lambda: SIDEBAR_ENDS.append(now()), (), "UI", "POST_PIXEL")
     bpy.types.SpaceView3D.draw_handler_add(lambda: VIEWPORT_DRAWS.append(now()), (), "WINDOW", "POST_PIXEL")
     return module
@@ -382,10 +675,12 @@ def install() -> str:
 
 def main() -> None:
     faulthandler.dump_traceback_later(float(CONFIG.get("deadline", 300)), exit=True)
+    global CLOCKS, DRIVER
     log(f"Blender {bpy.app.version_string}, Python {sys.version.split()[0]}")
+    CLOCKS = Clocks()
     bpy.app.timers.register(record, first_interval=0.02, persistent=True)
     try:
-        driver = Driver(install())
+        driver = DRIVER = Driver(install())
     except Exception:
         error(f"installing the add-on raised:\n{traceback.format_exc()}")
         write_result()
