@@ -270,25 +270,47 @@ def _windows(outcome: Outcome, quick: bool) -> None:
 
 
 def _redraw_reading(figures: dict[str, Any]) -> str:
-    """What the sidebar redraws contribute to a window's stall ratio, from its figures."""
+    """What the largest in-flight gaps held and what Blender's own region redraw costs, from a window's figures."""
     ratio, undrawn = figures["stall_ratio_median"], figures["stall_ratio_without_sidebar_redraws_median"]
-    if ratio is None or undrawn is None:
+    if ratio is None:
         return ""
-    drawn = _span([figures["in_flight_sidebar_redraw_ms_median"]])
-    if undrawn < ratio:
-        return (
-            f"The largest gaps are those holding a sidebar redraw, yet the sidebar region's drawing took {drawn} ms "
-            "(median per round, from the first ModelsLab panel's draw() to the region's end) and the 3D viewport "
-            f"redrew {_span([figures.get('in_flight_viewport_redraws') or []])} times: the rest of such a gap is "
-            "Blender updating the window after a region redraw (Mesa's software OpenGL under Xvfb here); the gaps "
-            f"without a sidebar redraw give a ratio of {undrawn}."
+    largest = [(r.get("in_flight_largest") or [None])[0] for r in figures.get("gaps_explained") or []]
+    largest = [g for g in largest if g]
+    python_ms = _span([figures.get("in_flight_addon_python_draw_ms_per_redraw") or []], 1)
+    text = (
+        f"The sidebar redrew {_span([figures.get('in_flight_sidebar_redraws') or []])} times while the jobs were in "
+        f"flight; the add-on's own panel Python took {python_ms} ms per redraw and its timer tick at most "
+        f"{_span([figures.get('in_flight_addon_tick_ms_max') or []], 1)} ms."
+    )
+    if largest:
+        drew = sum(1 for g in largest if g.get("sidebar_drew") or g.get("sidebar_region_draws"))
+        text += (
+            f" The largest gap of each round ({drew} of {len(largest)} holding a sidebar redraw): the main thread "
+            f"computed {_span([[g['main_on_cpu_ms'] for g in largest]])} ms, waited for a CPU "
+            f"{_span([[g['main_waiting_for_a_cpu_ms'] for g in largest]])} ms and was blocked "
+            f"{_span([[g['main_blocked_ms'] for g in largest]])} ms while Mesa's llvmpipe threads drew the window "
+            f"({_span([[g.get('llvmpipe_threads_on_cpu_ms') for g in largest]])} ms on a CPU, "
+            f"{_span([[g.get('llvmpipe_threads_waiting_for_a_cpu_ms') for g in largest]])} ms waiting for one; the "
+            f"process's other threads, the add-on's workers among them, "
+            f"{_span([[g.get('other_threads_on_cpu_ms') for g in largest]])} ms on a CPU)."
         )
-    return f"Sidebar redraws ({drawn} ms, median per round) were not the largest gaps (ratio without them {undrawn})."
+    bare = figures.get("bare_redraw_ratios") or {}
+    if bare:
+        text += (
+            " With no job at all, the same window redrawing every 0.1 s for a reason that is not the add-on's gives "
+            f"a ratio of {bare.get('header')} (the 3D view's header region tagged), {bare.get('sidebar')} (the "
+            f"sidebar tagged) and {bare.get('property')} (a window-manager property set, no redraw): one region "
+            "redraw is a whole-window update under software OpenGL here, so a ratio near 1 would need no sidebar "
+            "redraw at all while jobs run."
+        )
+    if undrawn is not None:
+        text += f" The gaps without a sidebar redraw give a ratio of {undrawn}."
+    return text
 
 
-def _span(groups: list[list[float | None]]) -> str:
+def _span(groups: list[list[float | None]], digits: int = 0) -> str:
     values = [v for group in groups for v in group if v is not None]
-    return f"{min(values):.0f}–{max(values):.0f}" if values else "—"
+    return f"{min(values):.{digits}f}–{max(values):.{digits}f}" if values else "—"
 
 
 def _findings(outcome: Outcome) -> None:

@@ -9,7 +9,10 @@ extension installer in 5.2), and the sidebar is opened at the ModelsLab tab: sim
 3.4 until one of its panels draws; in 5.2, whose window takes no simulated events, real X clicks (xdotool)
 down the tab strip until Blender reports the tab in front. Then ROUNDS times: IDLE_SECONDS of the same window
 idle, then JOBS jobs started through the N-panel operator until every object is imported (the objects are
-then removed, so each round starts alike). Last, SINGLE jobs one after the other: the epoch time each object
+then removed, so each round starts alike). Then the bare redraw trials, with no job: idle seconds, then the
+same seconds with the sidebar, the 3D view's header, or (no redraw) a window-manager property tagged or set every
+0.1 s, which is Blender's own cost of a region redraw in this window. Every gap is split with the kernel's
+per-thread accounting (Clocks). Last, SINGLE jobs one after the other: the epoch time each object
 was first seen in the scene (checked on every timer firing) with its remote id, for the bench to compare with
 the server's finished_at.
 
