@@ -393,6 +393,31 @@ class ModelsLabClient:
             return None
         return response.status_code == 200
 
+    def open_if_ready(
+        self, url: str, *, timeout: float | tuple[float, float] | None = None
+    ) -> requests.Response | None:
+        """GET a result URL as a probe: the open, streamed answer when the file is there (200: hand it to
+        download(opened=...) so the transfer that is already on its way is used, or close it), None when it
+        is not there (yet), the server had trouble or was unreachable. Never raises; no key is sent. With online
+        access off, a host that is not loopback is never contacted (None)."""
+        scheme, netloc, _ = split_url(url)
+        if scheme not in ("http", "https") or not netloc:
+            return None
+        try:
+            transport = self._transport(url)
+        except ModelsLabError:
+            return None
+        if timeout is not None:
+            transport["timeout"] = timeout
+        try:
+            response = self._session().get(url, stream=True, **transport)
+        except (requests.exceptions.RequestException, ModelsLabError):  # a redirect may be refused as offline
+            return None
+        if response.status_code == 200:
+            return response
+        response.close()
+        return None
+
     # --- download -----------------------------------------------------------------------------------------------
     def download(
         self,
@@ -403,6 +428,7 @@ class ModelsLabClient:
         cancel: threading.Event | None = None,
         progress: Callable[[int, int | None], None] | None = None,
         time_limit: float | None = None,
+        opened: requests.Response | None = None,
     ) -> Path:
         """Stream the first URL that works (primary, then proxy_links) to target; return target.
 
@@ -411,19 +437,28 @@ class ModelsLabClient:
         (api.meshcheck), renamed only when complete; the temp file is removed on any failure. Each URL gets
         retries for transient failures (network, truncation, 5xx, 429; bad content once), then the next URL is
         tried, all within time_limit seconds (default config.download_time_limit). With online access off,
-        hosts that are not loopback are refused as offline.
+        hosts that are not loopback are refused as offline. opened: an answer from open_if_ready() for the
+        first URL, used for its first attempt (closed here when not needed).
         """
+        held = [opened] if opened is not None else []
+        first_url = (urls if isinstance(urls, str) else next(iter(urls), "")).strip()
 
         def open_stream(url: str) -> requests.Response:
+            if held and url == first_url:
+                return held.pop()
             return self._session().get(url, stream=True, **self._transport(url))
 
-        return download_mesh(
-            open_stream,
-            urls,
-            target,
-            self.config,
-            expected_format=expected_format,
-            cancel=cancel,
-            progress=progress,
-            time_limit=time_limit,
-        )
+        try:
+            return download_mesh(
+                open_stream,
+                urls,
+                target,
+                self.config,
+                expected_format=expected_format,
+                cancel=cancel,
+                progress=progress,
+                time_limit=time_limit,
+            )
+        finally:
+            for response in held:
+                response.close()

@@ -11,17 +11,19 @@ a status fetch:
   us later than that client; a fetch every eta_wait_cap seconds while the prediction is far away, and one
   fetch_lead seconds before it (at most half the eta): it catches a failed job or a new eta (which moves the
   prediction, sooner or later).
-- The first probe is at the predicted finish; then one check every head_interval (50 ms) for head_window
-  seconds: the fast window that catches an honest eta within a few milliseconds. An eta is a rounded number
-  ("2.99", "45"), so the prediction is the end of its rounding interval (half a unit of its last digit, at most
+- The first probe is at the predicted finish, the second head_interval (50 ms) later while within head_window:
+  the fast window that catches an honest eta within a few milliseconds. An eta is a rounded number ("2.99",
+  "45"), so the prediction is the end of its rounding interval (half a unit of its last digit, at most
   eta_rounding_cap later): a first probe a few milliseconds early would cost a whole head_interval.
 - After the fast window the gap grows with the job's age: backoff x (time since the submit), at least
-  head_interval and at most interval_max. A late job is noticed within a fifth of the time it has taken,
-  and a job clearly not near done is asked less and less often.
-- While probing, a fetch takes a check's place interval_min after the predicted finish and then at doubling
-  intervals (up to eta_wait_cap): it detects a failed job and brings a new eta, which moves the prediction
-  when it is later than the next check anyway. Without future links (or without HEAD) every check is a fetch,
-  never more often than interval_min.
+  head_interval and at most interval_max. A late job is noticed within 15 % of the time it has taken, and a
+  job clearly not near done is asked less and less often. The first of these gaps is scaled by the poll's
+  phase (the runner draws one in [0, 1) per poll), so jobs sent together neither reach the server at the
+  same instants nor all miss a cluster of late finishes by the same long gap.
+- While probing, the first fetch takes a check's place interval_min after the predicted finish, then at
+  doubling intervals (up to eta_wait_cap): it detects a failed job and brings a new eta, which moves the
+  prediction when it is later than the next check anyway. Without future links (or without HEAD) every
+  check is a fetch, never more often than interval_min.
 - At the deadline one last fetch is owed unless one just happened.
 """
 
@@ -34,11 +36,13 @@ from .errors import Category, ModelsLabError
 
 MAX_ODD_ANSWERS = 3  # consecutive non-5xx `server` errors while polling (malformed JSON, status error) before giving up
 HEAD_INTERVAL = 0.05  # the shortest gap between two checks: never more than 20 probes a second
-HEAD_WINDOW = 0.1  # how long after the predicted finish the checks stay that tight
-BACKOFF = 0.2  # after the fast window, the gap is this fraction of the time since the submit
+HEAD_WINDOW = 0.05  # how long after the predicted finish the checks stay that tight (two probes)
+BACKOFF = 0.15  # after the fast window, the gap is this fraction of the time since the submit
 ETA_WAIT_CAP = 30.0  # never wait longer than this between two fetches
 FETCH_LEAD = 0.3  # the last fetch before the predicted finish is sent this long (at most half the eta) before it
-ETA_ROUNDING_CAP = HEAD_INTERVAL / 2  # the most a rounded eta's rounding interval may move the prediction
+# The most a rounded eta's rounding interval may move the prediction: "2.99" gets its 5 ms, "3.0" (which may be
+# a rounded 2.996 or a whole-second estimate) no more, so an exact eta is not waited out for long.
+ETA_ROUNDING_CAP = HEAD_INTERVAL / 10
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class PollSchedule:
     eta is the server's eta counted from start (None when resuming an older job: the first check is at once);
     age is how long ago the job was submitted (the back-off grows with it); can_fetch is False when the job has
     no remote id (only the future links can tell); probing starts when future links are known and stops for
-    good once a probe says HEAD is not supported.
+    good once a probe says HEAD is not supported; phase (0..1) scales the first back-off gap.
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class PollSchedule:
         can_fetch: bool,
         future_links: bool,
         age: float = 0.0,
+        phase: float = 1.0,
     ) -> None:
         self.timing = timing
+        self.phase = min(1.0, max(0.0, phase))  # scales the first back-off gap (spreads jobs sent together)
         self.can_fetch = can_fetch
         self.probing = future_links
         self.deadline = start + timing.timeout
@@ -113,9 +119,11 @@ class PollSchedule:
                 due.append(self.next_fetch)
             return max(now, min(due))
         floor = t.head_interval if self.probing else t.interval_min
-        if now - self.predicted < t.head_window:
+        if now - self.predicted < t.head_window - 1e-9:  # (a check exactly at the window's end closes it)
             return now + floor
-        return now + min(max(floor, t.backoff * (now - self.submitted)), max(floor, t.interval_max))
+        gap = t.backoff * (now - self.submitted) * self.phase
+        self.phase = 1.0  # only the first gap is shortened: the checks after it keep their geometric spacing
+        return now + min(max(floor, gap), max(floor, t.interval_max))
 
     # --- what is due -----------------------------------------------------------------------------------------
     def fetch_due(self, now: float) -> bool:

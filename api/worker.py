@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,12 @@ class _Job:
         self.stop = threading.Event()  # set by cancel() and shutdown(): every wait of this job ends at once
         self.scheduled = False  # in the work queue or on a worker
         self.update_lock = threading.Lock()  # one change at a time per job, journal write included
+        self.ready_answer: Any = None  # the probe's open download answer, handed to the download step
+
+    def drop_ready_answer(self) -> Any:
+        """Take the probe's open answer (None when there is none); whoever takes it uses or closes it."""
+        answer, self.ready_answer = self.ready_answer, None
+        return answer
 
 
 def _dedupe(urls: Iterable[str]) -> list[str]:
@@ -249,6 +256,10 @@ class WorkerSteps:
                         "This looks like a bug in the add-on; please report it. A submitted job can be resumed.",
                     ),
                 )
+        finally:
+            unused = job.drop_ready_answer()  # stopped between the probe and the download
+            if unused is not None:
+                unused.close()
 
     def _fail(self, job: _Job, error: ModelsLabError) -> None:
         self._update(job, JobState.FAILED, error.message, None, error=error.to_dict())
@@ -380,6 +391,7 @@ class WorkerSteps:
             can_fetch=record.remote_id is not None,
             future_links=bool(future),
             age=age,
+            phase=random.random(),  # jobs sent together spread their checks instead of arriving at once
         )
         while True:
             self._check_stop(job)
@@ -404,7 +416,13 @@ class WorkerSteps:
                     schedule.fetch_answered(now, status.eta, future_links=bool(status.future_links))
                     self._note_processing(job, status, future)
             if schedule.probe_due(now):
-                found = self._probe(client, future[0])
+                if now >= schedule.predicted:
+                    # Near the finish the probe is the download request itself: when the file is there its
+                    # bytes are already on their way, no second round trip.
+                    job.ready_answer = client.open_if_ready(future[0], timeout=self.PROBE_TIMEOUT)
+                    found: bool | None = job.ready_answer is not None
+                else:
+                    found = self._probe(client, future[0])
                 self._check_stop(job)
                 if found:
                     return self._ready(job, future, [], None)
@@ -473,13 +491,22 @@ class WorkerSteps:
             target = Path(record.file_path)
         else:
             target = self.cache.path_for(record, urls[0])
-        if not (target.is_file() and target.stat().st_size > 0):
+        if target.is_file() and target.stat().st_size > 0:
+            unused = job.drop_ready_answer()  # the file is here already (an earlier run or another process)
+            if unused is not None:
+                unused.close()
+        else:
             # Not journaled: a resume finds the same target again, and the next write records the file.
             self._update(job, None, "Downloading", 0.8, save=False, file_path=str(target))
             fmt = str(record.params.get("output_format") or _format_of(urls[0]))
             try:
                 target = self.client.download(
-                    urls, target, expected_format=fmt, cancel=job.stop, progress=self._progress_callback(job)
+                    urls,
+                    target,
+                    expected_format=fmt,
+                    cancel=job.stop,
+                    progress=self._progress_callback(job),
+                    opened=job.drop_ready_answer(),
                 )
             except OSError as exc:  # the cache folder, not the network: read-only, disk full, removed
                 raise ModelsLabError(

@@ -84,7 +84,8 @@ def _noticed(srv: TimedServer, job: dict) -> tuple[float | None, float | None]:
         if at < job["finished_at"]:
             continue
         if noticed is None and (
-            (method == "POST" and fetch_path.search(path)) or (method == "HEAD" and file_part in path and status == 200)
+            (method == "POST" and fetch_path.search(path))
+            or (method in ("HEAD", "GET") and file_part in path and status == 200)
         ):
             noticed = at
         if started is None and method == "GET" and file_part in path and status == 200:
@@ -132,7 +133,8 @@ def _request_counts(srv: ServerProcess) -> dict[str, int]:
     return dict(srv.stats()["requests"])
 
 
-CHECK_REQUESTS = ("fetch", "download_head", "download")  # what a client spends on one job after its submit
+# What a client spends on one job after its submit; download_wait = a GET sent before the file existed.
+CHECK_REQUESTS = ("fetch", "download_head", "download_wait", "download")
 
 
 def _requests_between(before: dict[str, int], after: dict[str, int]) -> int:
@@ -455,14 +457,18 @@ SCHEDULE_NOTE = (
     "of the first `future_links` URL follow the official CLI's own timetable (1, 3, 7, 15 s after the submit, "
     "then every 10 s), so a pessimistic eta never makes us later than the CLI; a fetch is sent every 30 s while "
     "the prediction is far away and one 0.3 s before it (at most half the eta), which catches a failed job or a "
-    "new eta (before the prediction the newest eta wins). The next probe is at the predicted finish (the "
-    "service answers 404 until the file exists), then one "
-    "check every 50 ms for 0.1 s (the fast window), then the gap grows to a fifth of the job's age (time since "
-    "the submit), capped at 5 s: a late job is noticed within about 20 % of the time it took, and a job clearly "
-    "not near done is asked less and less. A fetch takes a check's place 1 s after the predicted finish and then "
-    "at doubling intervals. The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between fetches whatever the "
-    "eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after the finish, and with a "
-    "late job it waits up to 4 s, then 8 s, past it."
+    "new eta (before the prediction the newest eta wins). An eta is a rounded number, so the prediction is the end "
+    'of its rounding interval ("2.99" -> 2.995 s; at most 5 ms later). From the prediction on, a probe is the '
+    "download request itself (a GET of the future link: 404 until the file exists, and when it is there its bytes "
+    "are already coming: no second round trip): one at the prediction, one 50 ms later (the fast window), then "
+    "the gap grows to 15 % of the job's age (time since the submit), capped at 5 s; the first of those gaps is "
+    "shortened by a random phase per job, so jobs sent together do not reach the server at the same instants nor "
+    "all miss a cluster of late finishes by the same gap. A late job is noticed within about 15 % of the time it "
+    "took, and a job clearly not near done is asked less and less. A fetch takes a check's place 1 s after the "
+    "predicted finish and then at doubling intervals. The DOWNLOADING state is journaled (without an fsync) with "
+    "the first bytes, not before the request. The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between "
+    "fetches whatever the eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after "
+    "the finish, and with a late job it waits up to 4 s, then 8 s, past it."
 )
 
 

@@ -667,6 +667,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise RequestError(404, "File not found (not ready yet, or expired)")
             self.send_file(file, MESH_TYPES[job.fmt] if job else "application/octet-stream", {})
             return
+        if file is None and job is not None and job.status in ("queued", "processing"):
+            # A GET that watches for the result (a client probing with the download request itself) is a
+            # plain 404 like HEAD's: it never consumes a fault meant for the download.
+            self.store.count_request("download_wait")
+            raise RequestError(404, "File not found (not ready yet)")
         self.store.count_request("download")
         fired = self.faults.take("download", GENERIC)
         terminal = self.terminal(fired)

@@ -444,3 +444,32 @@ def test_probe_future_links(fresh_server: ServerProcess, client: ModelsLabClient
     assert client.probe("http://127.0.0.1:1/out/x.obj") is False
     assert client.probe("not a url") is False
     assert client.probe(recorder.url + "/out/x.obj") is None  # this server does not do HEAD (501)
+
+
+def test_a_get_probe_hands_its_open_answer_to_the_download(
+    fresh_server: ServerProcess, client: ModelsLabClient, tmp_path: Path
+) -> None:
+    fresh_server.set_faults(
+        [
+            {"fault": "processing_forever", "endpoint": "submit"},
+            {"fault": "http_error", "endpoint": "download", "status": 500},  # for the real download only
+        ]
+    )
+    never = client.submit(GenerationParams(init_image=client.upload_image(EXAMPLE), resolution=32))
+    assert client.open_if_ready(never.future_links[0]) is None  # 404 while processing: no fault consumed
+    requests_seen = fresh_server.stats()["requests"]
+    assert requests_seen.get("download_wait") == 1 and requests_seen.get("download", 0) == 0
+    assert "http_error" not in fresh_server.stats()["faults_fired"]["by_kind"]
+    fresh_server.clear_faults()
+    done = run_job(client)
+    answer = client.open_if_ready(done.output[0])
+    assert answer is not None and answer.status_code == 200
+    target = client.download([done.output[0], *done.proxy_links], tmp_path / "m.obj", opened=answer)
+    assert target.stat().st_size > 0
+    assert fresh_server.stats()["requests"]["download"] == 1  # the probe's answer was the download
+    unused = client.open_if_ready(done.output[0])
+    assert unused is not None
+    client.download([done.output[0]], tmp_path / "m.obj", opened=unused)  # the file is there: nothing to fetch
+    assert unused.raw.closed  # ...and the held answer was closed, not leaked
+    assert client.open_if_ready("http://127.0.0.1:1/out/x.obj") is None
+    assert client.open_if_ready("not a url") is None

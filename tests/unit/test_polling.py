@@ -15,7 +15,13 @@ TIMING = PollTiming(timeout=3600.0, interval_min=1.0, interval_max=5.0, eta_roun
 
 
 def schedule(
-    eta: float | None = None, *, can_fetch: bool = True, future: bool = True, age: float = 0.0, **timing: float
+    eta: float | None = None,
+    *,
+    can_fetch: bool = True,
+    future: bool = True,
+    age: float = 0.0,
+    phase: float = 1.0,
+    **timing: float,
 ) -> PollSchedule:
     return PollSchedule(
         T0,
@@ -24,6 +30,7 @@ def schedule(
         can_fetch=can_fetch,
         future_links=future,
         age=age,
+        phase=phase,
     )
 
 
@@ -100,23 +107,23 @@ def test_the_rounding_margin_is_half_a_unit_of_the_last_digit(value: float, marg
     assert rounding_margin(value) == pytest.approx(margin)
 
 
-@pytest.mark.parametrize(("eta", "first_probe"), [(2.99, 2.995), (3.0, 3.025), (12.5, 12.525), (2.995, 2.9955)])
+@pytest.mark.parametrize(("eta", "first_probe"), [(2.99, 2.995), (3.0, 3.005), (12.5, 12.505), (2.995, 2.9955)])
 def test_the_first_probe_is_at_the_end_of_the_etas_rounding_interval_capped(eta: float, first_probe: float) -> None:
     """A server that rounds 2.994 s to "2.99" is done by 2.995 s at the earliest; "3" may mean 3.4 s, but the
-    prediction moves by at most the cap (25 ms), a fraction of one fast-window step."""
-    seen = checks(schedule(eta, eta_rounding_cap=0.025), first_probe + 0.001)
+    prediction moves by at most the cap (the default: 5 ms, a tenth of one fast-window step)."""
+    seen = checks(schedule(eta, eta_rounding_cap=PollTiming().eta_rounding_cap), first_probe + 0.0001)
     assert seen[-1] == ("probe", pytest.approx(first_probe))
     assert all(t < first_probe for _, t in seen[:-1])
 
 
 def test_a_rounded_eta_from_a_fetch_is_read_the_same_way() -> None:
-    s = schedule(3.0, eta_rounding_cap=0.025)
+    s = schedule(3.0, eta_rounding_cap=0.005)
     s.fetch_answered(T0 + 1.0, 1.99, future_links=True)
     assert s.wake_at() - T0 == pytest.approx(1.0 + 1.995)
 
 
 def test_an_eta_of_zero_gets_no_margin() -> None:
-    assert [t for _, t in checks(schedule(0.0, eta_rounding_cap=0.025), 0.06)] == pytest.approx([0.0, 0.05])
+    assert [t for _, t in checks(schedule(0.0, eta_rounding_cap=0.005), 0.06)] == pytest.approx([0.0, 0.05])
 
 
 def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
@@ -167,19 +174,33 @@ def test_without_future_links_every_check_is_a_fetch_never_closer_than_interval_
 
 
 # --- the fast window, the back-off, the cap --------------------------------------------------------------------
-def test_the_fast_window_probes_every_50_ms_for_a_tenth_of_a_second() -> None:
-    seen = checks(schedule(3.0), 3.11)
+def test_the_fast_window_is_two_probes_50_ms_apart_then_the_back_off() -> None:
+    seen = checks(schedule(3.0), 3.6)
     assert [kind for kind, _ in seen] == ["probe", "fetch"] + ["probe"] * 3
-    assert [t for _, t in seen] == pytest.approx([1.0, 2.7, 3.0, 3.05, 3.1])
+    assert [t for _, t in seen] == pytest.approx([1.0, 2.7, 3.0, 3.05, 3.05 + 0.15 * 3.05])
 
 
-def test_after_the_fast_window_the_gap_is_a_fifth_of_the_jobs_age() -> None:
+def test_after_the_fast_window_the_gap_is_15_percent_of_the_jobs_age() -> None:
     s = schedule(3.0)
     s.probed(T0 + 3.2, supported=True)
-    assert s.next_check - (T0 + 3.2) == pytest.approx(0.2 * 3.2)
+    assert s.next_check - (T0 + 3.2) == pytest.approx(0.15 * 3.2)
     old = schedule(3.0, age=7.0)  # resumed: the job was submitted 7 s before this poll began
     old.probed(T0 + 3.2, supported=True)
-    assert old.next_check - (T0 + 3.2) == pytest.approx(0.2 * 10.2)
+    assert old.next_check - (T0 + 3.2) == pytest.approx(0.15 * 10.2)
+
+
+def test_a_phase_shortens_only_the_first_back_off_gap() -> None:
+    """Jobs sent together get different phases (the runner draws one per poll), so their checks do not all
+    land on the server at the same instants and a cluster of late jobs is not all found at one late check."""
+    s = schedule(3.0, phase=0.4)
+    s.probed(T0 + 3.2, supported=True)
+    first = s.next_check - (T0 + 3.2)
+    assert first == pytest.approx(0.4 * 0.15 * 3.2)
+    s.probed(s.next_check, supported=True)
+    assert s.next_check - (T0 + 3.2 + first) == pytest.approx(0.15 * (3.2 + first))
+    tiny = schedule(3.0, phase=0.0)
+    tiny.probed(T0 + 3.2, supported=True)
+    assert tiny.next_check - (T0 + 3.2) == pytest.approx(0.05)  # never below the 50 ms floor
 
 
 def test_the_gap_never_goes_below_50_ms_nor_above_the_cap() -> None:
@@ -189,7 +210,7 @@ def test_the_gap_never_goes_below_50_ms_nor_above_the_cap() -> None:
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.05 - 1e-9 and max(gaps) == pytest.approx(5.0)
     assert all(b >= a - 1e-9 for a, b in zip(gaps, gaps[1:], strict=False))  # it only ever slows down
-    assert 600 / 5 < len(seen) <= 150  # about one check per cap interval once the job is old
+    assert 600 / 5 < len(seen) <= 160  # about one check per cap interval once the job is old
 
 
 def test_a_fetch_takes_a_checks_place_one_interval_after_the_eta_then_doubling() -> None:
@@ -220,7 +241,7 @@ def test_a_later_eta_moves_the_prediction_a_small_one_does_not() -> None:
     s = schedule(3.0)
     s.fetch_started(T0 + 4.0)
     s.fetch_answered(T0 + 4.0, 0.2, future_links=True)  # "almost done" while late: keep backing off
-    assert s.predicted == T0 + 3.0 and s.next_check - (T0 + 4.0) == pytest.approx(0.8)
+    assert s.predicted == T0 + 3.0 and s.next_check - (T0 + 4.0) == pytest.approx(0.6)
     s.fetch_started(T0 + 5.0)
     s.fetch_answered(T0 + 5.0, 20.0, future_links=True)  # clearly not near done: wait for the new prediction
     assert s.predicted == T0 + 25.0 and s.probe_due(s.next_check)  # only the early probes until then
@@ -250,7 +271,7 @@ def test_probing_starts_when_a_fetch_brings_future_links() -> None:
         (2.5, 2.7, 2.7, 2),  # early: the fetch just before the eta finds it
         (3.0, 3.0, 3.0, 3),  # an honest eta: the fetch, then the first probe finds it
         (3.04, 3.05, 3.05, 4),  # a few ms late: the fast window
-        (5.0, 5.0, 5.0 * 1.2 + 0.05, 10),  # 2 s late: found within a fifth of the job's age
+        (5.0, 5.0, 5.0 * 1.15 + 0.05, 8),  # 2 s late: found within 15 % of the job's age
         (60.0, 60.0, 65.0, 33),  # long late: the cap
     ],
 )
