@@ -390,8 +390,9 @@ def _shade_smooth(mesh: bpy.types.Mesh) -> None:
     if shade_smooth is not None:  # 4.1+
         shade_smooth()
         return
-    count = len(mesh.polygons)
-    mesh.polygons.foreach_set("use_smooth", [True] * count)
+    import numpy as np  # a bool array is copied in one go; a list is read item by item
+
+    mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
     mesh.update()
 
 
