@@ -344,6 +344,8 @@ class Driver:
         self.pressed_at = 0.0
         self.tab_y = 0
         self.single_started = 0.0
+        self.trials = list(BARE_TRIALS)  # bare redraw trials still to run
+        self.trial = ""
 
     def enter(self, phase: str) -> None:
         self.phase = phase
@@ -520,9 +522,11 @@ class Driver:
         """Before each bare redraw trial: let the window settle, then its idle seconds (the baseline)."""
         if now() - self.phase_started < 1.5:
             return 0.1
-        if len(RESULT.setdefault("bare", [])) >= len(BARE_TRIALS):
+        RESULT.setdefault("bare", [])
+        if not self.trials:
             self.enter("single")
             return 0.1
+        self.trial = self.trials.pop(0)
         self.round_started = time.perf_counter()
         self.enter("bare_idle")
         return 0.1
@@ -537,7 +541,7 @@ class Driver:
     def phase_bare_tagging(self) -> float | None:
         """Blender redrawing for a reason that is not the add-on's: no job runs, and every 0.1 s (the add-on's
         tick while jobs run) one region is tagged for redraw, or a property of the window manager is set."""
-        trial = BARE_TRIALS[len(RESULT["bare"])]
+        trial = self.trial
         if now() - self.phase_started < float(CONFIG.get("idle_seconds", 3.0)):
             _, area, sidebar, _ = self.view3d()
             if trial == "sidebar":
