@@ -396,10 +396,11 @@ class ModelsLabClient:
     def open_if_ready(
         self, url: str, *, timeout: float | tuple[float, float] | None = None
     ) -> requests.Response | None:
-        """GET a result URL as a probe: the open, streamed answer when the file is there (200: hand it to
-        download(opened=...) so the transfer that is already on its way is used, or close it), None when it
-        is not there (yet), the server had trouble or was unreachable. Never raises; no key is sent. With online
-        access off, a host that is not loopback is never contacted (None)."""
+        """GET a result URL as a probe: the open, streamed answer when the file is there (200) or the server asks
+        to come back later (429) - hand it to download(opened=...), which uses the transfer already on its way or
+        honours the wait, or close it - and None when it is not there (yet), the server had trouble or was
+        unreachable. Never raises; no key is sent. With online access off, a host that is not loopback is never
+        contacted (None)."""
         scheme, netloc, _ = split_url(url)
         if scheme not in ("http", "https") or not netloc:
             return None
@@ -413,7 +414,7 @@ class ModelsLabClient:
             response = self._session().get(url, stream=True, **transport)
         except (requests.exceptions.RequestException, ModelsLabError):  # a redirect may be refused as offline
             return None
-        if response.status_code == 200:
+        if response.status_code in (200, 429):
             return response
         response.close()
         return None

@@ -418,7 +418,8 @@ class WorkerSteps:
             if schedule.probe_due(now):
                 if now >= schedule.predicted:
                     # Near the finish the probe is the download request itself: when the file is there its
-                    # bytes are already on their way, no second round trip.
+                    # bytes are already on their way, no second round trip (and a 429 goes to the download,
+                    # which honours its wait).
                     job.ready_answer = client.open_if_ready(future[0], timeout=self.PROBE_TIMEOUT)
                     found: bool | None = job.ready_answer is not None
                 else:

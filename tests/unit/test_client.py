@@ -471,5 +471,9 @@ def test_a_get_probe_hands_its_open_answer_to_the_download(
     assert unused is not None
     client.download([done.output[0]], tmp_path / "m.obj", opened=unused)  # the file is there: nothing to fetch
     assert unused.raw.closed  # ...and the held answer was closed, not leaked
+    fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "download", "times": 1, "retry_after": 7}])
+    later = client.open_if_ready(done.output[0])  # "come back later" is for download() to honour, not to drop
+    assert later is not None and later.status_code == 429
+    later.close()
     assert client.open_if_ready("http://127.0.0.1:1/out/x.obj") is None
     assert client.open_if_ready("not a url") is None
