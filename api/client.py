@@ -371,22 +371,12 @@ class ModelsLabClient:
         """Enterprise: update the server's software; returns the server's answer (e.g. the version)."""
         return self.server_admin("update_server")
 
-    def probe(self, url: str, *, timeout: float | None = None) -> bool | None:
+    def probe(self, url: str, *, timeout: float | tuple[float, float] | None = None) -> bool | None:
         """HEAD a result URL (e.g. a future_link): True if the file is there, False if not (yet) or unreachable,
         None if the server does not support HEAD. Never raises for network trouble; no key is sent.
         With online access off, a host that is not loopback is never contacted (False)."""
-        scheme, netloc, _ = split_url(url)
-        if scheme not in ("http", "https") or not netloc:
-            return False
-        try:
-            transport = self._transport(url)
-        except ModelsLabError:
-            return False
-        if timeout is not None:
-            transport["timeout"] = timeout
-        try:
-            response = self._session().head(url, allow_redirects=True, **transport)
-        except (requests.exceptions.RequestException, ModelsLabError):  # a redirect may be refused as offline
+        response = self._watch(url, "HEAD", timeout)
+        if response is None:
             return False
         response.close()
         if response.status_code in (405, 501):
@@ -401,6 +391,15 @@ class ModelsLabClient:
         honours the wait, or close it - and None when it is not there (yet), the server had trouble or was
         unreachable. Never raises; no key is sent. With online access off, a host that is not loopback is never
         contacted (None)."""
+        response = self._watch(url, "GET", timeout)
+        if response is not None and response.status_code not in (200, 429):
+            response.close()
+            return None
+        return response
+
+    def _watch(self, url: str, method: str, timeout: float | tuple[float, float] | None) -> requests.Response | None:
+        """One keyless look at a result URL (redirects followed under the online-access rule); None when it
+        could not be asked (not a web URL, refused offline, network trouble)."""
         scheme, netloc, _ = split_url(url)
         if scheme not in ("http", "https") or not netloc:
             return None
@@ -411,13 +410,9 @@ class ModelsLabClient:
         if timeout is not None:
             transport["timeout"] = timeout
         try:
-            response = self._session().get(url, stream=True, **transport)
+            return self._session().request(method, url, stream=True, allow_redirects=True, **transport)
         except (requests.exceptions.RequestException, ModelsLabError):  # a redirect may be refused as offline
             return None
-        if response.status_code in (200, 429):
-            return response
-        response.close()
-        return None
 
     # --- download -----------------------------------------------------------------------------------------------
     def download(
