@@ -286,7 +286,9 @@ class JobRunner(WorkerSteps):
                 snapshot = self._apply(
                     job, JobState.IMPORTED, f"Imported as {object_name}", 1.0, {"object_name": str(object_name)}
                 )
-            return self._commit(job, snapshot)
+            # Called on Blender's main thread: no fsync. A power cut that undoes this write also loses the unsaved
+            # scene, and the job then offers its import again, which is what the user needs.
+            return self._commit(job, snapshot, durable=False)
 
     def mark_failed(self, local_id: str, error: ModelsLabError) -> JobRecord:
         """The caller could not finish the job (e.g. the import failed): FAILED with that error."""

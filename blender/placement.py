@@ -195,10 +195,10 @@ def _world_bounds(mesh: Any, basis: Any) -> tuple[Any, Any]:
     from mathutils import Vector
 
     count = len(mesh.vertices)
-    coords = np.empty(count * 3, dtype=np.float64)
+    coords = np.empty(count * 3, dtype=np.float32)  # Blender's own type: one block copy, not one per value
     mesh.vertices.foreach_get("co", coords)
     matrix = np.array(basis, dtype=np.float64)
-    world = coords.reshape(count, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+    world = coords.reshape(count, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
     return Vector(world.min(axis=0)), Vector(world.max(axis=0))
 
 

@@ -86,6 +86,30 @@ def test_fault_is_reported_with_its_category_and_creates_nothing(
         assert len(run.result["journal"]) == 1, "a submitted job must stay in the journal"
 
 
+@pytest.mark.parametrize(
+    ("fault", "output_format"),
+    [
+        ({"fault": "obj_mtllib", "mtllib": "../../../secret.mtl"}, "obj"),
+        ({"fault": "glb_buffer_uri", "uri": "/etc/hostname"}, "glb"),
+        ({"fault": "glb_image_uri", "uri": "../outside.png"}, "glb"),
+    ],
+    ids=["obj_mtllib_outside", "glb_buffer_absolute", "glb_image_relative"],
+)
+def test_a_mesh_naming_files_outside_itself_never_reaches_the_importer(
+    blender: BlenderFn, fresh_server: ServerProcess, user_dir: UserDir, fault: dict, output_format: str
+) -> None:
+    """A real mesh that points at other files (a material library, a buffer or texture elsewhere) is refused as
+    bad_mesh by the download: no object, no mesh left in the cache for a later import to pick up."""
+    fresh_server.set_faults([{**fault, "endpoint": "submit"}])
+    props = {"image": str(example_image()), **FAST_PARAMS, "output_format": output_format}
+    run = blender("generate", kwargs={"props": props})
+    assert fresh_server.stats()["faults_fired"]["by_kind"].get(fault["fault"]) == 1, "the mesh was not made hostile"
+    assert_failed_cleanly(run.result, "bad_mesh")
+    assert "was refused" in run.result["runs"][0]["error"]
+    meshes = [p for p in user_dir.root.rglob(f"*.{output_format}") if p.is_file()]
+    assert meshes == [], f"a refused mesh stayed on disk: {meshes}"
+
+
 def test_rate_limit_is_waited_out_and_the_job_succeeds(blender: BlenderFn, fresh_server: ServerProcess) -> None:
     fresh_server.set_faults([{"fault": "rate_limit", "endpoint": "submit", "retry_after": 1, "times": 2}])
     run = blender("generate", kwargs={"props": {"image": str(example_image()), **FAST_PARAMS}})
