@@ -298,8 +298,9 @@ def _redraw_reading(figures: dict[str, Any]) -> str:
     if bare:
         text += (
             " With no job at all, the same window redrawing every 0.1 s for a reason that is not the add-on's gives "
-            f"a ratio of {bare.get('header')} (the 3D view's header region tagged), {bare.get('sidebar')} (the "
-            f"sidebar tagged) and {bare.get('property')} (a window-manager property set, no redraw): one region "
+            f"a ratio of {bare.get('header')} (the 3D view's header region tagged), {bare.get('properties_editor')} "
+            f"(the Properties editor), {bare.get('sidebar')} (the sidebar) and {bare.get('property')} (a "
+            "window-manager property set, no redraw): one region "
             "redraw is a whole-window update under software OpenGL here, so a ratio near 1 would need no sidebar "
             "redraw at all while jobs run."
         )

@@ -284,8 +284,9 @@ NOTE = (
     "firing): the main thread on a CPU, waiting for one (the machine's load) or blocked; the CPU time of Mesa's "
     "llvmpipe rasterizer threads, of the process's other threads and of the X server; with the add-on's timer tick "
     "and panel Python time (`gaps_explained`). Bare redraw trials after the rounds (`bare_redraw`): no job runs; "
-    f"{IDLE_SECONDS:g} s idle, then {IDLE_SECONDS:g} s of the 3D view's sidebar, or its header region (not the "
-    "add-on's), tagged for redraw every 0.1 s, or a window-manager property set every 0.1 s; "
+    f"{IDLE_SECONDS:g} s idle, then {IDLE_SECONDS:g} s of the 3D view's sidebar, its header region or the "
+    "Properties editor (neither the add-on's) tagged for redraw every 0.1 s, or a window-manager property set every "
+    "0.1 s; "
     "`bare_redraw_ratios` = largest gap while tagging ÷ largest idle gap: Blender's own cost of one region redraw "
     "in this window, beside the stall ratio."
 )

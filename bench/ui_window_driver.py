@@ -10,9 +10,10 @@ extension installer in 5.2), and the sidebar is opened at the ModelsLab tab: sim
 down the tab strip until Blender reports the tab in front. Then ROUNDS times: IDLE_SECONDS of the same window
 idle, then JOBS jobs started through the N-panel operator until every object is imported (the objects are
 then removed, so each round starts alike). Then the bare redraw trials, with no job: idle seconds, then the
-same seconds with the sidebar, the 3D view's header, or (no redraw) a window-manager property tagged or set every
-0.1 s, which is Blender's own cost of a region redraw in this window. Every gap is split with the kernel's
-per-thread accounting (Clocks). Last, SINGLE jobs one after the other: the epoch time each object
+same seconds with the sidebar (with the job list, then with its rows cleared), the 3D view's header, the
+Properties editor, or (no redraw) a window-manager property tagged or set every 0.1 s, which is Blender's own
+cost of a region redraw in this window. Every gap is split with the kernel's per-thread accounting (Clocks).
+Last, SINGLE jobs one after the other: the epoch time each object
 was first seen in the scene (checked on every timer firing) with its remote id, for the bench to compare with
 the server's finished_at.
 
@@ -527,6 +528,8 @@ class Driver:
             self.enter("single")
             return 0.1
         self.trial = self.trials.pop(0)
+        if self.trial != "property" and self.trial_region(self.trial) is None:
+            return 0.1  # this window has no such region
         self.round_started = time.perf_counter()
         self.enter("bare_idle")
         return 0.1
@@ -538,17 +541,29 @@ class Driver:
         self.enter("bare_tagging")
         return 0.0
 
+    def trial_region(self, trial: str) -> Any:
+        """The region a bare trial redraws: the 3D view's sidebar or header, or the Properties editor's main
+        region (about the sidebar's size, none of the add-on's panels); None for the property trial."""
+        _, area, sidebar, _ = self.view3d()
+        if trial in ("sidebar", "sidebar_without_job_rows"):
+            return sidebar
+        if trial == "header":
+            return next(r for r in area.regions if r.type == "HEADER")
+        if trial == "properties_editor":
+            for other in bpy.context.window_manager.windows[0].screen.areas:
+                if other.type == "PROPERTIES":
+                    return next(r for r in other.regions if r.type == "WINDOW")
+        return None
+
     def phase_bare_tagging(self) -> float | None:
         """Blender redrawing for a reason that is not the add-on's: no job runs, and every 0.1 s (the add-on's
         tick while jobs run) one region is tagged for redraw, or a property of the window manager is set."""
         trial = self.trial
+        region = self.trial_region(trial)
         if now() - self.phase_started < float(CONFIG.get("idle_seconds", 3.0)):
-            _, area, sidebar, _ = self.view3d()
-            if trial == "sidebar":
-                sidebar.tag_redraw()
-            elif trial == "header":
-                next(r for r in area.regions if r.type == "HEADER").tag_redraw()
-            elif trial == "property":
+            if region is not None:
+                region.tag_redraw()
+            else:
                 wm: Any = bpy.context.window_manager
                 wm.modelslab_jobs_index = wm.modelslab_jobs_index
             return 0.1
@@ -559,6 +574,7 @@ class Driver:
         RESULT["bare"].append(
             {
                 "trial": trial,
+                "region_size": [region.width, region.height] if region is not None else None,
                 "load_average": load_average(),
                 "idle_max_ms": round(idle_max, 2),
                 "tagging_max_ms": round(tagged_max, 2),
@@ -573,6 +589,8 @@ class Driver:
             }
         )
         log(f"bare redraw trial: {RESULT['bare'][-1]}")
+        if self.trials and self.trials[0] == "sidebar_without_job_rows":  # the job list empty (before the settle)
+            bpy.context.window_manager.modelslab_jobs.clear()
         self.enter("bare_settle")
         return 0.1
 
@@ -626,7 +644,7 @@ def downloaded_at(module: str, remote_id: str) -> float | None:
     return None
 
 
-BARE_TRIALS = ("sidebar", "header", "property")
+BARE_TRIALS = ("sidebar", "header", "properties_editor", "property", "sidebar_without_job_rows")
 DRIVER: Driver | None = None
 
 
