@@ -197,7 +197,8 @@ class WorkerSteps:
     FETCH_LEAD = polling.FETCH_LEAD
     PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
     PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
-    PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second
+    PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second...
+    PROGRESS_EVENT_MIN_GAP = 0.1  # ...and never closer together than this
 
     # Provided by JobRunner.
     client: ModelsLabClient
@@ -530,17 +531,17 @@ class WorkerSteps:
         )
 
     def _progress_callback(self, job: _Job) -> Callable[[int, int | None], None]:
-        """Progress events while the bytes arrive; the first one also journals the DOWNLOADING state (without an
-        fsync), while the rest of the body is already on its way."""
-        last = {"fraction": -1.0, "at": 0.0, "journaled": False}
+        """Progress events while the bytes arrive, none sooner than PROGRESS_EVENT_MIN_GAP after the last (a fast
+        download spends nothing on them); the first one also journals the DOWNLOADING state (without an fsync)
+        while the rest of the body is on its way."""
+        last = {"fraction": 0.0, "at": time.monotonic(), "journaled": False}
 
         def report(done: int, total: int | None) -> None:
             now = time.monotonic()
             fraction = done / total if total else 0.0
-            if (
-                last["journaled"]
-                and fraction - last["fraction"] < self.PROGRESS_EVENT_STEP
-                and now - last["at"] < self.PROGRESS_EVENT_SECONDS
+            since = now - last["at"]
+            if since < self.PROGRESS_EVENT_MIN_GAP or (
+                fraction - last["fraction"] < self.PROGRESS_EVENT_STEP and since < self.PROGRESS_EVENT_SECONDS
             ):
                 return
             first = not last["journaled"]
