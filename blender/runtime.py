@@ -137,7 +137,8 @@ def pump(
     background_work = _apply_inbox()
     runner = peek_runner()
     if runner is None:
-        return background_work
+        _redraw_when_due(False, False)
+        return background_work or _loop.redraw_pending
     events = runner.drain_events(max_events)
     urgent = False
     for event in events:
@@ -325,6 +326,7 @@ def _apply_foreign(found: list[tuple[str, "JobRecord | None", bool]]) -> None:
             orphaned.append(local_id)
         if local_id not in state.hidden:
             _show(record)
+    _loop.redraw_pending = _loop.redraw_pending or bool(found)  # shown with the next once-a-second redraw
     if orphaned and settings().api_key:
         for local_id in orphaned:  # taken over once: the runner claims it under the folder-wide takeover lock
             try:
