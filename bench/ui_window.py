@@ -229,6 +229,7 @@ def summarise(result: dict[str, Any], finished: dict[str, float]) -> dict[str, A
             for r in rounds
         ],
         "load_average_at_round_start": result.get("load_average_at_round_start"),
+        "settle_seconds_before_idle": result.get("settle_seconds"),
         "in_flight_stalled_ms": [r.get("busy_stalled_ms") for r in rounds],
         "in_flight_addon_ticks": [r.get("addon_ticks") for r in rounds],
         "in_flight_addon_tick_ms_max": [rounded(r.get("addon_tick_ms_max"), 2) for r in rounds],
@@ -280,7 +281,9 @@ NOTE = (
     "reported beside the ratio (`import_gaps_ms`, `importing_max_plain_gap_ms`), not in it. The imported objects "
     f"are removed after each round. Then {SINGLE} jobs one at a time: the epoch time the driver's timer first saw "
     "the object in the scene − the server's `finished_at` for that job (same machine clock), median. "
-    "Each gap is split with the kernel's per-thread accounting (/proc/<pid>/task/<tid>/schedstat read at every "
+    "An idle baseline starts once the window has not redrawn for 1.5 s (e.g. the status bar's report of the last "
+    "round's import has stopped animating). Each gap is split with the kernel's per-thread accounting "
+    "(/proc/<pid>/task/<tid>/schedstat read at every "
     "firing): the main thread on a CPU, waiting for one (the machine's load) or blocked; the CPU time of Mesa's "
     "llvmpipe rasterizer threads, of the process's other threads and of the X server; with the add-on's timer tick "
     "and panel Python time (`gaps_explained`). Bare redraw trials after the rounds (`bare_redraw`): no job runs; "
