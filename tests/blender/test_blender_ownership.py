@@ -173,8 +173,10 @@ def test_a_job_whose_blender_was_killed_mid_download_is_finished_once_from_its_o
     local_id = a.ask("submit", image=str(example_image()), params=FAST_PARAMS)["local_id"]
     a_session = a.ask("view")["session"]
     wait_until(  # the body is flowing and A's journal says so (it is written with the first bytes)
-        lambda: only_job(fresh_server).get("downloads_started", 0) >= 1
-        and record_of(a.ask("view"), local_id)["state"] == "downloading",
+        lambda: (
+            only_job(fresh_server).get("downloads_started", 0) >= 1
+            and record_of(a.ask("view"), local_id)["state"] == "downloading"
+        ),
         timeout=60,
         message="A never began the download",
     )
