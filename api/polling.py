@@ -11,7 +11,7 @@ a status fetch:
   us later than that client; a fetch every eta_wait_cap seconds while the prediction is far away, and one
   fetch_lead seconds before it (at most half the eta): it catches a failed job or a new eta (which moves the
   prediction, sooner or later).
-- The first probe is at the predicted finish, the second head_interval (50 ms) later while within head_window:
+- The first probe is at the predicted finish, then head_window / head_interval more, head_interval (50 ms) apart:
   the fast window that catches an honest eta within a few milliseconds. An eta is a rounded number ("2.99",
   "45"), so the prediction is the end of its rounding interval (half a unit of its last digit, at most
   eta_rounding_cap later): a first probe a few milliseconds early would cost a whole head_interval.
@@ -82,6 +82,7 @@ class PollSchedule:
     ) -> None:
         self.timing = timing
         self.phase = min(1.0, max(0.0, phase))  # scales the first back-off gap (spreads jobs sent together)
+        self.fast_gaps = max(0, round(timing.head_window / timing.head_interval))  # head_interval gaps after the eta
         self.can_fetch = can_fetch
         self.probing = future_links
         self.deadline = start + timing.timeout
@@ -113,13 +114,14 @@ class PollSchedule:
         t = self.timing
         if now < self.predicted:
             due = [self.predicted, now + t.eta_wait_cap]
-            if self.probing:
-                due.append(self.next_early)
+            if self.probing and self.next_early < self.predicted - t.head_interval:
+                due.append(self.next_early)  # (one that would land next to the prediction is left to it)
             if self.can_fetch and self.next_fetch > now:
                 due.append(self.next_fetch)
             return max(now, min(due))
         floor = t.head_interval if self.probing else t.interval_min
-        if now - self.predicted < t.head_window - 1e-9:  # (a check exactly at the window's end closes it)
+        if self.fast_gaps > 0:  # counted, not timed: a first probe that went out late still gets its second
+            self.fast_gaps -= 1
             return now + floor
         gap = t.backoff * (now - self.submitted) * self.phase
         self.phase = 1.0  # only the first gap is shortened: the checks after it keep their geometric spacing

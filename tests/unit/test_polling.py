@@ -126,6 +126,15 @@ def test_an_eta_of_zero_gets_no_margin() -> None:
     assert [t for _, t in checks(schedule(0.0, eta_rounding_cap=0.005), 0.06)] == pytest.approx([0.0, 0.05])
 
 
+def test_an_early_probe_next_to_the_prediction_is_left_to_the_probe_at_it() -> None:
+    """The CLI-timetable probe at 3 s would land 20 ms before an eta of 3.02 s: the probe at the eta (the one that
+    downloads) takes its place; 100 ms before, both are kept."""
+    seen = checks(schedule(3.02), 3.02)
+    assert [kind for kind, _ in seen] == ["probe", "fetch", "probe"]
+    assert [t for _, t in seen] == pytest.approx([1.0, 2.72, 3.02])
+    assert [t for _, t in checks(schedule(3.1), 3.1)] == pytest.approx([1.0, 2.8, 3.0, 3.1])
+
+
 def test_an_eta_of_zero_is_a_fetch_at_once_then_the_fast_window() -> None:
     assert [t for _, t in checks(schedule(0.0), 0.11)] == pytest.approx([0.0, 0.05, 0.1])
 
@@ -180,26 +189,38 @@ def test_the_fast_window_is_two_probes_50_ms_apart_then_the_back_off() -> None:
     assert [t for _, t in seen] == pytest.approx([1.0, 2.7, 3.0, 3.05, 3.05 + 0.15 * 3.05])
 
 
+def fast_window_done(s: PollSchedule, at: float) -> PollSchedule:
+    """The probe at the prediction and its fast follow-up, both not finding the file (the second ends at T0+at)."""
+    s.probed(s.predicted, supported=True)
+    s.probed(T0 + at, supported=True)
+    return s
+
+
 def test_after_the_fast_window_the_gap_is_15_percent_of_the_jobs_age() -> None:
-    s = schedule(3.0)
-    s.probed(T0 + 3.2, supported=True)
+    s = fast_window_done(schedule(3.0), 3.2)
     assert s.next_check - (T0 + 3.2) == pytest.approx(0.15 * 3.2)
-    old = schedule(3.0, age=7.0)  # resumed: the job was submitted 7 s before this poll began
-    old.probed(T0 + 3.2, supported=True)
+    old = fast_window_done(schedule(3.0, age=7.0), 3.2)  # resumed: submitted 7 s before this poll began
     assert old.next_check - (T0 + 3.2) == pytest.approx(0.15 * 10.2)
+
+
+def test_the_fast_follow_up_is_counted_not_timed() -> None:
+    """A first probe that went out 80 ms late (a busy machine) still gets its follow-up 50 ms later."""
+    s = schedule(3.0)
+    s.probed(T0 + 3.08, supported=True)
+    assert s.next_check - (T0 + 3.08) == pytest.approx(0.05)
+    s.probed(T0 + 3.13, supported=True)
+    assert s.next_check - (T0 + 3.13) == pytest.approx(0.15 * 3.13)
 
 
 def test_a_phase_shortens_only_the_first_back_off_gap() -> None:
     """Jobs sent together get different phases (the runner draws one per poll), so their checks do not all
     land on the server at the same instants and a cluster of late jobs is not all found at one late check."""
-    s = schedule(3.0, phase=0.4)
-    s.probed(T0 + 3.2, supported=True)
+    s = fast_window_done(schedule(3.0, phase=0.4), 3.2)
     first = s.next_check - (T0 + 3.2)
     assert first == pytest.approx(0.4 * 0.15 * 3.2)
     s.probed(s.next_check, supported=True)
     assert s.next_check - (T0 + 3.2 + first) == pytest.approx(0.15 * (3.2 + first))
-    tiny = schedule(3.0, phase=0.0)
-    tiny.probed(T0 + 3.2, supported=True)
+    tiny = fast_window_done(schedule(3.0, phase=0.0), 3.2)
     assert tiny.next_check - (T0 + 3.2) == pytest.approx(0.05)  # never below the 50 ms floor
 
 
@@ -238,7 +259,7 @@ def test_before_the_prediction_a_sooner_eta_moves_it_earlier() -> None:
 
 
 def test_a_later_eta_moves_the_prediction_a_small_one_does_not() -> None:
-    s = schedule(3.0)
+    s = fast_window_done(schedule(3.0), 3.05)
     s.fetch_started(T0 + 4.0)
     s.fetch_answered(T0 + 4.0, 0.2, future_links=True)  # "almost done" while late: keep backing off
     assert s.predicted == T0 + 3.0 and s.next_check - (T0 + 4.0) == pytest.approx(0.6)
