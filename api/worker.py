@@ -531,18 +531,17 @@ class WorkerSteps:
         )
 
     def _progress_callback(self, job: _Job) -> Callable[[int, int | None], None]:
-        """Progress events while the bytes arrive: the first with the first bytes, which also journals the
-        DOWNLOADING state (without an fsync) while the rest of the body is on its way; the others no closer than
-        PROGRESS_EVENT_MIN_GAP (a fast download spends nothing more on them)."""
-        last = {"fraction": 0.0, "at": 0.0, "journaled": False}
+        """Progress events while the bytes arrive, none sooner than PROGRESS_EVENT_MIN_GAP after the start or the
+        last one: a fast download spends nothing on them. The first also journals the DOWNLOADING state (without
+        an fsync) while the rest of the body is on its way."""
+        last = {"fraction": 0.0, "at": time.monotonic(), "journaled": False}
 
         def report(done: int, total: int | None) -> None:
             now = time.monotonic()
             fraction = done / total if total else 0.0
             since = now - last["at"]
-            if last["journaled"] and (
-                since < self.PROGRESS_EVENT_MIN_GAP
-                or (fraction - last["fraction"] < self.PROGRESS_EVENT_STEP and since < self.PROGRESS_EVENT_SECONDS)
+            if since < self.PROGRESS_EVENT_MIN_GAP or (
+                fraction - last["fraction"] < self.PROGRESS_EVENT_STEP and since < self.PROGRESS_EVENT_SECONDS
             ):
                 return
             first = not last["journaled"]
