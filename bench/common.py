@@ -89,7 +89,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("burst_overhead_s.modelslab_cli", "the same, official modelslab CLI (median s)", "s", None),
     Goal(
         "requests_per_job.project",
-        "fetches + HEAD probes + downloads per job, both phases, this project",
+        "fetches + probes (HEAD or GET) + downloads per job, both phases, this project",
         "",
         None,
         relative_to="requests_per_job.modelslab_cli",

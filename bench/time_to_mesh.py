@@ -442,7 +442,8 @@ def run(quick: bool = False) -> Outcome:
         "`burst_overhead_s`: the CLI and the project again with all jobs submitted at "
         "once, so the server's reconstructions contend for the CPU and its `eta` turns out optimistic "
         "(`server_job_late_vs_job_seconds_median_s`), as a real service's estimate can be. "
-        "`requests_per_job`: fetches + HEAD probes + downloads the server counted per job (submits and uploads "
+        "`requests_per_job`: fetches + probes (HEAD, or a GET before the file existed) + downloads the server counted "
+        "per job (submits and uploads "
         "excluded), the mean of the two phases (`requests_per_job_by_phase`). "
         "`distance_from_the_limit_s`: the limit is the moment the file is downloadable (`finished_at`) plus the "
         "transfer; `finished_to_noticed` is the time from `finished_at` to the client's first fetch or successful "
@@ -541,7 +542,7 @@ def _findings(outcome: Outcome) -> None:
         )
     ours_requests, cli_requests = values.get("requests_per_job.project"), values.get("requests_per_job.modelslab_cli")
     if ours_requests is not None and cli_requests is not None:
-        text += f"; requests per job (fetch + HEAD + download): ours {ours_requests}, the CLI's {cli_requests}"
+        text += f"; requests per job (fetch + probe + download): ours {ours_requests}, the CLI's {cli_requests}"
     distance = outcome.extra.get("distance_from_the_limit_s") or {}
     parts = [
         f"{key}: noticed {row['finished_to_noticed_median']} s after the finish, on disk "
