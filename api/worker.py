@@ -475,8 +475,7 @@ class WorkerSteps:
         changes: dict[str, Any] = {"output_urls": urls, "proxy_links": _dedupe(proxy_links)}
         if meta:
             changes["meta"] = dict(meta)
-        # Published now, journaled once the first bytes are in (see _progress_callback): the download request goes
-        # out without waiting for the disk, and a crash before that journal write only means asking again (free).
+        # Published now, journaled by the download step (no fsync): a crash in between only means asking again.
         self._update(job, JobState.DOWNLOADING, "Ready on the server; downloading", 0.8, save=False, **changes)
         return True
 
@@ -498,8 +497,9 @@ class WorkerSteps:
             if unused is not None:
                 unused.close()
         else:
-            # Not journaled: a resume finds the same target again, and the next write records the file.
-            self._update(job, None, "Downloading", 0.8, save=False, file_path=str(target))
+            # Journaled without an fsync before the temp file exists: a Blender that stops or is killed from here
+            # on leaves "downloading" (with the links) for the next session and for other Blenders to see.
+            self._update(job, None, "Downloading", 0.8, durable=False, file_path=str(target))
             fmt = str(record.params.get("output_format") or _format_of(urls[0]))
             try:
                 target = self.client.download(
@@ -532,9 +532,8 @@ class WorkerSteps:
 
     def _progress_callback(self, job: _Job) -> Callable[[int, int | None], None]:
         """Progress events while the bytes arrive, none sooner than PROGRESS_EVENT_MIN_GAP after the start or the
-        last one: a fast download spends nothing on them. The first also journals the DOWNLOADING state (without
-        an fsync) while the rest of the body is on its way."""
-        last = {"fraction": 0.0, "at": time.monotonic(), "journaled": False}
+        last one: a fast download spends nothing on them."""
+        last = {"fraction": 0.0, "at": time.monotonic()}
 
         def report(done: int, total: int | None) -> None:
             now = time.monotonic()
@@ -544,11 +543,10 @@ class WorkerSteps:
                 fraction - last["fraction"] < self.PROGRESS_EVENT_STEP and since < self.PROGRESS_EVENT_SECONDS
             ):
                 return
-            first = not last["journaled"]
-            last.update(fraction=fraction, at=now, journaled=True)
+            last.update(fraction=fraction, at=now)
             mb = done / 1e6
             text = f"Downloading {mb:.1f} of {total / 1e6:.1f} MB" if total else f"Downloading {mb:.1f} MB"
-            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=first, durable=False)
+            self._update(job, None, text, 0.8 + 0.2 * min(1.0, fraction), save=False)
 
         return report
 

@@ -471,9 +471,10 @@ SCHEDULE_NOTE = (
     "shortened by a random phase per job, so jobs sent together do not reach the server at the same instants nor "
     "all miss a cluster of late finishes by the same gap. A late job is noticed within about 15 % of the time it "
     "took, and a job clearly not near done is asked less and less. A fetch takes a check's place 1 s after the "
-    "predicted finish and then at doubling intervals. The DOWNLOADING state is journaled (without an fsync) with "
-    "the first bytes, not before the request. The official CLI sleeps 1 s, 2 s, 4 s, 8 s, then 10 s between "
-    "fetches whatever the eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to land just after "
+    "predicted finish and then at doubling intervals. The DOWNLOADING state is journaled without an fsync once "
+    "the download answer is open (not fsynced before the request). The official CLI sleeps 1 s, 2 s, 4 s, 8 s, "
+    "then 10 s between fetches whatever the eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to "
+    "land just after "
     "the finish, and with a late job it waits up to 4 s, then 8 s, past it."
 )
 

@@ -280,7 +280,7 @@ def test_shutdown_during_download_then_resume(fresh_server: ServerProcess, make_
     wait_until(
         lambda: any(
             e.local_id == record.local_id and e.message.startswith("Downloading ") for e in events.pump()
-        ),  # the first bytes are in: the DOWNLOADING state is journaled with them
+        ),  # the transfer is under way: the DOWNLOADING state was journaled before it
         timeout=30,
         interval=0.01,
         message="the first download progress",
