@@ -1,6 +1,7 @@
-"""What the drivers that run INSIDE a Blender window share (sidebar_driver.py and jobs_driver.py in Debian's
-Blender 3.4, blender52_driver.py in Blender 5.2): the config and the result file, the log, a phase machine
-advanced by one bpy.app.timers callback, the 3D viewport lookups, Ctrl+Tab over the sidebar, the Info log, and
+"""What the drivers that run INSIDE a Blender window share (sidebar_driver.py, sources_window_driver.py and
+jobs_driver.py in Debian's Blender 3.4, blender52_driver.py in Blender 5.2): the config and the result file, the
+log, a phase machine advanced by one bpy.app.timers callback (SidebarDriver adds the ModelsLab sidebar: draw
+records, redraw marks and the Ctrl+Tab walk to its tab), the 3D viewport lookups, the Info log, and
 the RecordingLayout that writes down what a panel draws.
 
 A driver puts its own folder on sys.path and imports this file as a sibling module; test_gui_blender52.py copies
@@ -271,6 +272,87 @@ class PhaseDriver:
 
     def finish(self) -> None:
         raise NotImplementedError
+
+
+class SidebarDriver(PhaseDriver):
+    """A PhaseDriver for the ModelsLab sidebar in Blender 3.4: it opens the sidebar, records what the panels draw
+    (record(), per driver), and brings the ModelsLab tab to the front with Ctrl+Tab (phase "tab"), then calls
+    tab_in_front(region) for the next phase."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws: dict[str, dict[str, Any]] = {}
+        self.list_rows: dict[str, dict[str, Any]] = {}
+        self.tab_attempts = 0
+        self.tab_pressed_at = 0.0
+        self.mark_after_press = False
+        self.mark = 0.0
+        self.module = CONFIG["module"]
+
+    def addon(self, name: str) -> Any:
+        return sys.modules[f"{self.module}.{name}"]
+
+    @staticmethod
+    def rows() -> list[Any]:
+        return list(bpy.context.window_manager.modelslab_jobs)
+
+    def row(self, local_id: str) -> Any:
+        return next(row for row in self.rows() if row.local_id == local_id)
+
+    def redraw(self) -> None:
+        self.mark = now()
+        self.view3d()[1].tag_redraw()
+
+    def drawn_since_mark(self, *names: str) -> bool:
+        return all(self.draws.get(name, {}).get("at", -1) > self.mark for name in names)
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        """The newest recorded draw of a panel (its items and texts)."""
+        return json.loads(json.dumps(self.draws[name]))
+
+    def record(self) -> None:
+        raise NotImplementedError
+
+    def tab_in_front(self, region: Any) -> float | None:
+        raise NotImplementedError
+
+    def wait(self, what: str, delay: float = 0.05) -> float | None:
+        """Come back after delay, or end the run when the phase has waited too long for `what`."""
+        return self.finish() if self.timed_out(what) else delay
+
+    def phase_ui(self) -> float | None:
+        area, _, _ = self.view3d()
+        area.spaces.active.show_region_ui = True
+        self.record()
+        cube = bpy.data.objects.get("Cube")
+        if cube is not None:
+            bpy.data.objects.remove(cube)
+        self.enter("tab")
+        return 0.3
+
+    def phase_tab(self) -> float | None:
+        # Ctrl+Tab over the sidebar cycles its tabs (3.4 has no Region.active_panel_category). After a press has
+        # settled, ask for a redraw: only the tab in front draws, so a ModelsLab draw after that says it is ours.
+        _, region, _ = self.view3d()
+        if self.tab_pressed_at and not self.mark_after_press:
+            if now() - self.tab_pressed_at < 0.4:
+                return 0.05
+            self.mark_after_press = True
+            self.redraw()
+            return 0.05
+        if self.tab_pressed_at and self.drawn_since_mark("MODELSLAB_PT_generate"):
+            RESULT["tab_presses"] = self.tab_attempts
+            return self.tab_in_front(region)
+        if self.tab_pressed_at and now() - self.mark < 0.6:
+            return 0.05
+        if self.tab_attempts >= 15:
+            error("the ModelsLab tab never came to the front")
+            return self.finish()
+        self.press_ctrl_tab(region)
+        self.tab_attempts += 1
+        self.tab_pressed_at = now()
+        self.mark_after_press = False
+        return 0.1
 
 
 def start(driver: PhaseDriver, install: Callable[[], None], first_interval: float) -> None:

@@ -46,7 +46,7 @@ from driver_common import (
     CONFIG,
     RESULT,
     RUNNING_STATES,
-    PhaseDriver,
+    SidebarDriver,
     error,
     log,
     now,
@@ -77,45 +77,18 @@ def text_width(text: str) -> float:
     return float(blf.dimensions(0, text)[0])
 
 
-class Driver(PhaseDriver):
+class Driver(SidebarDriver):
     def __init__(self) -> None:
         super().__init__()
-        self.draws: dict[str, dict[str, Any]] = {}
-        self.list_rows: dict[str, dict[str, Any]] = {}
-        self.tab_attempts = 0
-        self.tab_pressed_at = 0.0
-        self.mark_after_press = False
-        self.mark = 0.0
         self.image_cases: list[tuple[str, str]] = []
         self.ids: dict[str, str] = {}
         self.samples: list[dict[str, Any]] = []
-        self.module = CONFIG["module"]
 
     # --- Blender lookups ----------------------------------------------------------------------------
-    def addon(self, name: str) -> Any:
-        return sys.modules[f"{self.module}.{name}"]
-
-    def rows(self) -> list[Any]:
-        return list(bpy.context.window_manager.modelslab_jobs)
-
-    def row(self, local_id: str) -> Any:
-        return next(row for row in self.rows() if row.local_id == local_id)
-
     def select(self, local_id: str) -> None:
         wm = bpy.context.window_manager
         wm.modelslab_jobs_index = next(i for i, row in enumerate(wm.modelslab_jobs) if row.local_id == local_id)
         self.redraw()
-
-    def redraw(self) -> None:
-        self.mark = now()
-        self.view3d()[1].tag_redraw()
-
-    def drawn_since_mark(self, *names: str) -> bool:
-        return all(self.draws.get(name, {}).get("at", -1) > self.mark for name in names)
-
-    def snapshot(self, name: str) -> dict[str, Any]:
-        """The newest recorded draw of a panel (its items and texts)."""
-        return json.loads(json.dumps(self.draws[name]))
 
     def call(self, operator: str, **props: Any) -> dict[str, Any]:
         """Run modelslab.<operator> in the sidebar's context; what it returned and reported (stdout)."""
@@ -150,44 +123,9 @@ class Driver(PhaseDriver):
         sidebar.MODELSLAB_UL_jobs.draw_item = recorded_draw_item(sidebar.MODELSLAB_UL_jobs.draw_item, keep)
 
     # --- the timer -------------------------------------------------------------------------------------
-    def wait(self, what: str, delay: float = 0.05) -> float | None:
-        """Come back after delay, or end the run when the phase has waited too long for `what`."""
-        return self.finish() if self.timed_out(what) else delay
-
-    def phase_ui(self) -> float | None:
-        area, _, _ = self.view3d()
-        area.spaces.active.show_region_ui = True
-        self.record()
-        cube = bpy.data.objects.get("Cube")
-        if cube is not None:
-            bpy.data.objects.remove(cube)
-        self.enter("tab")
-        return 0.3
-
-    def phase_tab(self) -> float | None:
-        # Ctrl+Tab over the sidebar cycles its tabs (3.4 has no Region.active_panel_category). After a press has
-        # settled, ask for a redraw: only the tab in front draws, so a ModelsLab draw after that says it is ours.
-        _, region, _ = self.view3d()
-        if self.tab_pressed_at and not self.mark_after_press:
-            if now() - self.tab_pressed_at < 0.4:
-                return 0.05
-            self.mark_after_press = True
-            self.redraw()
-            return 0.05
-        if self.tab_pressed_at and self.drawn_since_mark("MODELSLAB_PT_generate"):
-            RESULT["sidebar_width"] = region.width
-            RESULT["tab_presses"] = self.tab_attempts
-            self.enter("images")
-            return 0.1
-        if self.tab_pressed_at and now() - self.mark < 0.6:
-            return 0.05
-        if self.tab_attempts >= 15:
-            error("the ModelsLab tab never came to the front")
-            return self.finish()
-        self.press_ctrl_tab(region)
-        self.tab_attempts += 1
-        self.tab_pressed_at = now()
-        self.mark_after_press = False
+    def tab_in_front(self, region: Any) -> float | None:
+        RESULT["sidebar_width"] = region.width
+        self.enter("images")
         return 0.1
 
     def phase_images(self) -> float | None:

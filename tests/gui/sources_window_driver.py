@@ -5,7 +5,7 @@ runs, in the sidebar's context, and let the add-on's own timer import each resul
 
     blender --factory-startup --enable-event-simulate --python-exit-code 3 --python sources_window_driver.py -- CFG
 
-One bpy.app.timers state machine (driver_common.PhaseDriver); the panels draw through a RecordingLayout. Steps:
+One bpy.app.timers state machine (driver_common.SidebarDriver); the panels draw through a RecordingLayout. Steps:
 
 1. install and enable the legacy add-on, open the sidebar, bring the ModelsLab tab forward (Ctrl+Tab); the Import
    sub-panel is registered open (an artist clicks its header; Python cannot open a panel in 3.4);
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from driver_common import (
     CONFIG,
     RESULT,
     RUNNING_STATES,
-    PhaseDriver,
     RecordingLayout,
+    SidebarDriver,
     error,
     log,
     now,
@@ -104,42 +103,15 @@ def world_bounds(obj: Any) -> dict[str, list[float]]:
     }
 
 
-class Driver(PhaseDriver):
+class Driver(SidebarDriver):
     def __init__(self) -> None:
         super().__init__()
-        self.draws: dict[str, dict[str, Any]] = {}
-        self.list_rows: dict[str, dict[str, Any]] = {}
-        self.tab_attempts = 0
-        self.tab_pressed_at = 0.0
-        self.mark_after_press = False
-        self.mark = 0.0
         self.ids: dict[str, str] = {}
-        self.module = CONFIG["module"]
 
     # --- Blender lookups ----------------------------------------------------------------------------
-    def addon(self, name: str) -> Any:
-        return sys.modules[f"{self.module}.{name}"]
-
     @staticmethod
     def settings() -> Any:
         return bpy.context.scene.modelslab
-
-    @staticmethod
-    def rows() -> list[Any]:
-        return list(bpy.context.window_manager.modelslab_jobs)
-
-    def row(self, local_id: str) -> Any:
-        return next(row for row in self.rows() if row.local_id == local_id)
-
-    def redraw(self) -> None:
-        self.mark = now()
-        self.view3d()[1].tag_redraw()
-
-    def drawn_since_mark(self, *names: str) -> bool:
-        return all(self.draws.get(name, {}).get("at", -1) > self.mark for name in names)
-
-    def snapshot(self, name: str) -> dict[str, Any]:
-        return json.loads(json.dumps(self.draws[name]))
 
     def call(self, operator: str, **props: Any) -> dict[str, Any]:
         """Run an operator ("modelslab.x") as a button in the sidebar does; what it returned and reported."""
@@ -215,43 +187,9 @@ class Driver(PhaseDriver):
         )
 
     # --- the timer -------------------------------------------------------------------------------------
-    def wait(self, what: str, delay: float = 0.05) -> float | None:
-        return self.finish() if self.timed_out(what) else delay
-
-    def phase_ui(self) -> float | None:
-        area, _, _ = self.view3d()
-        area.spaces.active.show_region_ui = True
-        self.record()
-        cube = bpy.data.objects.get("Cube")
-        if cube is not None:
-            bpy.data.objects.remove(cube)
-        self.enter("tab")
-        return 0.3
-
-    def phase_tab(self) -> float | None:
-        # Ctrl+Tab over the sidebar cycles its tabs (3.4 has no Region.active_panel_category); only the tab in
-        # front draws, so a ModelsLab draw after a settled press says it is ours.
-        _, region, _ = self.view3d()
-        if self.tab_pressed_at and not self.mark_after_press:
-            if now() - self.tab_pressed_at < 0.4:
-                return 0.05
-            self.mark_after_press = True
-            self.redraw()
-            return 0.05
-        if self.tab_pressed_at and self.drawn_since_mark("MODELSLAB_PT_generate"):
-            RESULT["tab_presses"] = self.tab_attempts
-            self.enter("text")
-            return 0.05
-        if self.tab_pressed_at and now() - self.mark < 0.6:
-            return 0.05
-        if self.tab_attempts >= 15:
-            error("the ModelsLab tab never came to the front")
-            return self.finish()
-        self.press_ctrl_tab(region)
-        self.tab_attempts += 1
-        self.tab_pressed_at = now()
-        self.mark_after_press = False
-        return 0.1
+    def tab_in_front(self, region: Any) -> float | None:
+        self.enter("text")
+        return 0.05
 
     def source_job(self, name: str, prepare: Any, after: str) -> float | None:
         """One job from the sidebar: prepare() sets the scene's settings, the panels redraw, Generate is pressed,

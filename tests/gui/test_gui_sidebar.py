@@ -8,7 +8,6 @@ icons, enabled states), the rows, the operators' reports and Blender's Info log 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,7 @@ FAILURE_TEXT = "The reconstruction came out empty; try remove_bg or a higher for
 DUCK = Path(gui.EXAMPLE_IMAGES[0]).stem
 
 
-@dataclass
-class Session:
-    result: dict[str, Any]
-    output: str
-
-    def step(self, name: str) -> Any:
-        steps = self.result.get("steps", {})
-        assert name in steps, f"the driver never reached {name!r}: {self.result.get('errors')}\n{self.output[-3000:]}"
-        return steps[name]
+Session = gui.DriverSession
 
 
 @pytest.fixture(scope="module")

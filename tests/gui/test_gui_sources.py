@@ -8,7 +8,6 @@ panels drew, the objects the add-on's timer imported, their world-space bounds a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -30,15 +29,7 @@ TARGET_HEIGHT = 0.5
 SOURCES = ["File", "URL", "Image", "Camera", "Viewport", "Clipboard", "Text"]
 
 
-@dataclass
-class Session:
-    result: dict[str, Any]
-    output: str
-
-    def step(self, name: str) -> Any:
-        steps = self.result.get("steps", {})
-        assert name in steps, f"the driver never reached {name!r}: {self.result.get('errors')}\n{self.output[-3000:]}"
-        return steps[name]
+Session = gui.DriverSession
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ DIST_LEGACY_ZIP = REPO_ROOT / "dist" / zip_name(legacy=True)
 JOBS_DRIVER = REPO_ROOT / "tests" / "gui" / "jobs_driver.py"
 EXAMPLE_IMAGES = [str(path) for path in paths.EXAMPLE_IMAGES]
 DEFAULT_SCREEN = "1600x1000x24"
+
+
+@dataclass
+class DriverSession:
+    """A window driver's result JSON and Blender's output; step(name) is one step the driver recorded."""
+
+    result: dict[str, Any]
+    output: str
+
+    def step(self, name: str) -> Any:
+        steps = self.result.get("steps", {})
+        assert name in steps, f"the driver never reached {name!r}: {self.result.get('errors')}\n{self.output[-3000:]}"
+        return steps[name]
 
 
 def unavailable_reason() -> str | None:
