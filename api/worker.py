@@ -58,6 +58,12 @@ class _Job:
         answer, self.ready_answer = self.ready_answer, None
         return answer
 
+    def close_ready_answer(self) -> None:
+        """Close the probe's open answer when nothing will use it."""
+        answer = self.drop_ready_answer()
+        if answer is not None:
+            answer.close()
+
 
 def _dedupe(urls: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
@@ -195,7 +201,7 @@ class WorkerSteps:
     BACKOFF = polling.BACKOFF
     ETA_WAIT_CAP = polling.ETA_WAIT_CAP
     FETCH_LEAD = polling.FETCH_LEAD
-    PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one HEAD probe
+    PROBE_TIMEOUT = (5.0, 5.0)  # (connect, read) seconds of one probe (HEAD, or GET up to its headers)
     PROGRESS_EVENT_STEP = 0.05  # download progress events at most every 5 %...
     PROGRESS_EVENT_SECONDS = 0.5  # ...or every half second...
     PROGRESS_EVENT_MIN_GAP = 0.1  # ...and never closer together than this
@@ -258,9 +264,7 @@ class WorkerSteps:
                     ),
                 )
         finally:
-            unused = job.drop_ready_answer()  # stopped between the probe and the download
-            if unused is not None:
-                unused.close()
+            job.close_ready_answer()  # stopped between the probe and the download
 
     def _fail(self, job: _Job, error: ModelsLabError) -> None:
         self._update(job, JobState.FAILED, error.message, None, error=error.to_dict())
@@ -493,9 +497,7 @@ class WorkerSteps:
         else:
             target = self.cache.path_for(record, urls[0])
         if target.is_file() and target.stat().st_size > 0:
-            unused = job.drop_ready_answer()  # the file is here already (an earlier run or another process)
-            if unused is not None:
-                unused.close()
+            job.close_ready_answer()  # the file is here already (an earlier run or another process)
         else:
             # Journaled without an fsync before the temp file exists: a Blender that stops or is killed from here
             # on leaves "downloading" (with the links) for the next session and for other Blenders to see.

@@ -272,6 +272,31 @@ def test_cancel_during_download_is_prompt_and_leaves_no_partial_file(
     assert list((tmp_path / "meshes").iterdir()) == []  # the partial download was removed
 
 
+def test_download_progress_events_are_spaced_so_a_fast_download_sends_none(
+    fresh_server: ServerProcess, make_runner: MakeRunner
+) -> None:
+    """Progress events come no sooner than 0.1 s into a transfer and then no closer together: a download of a
+    small mesh (well under 0.1 s on loopback) publishes no "Downloading x MB" event, a slow one does."""
+    runner = make_runner(fresh_server)
+    events = EventLog(runner)
+    fast = runner.wait(runner.submit(DUCK, SMALL).local_id, timeout=60)
+    assert fast.state == "downloaded", fast.error
+    progress = [e for e in events.pump() if e.local_id == fast.local_id and e.message.startswith("Downloading ")]
+    assert progress == [], [e.message for e in progress]
+
+    fresh_server.set_faults(SLOW_DOWNLOAD)
+    slow = runner.submit(DUCK, SMALL)
+    done = runner.wait(slow.local_id, timeout=60)
+    assert done.state == "downloaded", done.error
+    timed = [
+        e.record.updated_at
+        for e in events.pump()
+        if e.local_id == slow.local_id and e.message.startswith("Downloading ")
+    ]
+    assert timed, "a slow download published no progress"
+    assert all(b - a >= 0.1 - 1e-3 for a, b in zip(timed, timed[1:], strict=False)), timed
+
+
 def test_shutdown_during_download_then_resume(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     fresh_server.set_faults(SLOW_DOWNLOAD)
     first = make_runner(fresh_server)
