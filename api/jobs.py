@@ -523,6 +523,37 @@ class JobRunner(WorkerSteps):
                 snapshot = self._apply(job, state, message, progress, changes, force)
             return self._commit(job, snapshot, save=save, strict=strict, durable=durable)
 
+    def _update_beside(
+        self, job: _Job, message: str, progress: float, *, durable: bool, **changes: Any
+    ) -> threading.Thread:
+        """Apply a change now and journal and publish it on a helper thread while the caller goes on; join the
+        returned thread before the caller's step ends. job.update_lock is taken here and released by the helper,
+        so every later change of the job (a progress event, the end of the download, a failure, a cancel) waits
+        for this one to be on disk first."""
+        job.update_lock.acquire()
+        try:
+            with self._lock:
+                snapshot = self._apply(job, None, message, progress, changes)
+            thread = threading.Thread(
+                target=self._commit_then_release,
+                args=(job, snapshot, durable),
+                name=f"modelslab-journal-{job.record.local_id}",
+                daemon=True,
+            )
+            thread.start()
+        except BaseException:
+            job.update_lock.release()
+            raise
+        return thread
+
+    def _commit_then_release(self, job: _Job, snapshot: JobRecord, durable: bool) -> None:
+        try:
+            self._commit(job, snapshot, durable=durable)
+        except Exception:
+            log.exception("Could not journal ModelsLab job %s", snapshot.local_id)
+        finally:
+            job.update_lock.release()
+
     def _schedule(self, job: _Job) -> None:
         with self._changed:
             if self._closed or job.scheduled:

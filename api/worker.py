@@ -229,6 +229,11 @@ class WorkerSteps:
     ) -> JobRecord:
         raise NotImplementedError  # JobRunner journals and publishes the change
 
+    def _update_beside(
+        self, job: _Job, message: str, progress: float, *, durable: bool, **changes: Any
+    ) -> threading.Thread:
+        raise NotImplementedError  # JobRunner: the same change, journaled on a helper thread
+
     def _drive(self, job: _Job) -> None:
         """Take one job as far as it goes: never raises (errors become FAILED, stops leave the state as is)."""
         try:
@@ -499,9 +504,12 @@ class WorkerSteps:
         if target.is_file() and target.stat().st_size > 0:
             job.close_ready_answer()  # the file is here already (an earlier run or another process)
         else:
-            # Journaled without an fsync before the temp file exists: a Blender that stops or is killed from here
-            # on leaves "downloading" (with the links) for the next session and for other Blenders to see.
-            self._update(job, None, "Downloading", 0.8, durable=False, file_path=str(target))
+            # Journaled (no fsync) beside the transfer's first milliseconds rather than before them: the step
+            # waits for it before it ends, and every later change of the job (progress, the result, a failure)
+            # waits for it too, so a Blender that stops mid-download leaves "downloading" (with the links) for the
+            # next session and for other Blenders to see. A kill within that first millisecond leaves the state
+            # before it: the job is asked again and downloaded without a new charge.
+            journaling = self._update_beside(job, "Downloading", 0.8, durable=False, file_path=str(target))
             fmt = str(record.params.get("output_format") or _format_of(urls[0]))
             try:
                 target = self.client.download(
@@ -519,6 +527,8 @@ class WorkerSteps:
                     "Free some disk space or choose a writable cache folder, then resume the job "
                     "(it is downloaded again without a new charge).",
                 ) from None
+            finally:
+                journaling.join()
             self._check_stop(job)
         size = Path(target).stat().st_size
         self._update(

@@ -25,6 +25,7 @@ import requests
 from server.process import ServerProcess
 
 from .common import API_KEY, EXAMPLE_IMAGE, REPO_ROOT, Missing, Outcome, log, median, rounded
+from .file_events import FileEvents
 from .ui_window import lower_priority
 
 JOBS = 9
@@ -46,6 +47,21 @@ class Sample:
     submitted_at: float
     on_disk_at: float
     extra: dict[str, Any] | None = None
+
+
+_FILE_EVENTS: list[FileEvents | None] = []
+
+
+def file_events() -> FileEvents | None:
+    """The one observer that stamps when each client's mesh file became complete (None where inotify is missing:
+    then each client's own record is used, see the notes)."""
+    if not _FILE_EVENTS:
+        try:
+            _FILE_EVENTS.append(FileEvents())
+        except OSError as exc:
+            log(f"time-to-mesh: no inotify ({exc}); falling back to file mtimes and the JobRunner's clock")
+            _FILE_EVENTS.append(None)
+    return _FILE_EVENTS[0]
 
 
 _REQUEST_LINE = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
@@ -149,7 +165,8 @@ def _median_of(rows: list[dict[str, Any]], key: str) -> float | None:
 
 # --- the official CLI ------------------------------------------------------------------------------------------
 def run_cli(srv: ServerProcess, image_url: str, count: int, workdir: Path, stagger: float = STAGGER) -> list[Sample]:
-    """`modelslab generate image-to-3d` processes; on disk = the downloaded file's mtime (process end kept too)."""
+    """`modelslab generate image-to-3d` processes; on disk = when the output file was closed after writing (its
+    mtime and the process end are kept too)."""
     if not CLI.exists():
         raise Missing("the modelslab CLI is not installed in .venv (pip install modelslab-cli==0.2.2)")
     home = workdir / "cli-home"
@@ -158,9 +175,12 @@ def run_cli(srv: ServerProcess, image_url: str, count: int, workdir: Path, stagg
     env.pop("MODELSLAB_API_KEY", None)
     results: list[Sample | Exception] = []
     lock = threading.Lock()
+    events = file_events()
 
     def one(index: int) -> None:
         out_dir = Path(tempfile.mkdtemp(prefix=f"cli-{index}-", dir=workdir))
+        if events is not None:
+            events.watch(out_dir)
         args = [
             str(CLI),
             "--no-update-check",
@@ -187,13 +207,15 @@ def run_cli(srv: ServerProcess, image_url: str, count: int, workdir: Path, stagg
             files = [p for p in out_dir.iterdir() if p.is_file()]
             if len(files) != 1 or files[0].stat().st_size == 0:
                 raise RuntimeError(f"modelslab CLI left {[p.name for p in files]} in its output dir")
+            mtime = files[0].stat().st_mtime
+            closed = events.completed(files[0]) if events is not None else None
             sample = Sample(
                 "modelslab_cli",
                 None,
                 payload.get("meta", {}).get("file_prefix"),
                 submitted,
-                files[0].stat().st_mtime,
-                {"process_end_at": ended},
+                closed if closed is not None else mtime,
+                {"process_end_at": ended, "mtime_at": mtime, "on_disk_by": "close" if closed else "mtime"},
             )
             with lock:
                 results.append(sample)
@@ -292,14 +314,20 @@ def run_project(
     stagger: float = STAGGER,
     client_name: str = "project",
 ) -> list[Sample]:
-    """Our JobRunner (api/): on disk = the moment the job became DOWNLOADED (file verified and renamed)."""
+    """Our JobRunner (api/): on disk = when the verified file was renamed into the cache folder (the JobRunner's
+    DOWNLOADED time is kept too)."""
     api = _project_api()
     client = api.ModelsLabClient(API_KEY, api.ClientConfig(base_url=srv.url))
     directory = Path(tempfile.mkdtemp(prefix="runner-", dir=workdir))
+    meshes = directory / "meshes"
+    meshes.mkdir()
+    events = file_events()
+    if events is not None:
+        events.watch(meshes)
     runner = api.JobRunner(
         client,
         api.JobJournal(directory / "jobs"),
-        api.MeshCache(directory / "meshes"),
+        api.MeshCache(meshes),
         max_workers=max(1, count),
     )
     try:
@@ -316,8 +344,17 @@ def run_project(
             done = runner.wait(record.local_id, timeout=180)
             if done.state != "downloaded":
                 raise RuntimeError(f"JobRunner job ended {done.state}: {done.error}")
+            downloaded = _downloaded_at(done)
+            renamed = events.completed(done.file_path) if events is not None and done.file_path else None
             samples.append(
-                Sample(client_name, done.remote_id, (done.meta or {}).get("file_prefix"), at, _downloaded_at(done))
+                Sample(
+                    client_name,
+                    done.remote_id,
+                    (done.meta or {}).get("file_prefix"),
+                    at,
+                    renamed if renamed is not None else downloaded,
+                    {"downloaded_at": downloaded, "on_disk_by": "rename" if renamed else "runner"},
+                )
             )
         return samples
     finally:
@@ -432,13 +469,25 @@ def run(quick: bool = False) -> Outcome:
         outcome.extra["modelslab_cli_process_end_overhead_s"] = rounded(
             median([r["process_end_at"] - r["finished_at"] for r in cli_rows])
         )
+    # How far each client's own record is from the shared observer's (positive: the observer saw it later).
+    outcome.extra["observer_minus_own_record_median_s"] = {
+        f"{name} ({own})": rounded(median([r["on_disk_at"] - r[own] for r in rows if r.get(own)]))
+        for name, own in (("modelslab_cli", "mtime_at"), ("project", "downloaded_at"))
+        for rows in [rows_by_client.get(name) or []]
+        if any(r.get(own) for r in rows)
+    }
     outcome.notes.append(
         f"{count} jobs per client, started {STAGGER:g} s apart, on one local server (lowest CPU priority: it stands "
         "in for a service on another machine) with 8 workers and "
         f"`--job-seconds {JOB_SECONDS:g}` (the server's `eta` is honest). Overhead = moment the mesh file was "
         "complete on disk − the server's `finished_at` for that job (matched by `meta.file_prefix` / remote id). "
-        "CLI: the output file's mtime (its process exit is reported too); naive loop: after its write; "
-        "project: the JobRunner's DOWNLOADED time (file verified and renamed into the cache). "
+        "One observer times both the CLI and the project (bench/file_events.py: an inotify watch on each client's "
+        "output folder, stamped with time.time() by one thread of the bench process): the CLI's file is complete "
+        "when the CLI closes it after writing, ours when the verified file is renamed into the cache folder. "
+        "A file's mtime is not used: the kernel stamps it with its coarse clock (4 ms ticks here), so it reads up "
+        "to a tick early; `observer_minus_own_record_median_s` shows the CLI's mtime and the JobRunner's own "
+        "DOWNLOADED time beside the observer's (the CLI's process exit is reported too); naive loop: after its "
+        "write. "
         "`burst_overhead_s`: the CLI and the project again with all jobs submitted at "
         "once, so the server's reconstructions contend for the CPU and its `eta` turns out optimistic "
         "(`server_job_late_vs_job_seconds_median_s`), as a real service's estimate can be. "
@@ -471,8 +520,9 @@ SCHEDULE_NOTE = (
     "shortened by a random phase per job, so jobs sent together do not reach the server at the same instants nor "
     "all miss a cluster of late finishes by the same gap. A late job is noticed within about 15 % of the time it "
     "took, and a job clearly not near done is asked less and less. A fetch takes a check's place 1 s after the "
-    "predicted finish and then at doubling intervals. The DOWNLOADING state is journaled without an fsync once "
-    "the download answer is open (not fsynced before the request). The official CLI sleeps 1 s, 2 s, 4 s, 8 s, "
+    "predicted finish and then at doubling intervals. The DOWNLOADING state is journaled without an fsync on a "
+    "helper thread beside the transfer's first milliseconds (every later change of the job waits for it). The "
+    "official CLI sleeps 1 s, 2 s, 4 s, 8 s, "
     "then 10 s between fetches whatever the eta: with `--job-seconds 3` its second fetch (at 1 + 2 s) happens to "
     "land just after "
     "the finish, and with a late job it waits up to 4 s, then 8 s, past it."

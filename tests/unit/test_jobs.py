@@ -297,6 +297,33 @@ def test_download_progress_events_are_spaced_so_a_fast_download_sends_none(
     assert all(b - a >= 0.1 - 1e-3 for a, b in zip(timed, timed[1:], strict=False)), timed
 
 
+def test_the_downloading_record_is_written_beside_the_transfer_and_never_after_a_later_state(
+    fresh_server: ServerProcess, make_runner: MakeRunner, tmp_path: Path
+) -> None:
+    runner = make_runner(fresh_server)
+    journal_save = runner.journal.save
+    seen: dict[str, Any] = {}
+
+    def slow_downloading_save(record: JobRecord, *, durable: bool = True) -> None:
+        if record.state == "downloading" and record.message == "Downloading":
+            # Held until the transfer has begun: the download must not be waiting for this write.
+            seen["transfer_began"] = bool(
+                wait_until(lambda: list((tmp_path / "meshes").glob(".*.part")), timeout=10, interval=0.002)
+            )
+        journal_save(record, durable=durable)
+        seen.setdefault("order", []).append(record.state)
+
+    runner.journal.save = slow_downloading_save  # type: ignore[method-assign]
+    fresh_server.set_faults([{"fault": "pad_output", "endpoint": "submit", "bytes": 3_000_000}])
+    record = runner.submit(DUCK, SMALL)
+    done = runner.wait(record.local_id, timeout=60)
+    assert done.state == "downloaded", done.error
+    assert seen["transfer_began"]
+    order = seen["order"]
+    assert "downloading" in order and order.index("downloading") < order.index("downloaded")
+    assert runner.journal.load(record.local_id).state == "downloaded"  # the late write did not come last
+
+
 def test_shutdown_during_download_then_resume(fresh_server: ServerProcess, make_runner: MakeRunner) -> None:
     fresh_server.set_faults(SLOW_DOWNLOAD)
     first = make_runner(fresh_server)
