@@ -96,17 +96,17 @@ def download_mesh(
         if _valid_file(target, fmt):
             return target  # finished earlier, or by another process
         try:
-            path = _download_any(open_stream, candidates, target, fmt, config, cancel, progress, deadline)
+            try:
+                return _download_any(open_stream, candidates, target, fmt, config, cancel, progress, deadline)
+            finally:
+                # After the transfer, not before it: the leftovers of a killed download wait a few milliseconds
+                # more and the mesh does not wait for the folder scan.
+                _remove_abandoned_temp_files(target)
         except BaseException:
-            _remove_abandoned_temp_files(target)
             if created:
                 with contextlib.suppress(OSError):
                     target.parent.rmdir()  # the folder made for this download, when nothing else is in it
             raise
-        # After the transfer, not before it: the leftovers of a killed download wait a few milliseconds more and
-        # the mesh does not wait for the folder scan.
-        _remove_abandoned_temp_files(target)
-        return path
 
 
 def _download_any(

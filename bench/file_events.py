@@ -64,12 +64,6 @@ class FileEvents:
         for fd in (self._fd, self._stop_r, self._stop_w):
             os.close(fd)
 
-    def __enter__(self) -> FileEvents:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _run(self) -> None:
         while True:
             ready, _, _ = select.select([self._fd, self._stop_r], [], [])

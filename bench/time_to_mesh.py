@@ -8,6 +8,7 @@ honest). Also reported: the project's time-to-mesh at 1/4/8/16 concurrent jobs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -49,19 +50,15 @@ class Sample:
     extra: dict[str, Any] | None = None
 
 
-_FILE_EVENTS: list[FileEvents | None] = []
-
-
+@functools.cache
 def file_events() -> FileEvents | None:
     """The one observer that stamps when each client's mesh file became complete (None where inotify is missing:
     then each client's own record is used, see the notes)."""
-    if not _FILE_EVENTS:
-        try:
-            _FILE_EVENTS.append(FileEvents())
-        except OSError as exc:
-            log(f"time-to-mesh: no inotify ({exc}); falling back to file mtimes and the JobRunner's clock")
-            _FILE_EVENTS.append(None)
-    return _FILE_EVENTS[0]
+    try:
+        return FileEvents()
+    except OSError as exc:
+        log(f"time-to-mesh: no inotify ({exc}); falling back to file mtimes and the JobRunner's clock")
+        return None
 
 
 _REQUEST_LINE = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d{3})')
@@ -470,12 +467,12 @@ def run(quick: bool = False) -> Outcome:
             median([r["process_end_at"] - r["finished_at"] for r in cli_rows])
         )
     # How far each client's own record is from the shared observer's (positive: the observer saw it later).
-    outcome.extra["observer_minus_own_record_median_s"] = {
-        f"{name} ({own})": rounded(median([r["on_disk_at"] - r[own] for r in rows if r.get(own)]))
-        for name, own in (("modelslab_cli", "mtime_at"), ("project", "downloaded_at"))
-        for rows in [rows_by_client.get(name) or []]
-        if any(r.get(own) for r in rows)
-    }
+    observer_minus_own: dict[str, float] = {}
+    for name, own in (("modelslab_cli", "mtime_at"), ("project", "downloaded_at")):
+        gaps = [r["on_disk_at"] - r[own] for r in rows_by_client.get(name) or [] if r.get(own)]
+        if gaps:
+            observer_minus_own[f"{name} ({own})"] = rounded(median(gaps))
+    outcome.extra["observer_minus_own_record_median_s"] = observer_minus_own
     outcome.notes.append(
         f"{count} jobs per client, started {STAGGER:g} s apart, on one local server (lowest CPU priority: it stands "
         "in for a service on another machine) with 8 workers and "
